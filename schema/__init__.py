@@ -1,0 +1,33 @@
+"""The GraphQL schema of the billing gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import strawberry
+from typing import Any
+
+from schema.errors import (
+    Forbidden,
+    IdempotencyConflict,
+    InsufficientBalance,
+    InvalidInput,
+    NoCurrentSubscription,
+    NotFound,
+)
+from schema.root import Mutation, Query
+
+SDL_PATH = Path(__file__).with_name("schema.graphql")
+_ERROR_TYPES = [InvalidInput, NotFound, Forbidden, NoCurrentSubscription, IdempotencyConflict,
+                InsufficientBalance]
+
+
+def build_schema(extensions: Sequence[Any] = ()) -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query, mutation=Mutation, types=_ERROR_TYPES, extensions=list(extensions)
+    )
+
+
+def export_sdl() -> str:
+    return build_schema().as_str() + "\n"

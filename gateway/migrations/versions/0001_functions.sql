@@ -278,7 +278,9 @@ BEGIN
    WHERE customer_id = s.customer_id AND usage_meter_id = v_meter.id
      AND transaction_id = p_transaction_id;
   IF FOUND THEN
-    RETURN _usage_replay(v_existing, s.id, v_price.id, p_amount, p_usage_date, p_properties);
+    RETURN _usage_replay(v_existing, s.id, v_price.id, p_amount, p_usage_date, p_properties)
+           || jsonb_build_object('pricing_model_id', v_pricing_model_id, 'balance',
+                (SELECT to_jsonb(b) FROM usage_balance(s.id, v_meter.id, v_now) b));
   END IF;
 
   IF s.status NOT IN ('trialing', 'active', 'past_due', 'unpaid', 'cancellation_scheduled') THEN
@@ -387,7 +389,9 @@ BEGIN
     SELECT * INTO v_existing FROM usage_events
      WHERE customer_id = s.customer_id AND usage_meter_id = v_meter.id
        AND transaction_id = p_transaction_id;
-    RETURN _usage_replay(v_existing, s.id, v_price.id, p_amount, p_usage_date, p_properties);
+    RETURN _usage_replay(v_existing, s.id, v_price.id, p_amount, p_usage_date, p_properties)
+           || jsonb_build_object('pricing_model_id', v_pricing_model_id, 'balance',
+                (SELECT to_jsonb(b) FROM usage_balance(s.id, v_meter.id, v_now) b));
   END IF;
 
   -- Move the balance.
@@ -411,7 +415,7 @@ BEGIN
 
   SELECT to_jsonb(b) INTO v_balance FROM usage_balance(s.id, v_meter.id, v_now) b;
   RETURN jsonb_build_object('status', 'recorded', 'event', _usage_event_json(v_event),
-                            'balance', v_balance);
+                            'balance', v_balance, 'pricing_model_id', v_pricing_model_id);
 END;
 $$;
 

@@ -1,0 +1,147 @@
+"""Reading the catalog (pricing models with products, prices, meters and features).
+
+The catalog is read on almost every request and changes rarely, so each process keeps
+whole pricing models in memory. A change to the catalog sends ``NOTIFY gateway_catalog``
+in the same transaction; every process LISTENs and drops its copy, and entries also expire
+after ``GATEWAY_CATALOG_CACHE_SECONDS`` as a bound should a notification be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from gateway.db import Conn, Database
+from gateway.records import Catalog, FeatureRow, PriceRow, ProductRow, UsageMeterRow
+
+NOTIFY_CHANNEL = "gateway_catalog"
+
+_CATALOG_SQL = """
+SELECT pm.id, pm.name, pm.is_default,
+  coalesce((SELECT jsonb_agg(jsonb_build_object(
+      'id', p.id, 'slug', p.slug, 'name', p.name, 'is_default', p.is_default,
+      'feature_ids', coalesce((SELECT jsonb_agg(pf.feature_id ORDER BY f.slug)
+                                 FROM product_features pf JOIN features f ON f.id = pf.feature_id
+                                WHERE pf.product_id = p.id), '[]'::jsonb))
+      ORDER BY p.created_at, p.slug) FROM products p WHERE p.pricing_model_id = pm.id), '[]') AS products,
+  coalesce((SELECT jsonb_agg(to_jsonb(pr) ORDER BY pr.created_at, pr.slug)
+              FROM prices pr WHERE pr.pricing_model_id = pm.id), '[]') AS prices,
+  coalesce((SELECT jsonb_agg(to_jsonb(m) ORDER BY m.created_at, m.slug)
+              FROM usage_meters m WHERE m.pricing_model_id = pm.id), '[]') AS meters,
+  coalesce((SELECT jsonb_agg(to_jsonb(f) ORDER BY f.created_at, f.slug)
+              FROM features f WHERE f.pricing_model_id = pm.id), '[]') AS features
+FROM pricing_models pm
+WHERE pm.id = ANY($1::uuid[])
+"""
+
+
+def _uuid(value: object) -> uuid.UUID | None:
+    return uuid.UUID(str(value)) if value is not None else None
+
+
+def _catalog_from_record(r: dict[str, object]) -> Catalog:
+    pm_id = uuid.UUID(str(r["id"]))
+    products = tuple(
+        ProductRow(
+            id=uuid.UUID(p["id"]), pricing_model_id=pm_id, slug=p["slug"], name=p["name"],
+            is_default=p["is_default"],
+            feature_ids=tuple(uuid.UUID(f) for f in p["feature_ids"]),
+        )
+        for p in r["products"]  # type: ignore[attr-defined]
+    )
+    prices = tuple(
+        PriceRow(
+            id=uuid.UUID(p["id"]), pricing_model_id=pm_id, product_id=_uuid(p["product_id"]),
+            usage_meter_id=_uuid(p["usage_meter_id"]), slug=p["slug"], name=p["name"],
+            type=p["type"], unit_price=p["unit_price"], currency=p["currency"],
+            interval_unit=p["interval_unit"], interval_count=p["interval_count"],
+            usage_events_per_unit=p["usage_events_per_unit"], is_default=p["is_default"],
+            is_no_charge=p["is_no_charge"], active=p["active"],
+        )
+        for p in r["prices"]  # type: ignore[attr-defined]
+    )
+    meters = tuple(
+        UsageMeterRow(
+            id=uuid.UUID(m["id"]), pricing_model_id=pm_id, slug=m["slug"], name=m["name"],
+            aggregation_type=m["aggregation_type"],
+        )
+        for m in r["meters"]  # type: ignore[attr-defined]
+    )
+    features = tuple(
+        FeatureRow(
+            id=uuid.UUID(f["id"]), pricing_model_id=pm_id, slug=f["slug"], name=f["name"],
+            type=f["type"], amount=f["amount"], usage_meter_id=_uuid(f["usage_meter_id"]),
+            renewal_frequency=f["renewal_frequency"],
+        )
+        for f in r["features"]  # type: ignore[attr-defined]
+    )
+    return Catalog(
+        id=pm_id, name=str(r["name"]), is_default=bool(r["is_default"]), products=products,
+        prices=prices, meters=meters, features=features,
+    )
+
+
+async def load_catalogs(db: Database | Conn, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Catalog]:
+    rows = await db.fetch(_CATALOG_SQL, list(ids))
+    return {c.id: c for c in (_catalog_from_record(dict(r)) for r in rows)}
+
+
+async def notify_catalog_changed(conn: Conn, pricing_model_id: uuid.UUID) -> None:
+    """Tell every process to drop its copy (delivered when the transaction commits)."""
+    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(pricing_model_id))
+
+
+class CatalogCache:
+    """Whole pricing models kept per process; see the module docstring for invalidation."""
+
+    def __init__(self, db: Database, ttl_seconds: float) -> None:
+        self.db = db
+        self.ttl = ttl_seconds
+        self._entries: dict[uuid.UUID, tuple[float, Catalog]] = {}
+        self._listener: tuple[Any, Any] | None = None
+
+    def invalidate(self, pricing_model_id: uuid.UUID | None = None) -> None:
+        if pricing_model_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(pricing_model_id, None)
+
+    async def get_many(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Catalog]:
+        now = time.monotonic()
+        found: dict[uuid.UUID, Catalog] = {}
+        missing: list[uuid.UUID] = []
+        for pm_id in ids:
+            entry = self._entries.get(pm_id)
+            if entry is not None and now - entry[0] < self.ttl:
+                found[pm_id] = entry[1]
+            else:
+                missing.append(pm_id)
+        if missing:
+            loaded = await load_catalogs(self.db, missing)
+            for pm_id, catalog in loaded.items():
+                self._entries[pm_id] = (now, catalog)
+            found.update(loaded)
+        return found
+
+    async def listen(self) -> None:
+        """LISTEN for catalog changes on a dedicated connection (kept open until stop)."""
+        conn = await self.db.pool.acquire()
+
+        def _on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            try:
+                self.invalidate(uuid.UUID(payload))
+            except ValueError:
+                self.invalidate()
+
+        await conn.add_listener(NOTIFY_CHANNEL, _on_notify)
+        self._listener = (conn, _on_notify)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            conn, callback = self._listener
+            self._listener = None
+            await conn.remove_listener(NOTIFY_CHANNEL, callback)
+            await asyncio.shield(self.db.pool.release(conn))

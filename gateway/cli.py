@@ -1,0 +1,175 @@
+"""The `billing-gateway` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.db import Database
+from gateway.embedded import EmbeddedPostgres, resolve_database_url
+from gateway.settings import Settings, get_settings
+
+T = TypeVar("T")
+
+
+def _database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+    """The database URL, with migrations applied (starting the embedded server if needed)."""
+    from gateway.migrate import upgrade
+
+    url, server = resolve_database_url(settings.database_url, settings.gateway_data_dir)
+    upgrade(url)
+    return url, server
+
+
+def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    url, server = _database(settings)
+
+    async def run() -> T:
+        db = Database(url, min_size=1, max_size=2)
+        await db.connect()
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    url, server = _database(settings)
+    host = args.host or settings.gateway_host
+    port = args.port or settings.gateway_port
+    print(f"GraphiQL: http://{host}:{port}/graphql", flush=True)
+    try:
+        uvicorn.run(create_app(settings, url), host=host, port=port, log_level="info",
+                    timeout_graceful_shutdown=30)
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    _, server = _database(settings)
+    if server is not None:
+        server.stop()
+    print("database is at the latest migration")
+    return 0
+
+
+def cmd_pricing_import(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.catalog_setup import setup_pricing_model
+    from gateway.errors import UserError
+
+    text = Path(args.file).read_text()
+    result = _with_db(settings, lambda db: setup_pricing_model(db, text))
+    if isinstance(result, UserError):
+        print(f"error: {result.message}", file=sys.stderr)
+        for problem in result.extra.get("problems", []):
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"pricing model {result} created")
+    return 0
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.auth import create_api_key
+
+    info, key = _with_db(settings, lambda db: create_api_key(db, args.name))
+    print(f"created key {info.id} ({info.name}); it is shown only once:")
+    print(key)
+    return 0
+
+
+def cmd_keys_list(settings: Settings, _args: argparse.Namespace) -> int:
+    from gateway.auth import list_api_keys
+
+    for k in _with_db(settings, list_api_keys):
+        state = f"revoked {k.revoked_at.isoformat()}" if k.revoked_at else "active"
+        print(f"{k.id}  {k.prefix}...  {k.name}  created {k.created_at.isoformat()}  {state}")
+    return 0
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.auth import revoke_api_key
+
+    try:
+        key_id = uuid.UUID(args.key_id)
+    except ValueError:
+        print(f"error: {args.key_id} is not a key id", file=sys.stderr)
+        return 2
+    if not _with_db(settings, lambda db: revoke_api_key(db, key_id)):
+        print(f"error: no active key {key_id}", file=sys.stderr)
+        return 1
+    print(f"revoked key {key_id}")
+    return 0
+
+
+def cmd_export_schema(_settings: Settings, args: argparse.Namespace) -> int:
+    from schema import SDL_PATH, export_sdl
+
+    target = Path(args.output) if args.output else SDL_PATH
+    target.write_text(export_sdl())
+    print(f"wrote {target}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="billing-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway (applies migrations first)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    pricing = sub.add_parser("pricing", help="pricing models").add_subparsers(
+        dest="pricing_command", required=True
+    )
+    imp = pricing.add_parser("import", help="set up a pricing model from a YAML or JSON file")
+    imp.add_argument("file")
+    imp.set_defaults(func=cmd_pricing_import)
+
+    keys = sub.add_parser("keys", help="secret API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True)
+    create.set_defaults(func=cmd_keys_create)
+    keys.add_parser("list", help="list keys").set_defaults(func=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(func=cmd_keys_revoke)
+
+    export = sub.add_parser("export-schema", help="write the GraphQL SDL")
+    export.add_argument("--output")
+    export.set_defaults(func=cmd_export_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    func: Callable[[Settings, argparse.Namespace], Any] = args.func
+    return int(func(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The per-request GraphQL context: who is calling, the database, fresh loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from strawberry.fastapi import BaseContext
+
+from gateway.auth import Caller
+from gateway.catalog import CatalogCache
+from gateway.db import Database
+from gateway.loaders import Loaders
+from gateway.settings import Settings
+
+
+@dataclass
+class Services:
+    """Process-wide objects shared by all requests (no per-request state)."""
+
+    settings: Settings
+    db: Database
+    catalogs: CatalogCache
+    token_secret: str
+
+
+class Context(BaseContext):
+    def __init__(self, services: Services, caller: Caller) -> None:
+        super().__init__()
+        self.services = services
+        self.settings = services.settings
+        self.db = services.db
+        self.catalogs = services.catalogs
+        self.caller = caller
+        self.loaders = Loaders(services.db, services.catalogs)

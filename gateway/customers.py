@@ -1,0 +1,107 @@
+"""Customers: creation, batched look-ups and the dashboard's cursor pagination."""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from gateway.db import Database
+from gateway.errors import UserError, invalid
+from gateway.records import CustomerRow
+
+_COLUMNS = "id, pricing_model_id, external_id, name, email, created_at"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_PAGE = 100
+
+
+def _row(r: asyncpg.Record) -> CustomerRow:
+    return CustomerRow(**dict(r))
+
+
+async def create_customer(
+    db: Database, external_id: str, name: str | None, email: str | None
+) -> CustomerRow | UserError:
+    external_id = external_id.strip()
+    if not external_id:
+        return invalid("externalId must not be empty", "input", "externalId")
+    if len(external_id) > 255:
+        return invalid("externalId must be at most 255 characters", "input", "externalId")
+    if email is not None and not _EMAIL.match(email):
+        return invalid(f"email {email!r} is not an e-mail address", "input", "email")
+    row = await db.fetchrow(
+        f"""
+        WITH pm AS (SELECT id FROM pricing_models WHERE is_default)
+        INSERT INTO customers (pricing_model_id, external_id, name, email)
+        SELECT pm.id, $1, $2, $3 FROM pm
+        ON CONFLICT (external_id) DO NOTHING
+        RETURNING {_COLUMNS}
+        """,
+        external_id,
+        name,
+        email,
+    )
+    if row is not None:
+        return _row(row)
+    has_model = await db.fetchval("SELECT EXISTS (SELECT 1 FROM pricing_models WHERE is_default)")
+    if not has_model:
+        return invalid("no pricing model is set up yet: run setupPricingModel first", "input")
+    return invalid(f"a customer with externalId {external_id!r} exists", "input", "externalId")
+
+
+async def customers_by_external_id(
+    db: Database, external_ids: Sequence[str]
+) -> dict[str, CustomerRow]:
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM customers WHERE external_id = ANY($1::text[])", list(external_ids)
+    )
+    return {r["external_id"]: _row(r) for r in rows}
+
+
+async def customers_by_id(db: Database, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CustomerRow]:
+    rows = await db.fetch(f"SELECT {_COLUMNS} FROM customers WHERE id = ANY($1::uuid[])", list(ids))
+    return {r["id"]: _row(r) for r in rows}
+
+
+@dataclass(frozen=True)
+class CustomerPage:
+    customers: list[CustomerRow]
+    has_next_page: bool
+
+    def cursor(self, customer: CustomerRow) -> str:
+        return encode_cursor(customer.id)
+
+
+def encode_cursor(customer_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(customer_id.bytes).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> uuid.UUID | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return uuid.UUID(bytes=raw)
+    except ValueError:
+        return None
+
+
+async def customers_page(db: Database, first: int, after: str | None) -> CustomerPage | UserError:
+    """Customers in creation order (ids are time-ordered), keyset-paginated."""
+    if first < 0 or first > MAX_PAGE:
+        return invalid(f"first must be between 0 and {MAX_PAGE}", "first")
+    after_id = None
+    if after is not None:
+        after_id = decode_cursor(after)
+        if after_id is None:
+            return invalid("after is not a cursor of this connection", "after")
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM customers WHERE ($1::uuid IS NULL OR id > $1)"
+        " ORDER BY id LIMIT $2",
+        after_id,
+        first + 1,
+    )
+    customers = [_row(r) for r in rows[:first]]
+    return CustomerPage(customers=customers, has_next_page=len(rows) > first)

@@ -1,0 +1,262 @@
+"""Recording usage events, exactly once.
+
+Checks that need no data (missing fields, amount, sizes) run here; everything else runs in
+the database function ``record_usage_event()`` in one statement: resolving the target,
+ownership, the subscription's status, the usageDate window, the idempotency claim, the
+``requireBalance`` decision, the event, and the balance move. One round trip per event and
+one per batch (besides authentication), and no window where the key is claimed but the
+balance has not moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+import uuid_utils
+
+from gateway.auth import Caller
+from gateway.balances import balance_from_json
+from gateway.db import Database
+from gateway.errors import ErrorCode, UserError, invalid, not_found
+from gateway.records import BalanceRow, UsageEventRow
+from gateway.settings import Settings
+
+TargetKind = Literal["priceId", "priceSlug", "usageMeterId", "usageMeterSlug"]
+MAX_TRANSACTION_ID = 255
+MAX_AMOUNT = 2**31 - 1
+_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class UsageInput:
+    target_kind: TargetKind
+    target: str
+    amount: int | None = None
+    subscription_id: str | None = None
+    transaction_id: str | None = None
+    usage_date: datetime | None = None
+    properties: Any = None
+    require_balance: bool = False
+
+
+@dataclass(frozen=True)
+class UsageRecorded:
+    event: UsageEventRow
+    replayed: bool
+    balance: BalanceRow | None
+
+
+UsageResult = UsageRecorded | UserError
+
+
+def new_event_id() -> uuid.UUID:
+    return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
+
+
+def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, Any] | UserError:
+    """Validate what needs no data and apply the caller's defaults."""
+    if caller.is_secret_key:
+        missing = [
+            name
+            for name, value in (
+                ("subscriptionId", item.subscription_id),
+                ("transactionId", item.transaction_id),
+                ("amount", item.amount),
+            )
+            if value is None
+        ]
+        if missing:
+            return invalid(
+                "a secret key must give " + ", ".join(missing) + " explicitly",
+                "input",
+                missing[0],
+            )
+    amount = 1 if item.amount is None else item.amount
+    if amount <= 0 or amount > MAX_AMOUNT:
+        return invalid("amount must be a positive integer", "input", "amount")
+    transaction_id = item.transaction_id
+    if transaction_id is None:
+        transaction_id = f"gen_{new_event_id()}"
+    elif not transaction_id.strip() or len(transaction_id) > MAX_TRANSACTION_ID:
+        return invalid(
+            f"transactionId must be 1 to {MAX_TRANSACTION_ID} characters", "input", "transactionId"
+        )
+    subscription_id: uuid.UUID | None = None
+    if item.subscription_id is not None:
+        try:
+            subscription_id = uuid.UUID(item.subscription_id)
+        except ValueError:
+            return not_found(f"no subscription {item.subscription_id}", "input", "subscriptionId")
+    if item.target_kind in ("priceId", "usageMeterId"):
+        try:
+            uuid.UUID(item.target)
+        except ValueError:
+            return not_found(f"no {item.target_kind[:-2]} {item.target}", "input", "target",
+                             item.target_kind)
+    properties = item.properties
+    if properties is not None:
+        if not isinstance(properties, dict):
+            return invalid("properties must be a JSON object", "input", "properties")
+        size = len(orjson.dumps(properties))
+        if size > settings.gateway_max_properties_bytes:
+            return invalid(
+                f"properties must be at most {settings.gateway_max_properties_bytes} bytes"
+                f" of JSON (got {size})",
+                "input",
+                "properties",
+            )
+    usage_date = item.usage_date
+    if usage_date is not None and usage_date.tzinfo is None:
+        usage_date = usage_date.replace(tzinfo=UTC)
+    return {
+        "event_id": str(new_event_id()),
+        "subscription_id": None if subscription_id is None else str(subscription_id),
+        "target_kind": item.target_kind,
+        "target": item.target,
+        "amount": amount,
+        "transaction_id": transaction_id,
+        "usage_date": None if usage_date is None else usage_date.isoformat(),
+        "properties": properties,
+        "require_balance": item.require_balance,
+    }
+
+
+def _event(data: dict[str, Any]) -> UsageEventRow:
+    return UsageEventRow(
+        id=uuid.UUID(data["id"]),
+        customer_id=uuid.UUID(data["customer_id"]),
+        subscription_id=uuid.UUID(data["subscription_id"]),
+        usage_meter_id=uuid.UUID(data["usage_meter_id"]),
+        price_id=uuid.UUID(data["price_id"]),
+        billing_period_id=uuid.UUID(data["billing_period_id"]),
+        amount=int(data["amount"]),
+        transaction_id=data["transaction_id"],
+        usage_date=datetime.fromisoformat(data["usage_date"]),
+        properties=data["properties"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+    )
+
+
+def _result(data: dict[str, Any]) -> UsageResult:
+    status = data["status"]
+    if status == "error":
+        code = ErrorCode(data["code"])
+        extra: dict[str, Any] = {}
+        if code is ErrorCode.IDEMPOTENCY_CONFLICT:
+            extra["existing_event"] = _event(data["event"])
+        elif code is ErrorCode.INSUFFICIENT_BALANCE:
+            extra = {
+                "meter_slug": data["meter_slug"],
+                "meter_id": uuid.UUID(data["meter_id"]),
+                "available": int(data["available"]),
+                "required": int(data["required"]),
+                "pricing_model_id": uuid.UUID(data["pricing_model_id"]),
+            }
+        return UserError(code, data["message"], data["field"], extra)
+    pricing_model_id = uuid.UUID(data["pricing_model_id"])
+    balance = data.get("balance")
+    return UsageRecorded(
+        event=_event(data["event"]),
+        replayed=status == "replayed",
+        balance=None if balance is None else balance_from_json(balance, pricing_model_id),
+    )
+
+
+async def _with_retry(call: Any) -> Any:
+    """Retry a whole statement after a deadlock: it rolled back, and replays are idempotent."""
+    for attempt in range(_RETRIES):
+        try:
+            return await call()
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+            if attempt == _RETRIES - 1:
+                raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _intervals(settings: Settings) -> tuple[Any, Any]:
+    from datetime import timedelta
+
+    return (
+        timedelta(days=settings.gateway_backdating_days),
+        timedelta(seconds=settings.gateway_future_tolerance_seconds),
+    )
+
+
+async def record_usage_event(
+    db: Database, settings: Settings, caller: Caller, item: UsageInput
+) -> UsageResult:
+    prepared = _prepare(caller, item, settings)
+    if isinstance(prepared, UserError):
+        return prepared
+    backdating, future = _intervals(settings)
+
+    async def call() -> Any:
+        return await db.fetchval(
+            "SELECT record_usage_event($1::uuid, $2::uuid, $3::uuid, $4, $5, $6, $7,"
+            " $8::timestamptz, $9::jsonb, $10, $11, $12)",
+            uuid.UUID(prepared["event_id"]),
+            caller.customer_id,
+            None if prepared["subscription_id"] is None else uuid.UUID(prepared["subscription_id"]),
+            prepared["target_kind"],
+            prepared["target"],
+            prepared["amount"],
+            prepared["transaction_id"],
+            None if item.usage_date is None else datetime.fromisoformat(prepared["usage_date"]),
+            prepared["properties"],
+            prepared["require_balance"],
+            backdating,
+            future,
+        )
+
+    return _result(await _with_retry(call))
+
+
+async def record_usage_events(
+    db: Database, settings: Settings, caller: Caller, items: list[UsageInput]
+) -> list[UsageResult] | UserError:
+    """A batch in one statement; one result per input, in order, each independent."""
+    if len(items) > settings.gateway_max_batch_size:
+        return invalid(
+            f"a batch holds at most {settings.gateway_max_batch_size} events (got {len(items)})",
+            "input",
+        )
+    results: list[UsageResult | None] = [None] * len(items)
+    valid: list[tuple[int, dict[str, Any]]] = []
+    for index, item in enumerate(items):
+        prepared = _prepare(caller, item, settings)
+        if isinstance(prepared, UserError):
+            field = prepared.field
+            path = ["input", str(index), *(field[1:] if field else [])]
+            results[index] = UserError(prepared.code, prepared.message, path, prepared.extra)
+        else:
+            valid.append((index, prepared))
+    if valid:
+        backdating, future = _intervals(settings)
+        payload = [p for _, p in valid]
+
+        async def call() -> Any:
+            return await db.fetch(
+                "SELECT item_position, result FROM record_usage_events($1::jsonb, $2::uuid, $3, $4)",
+                payload,
+                caller.customer_id,
+                backdating,
+                future,
+            )
+
+        for row in await _with_retry(call):
+            index = valid[row["item_position"] - 1][0]
+            result = _result(row["result"])
+            if isinstance(result, UserError) and result.field:
+                result = UserError(
+                    result.code, result.message, ["input", str(index), *result.field[1:]],
+                    result.extra,
+                )
+            results[index] = result
+    return [r for r in results if r is not None]

@@ -1,0 +1,67 @@
+"""createUsageEvent and createUsageEvents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+
+from gateway import authz, usage
+from gateway.errors import UserError
+from resolvers._args import opt
+from schema.billing import UsageBalance
+from schema.errors import to_graphql
+from schema.usage import CreateUsageEventInput, UsageEvent, UsageEventRecorded
+
+_TARGETS = ("price_id", "price_slug", "usage_meter_id", "usage_meter_slug")
+_KINDS: dict[str, usage.TargetKind] = {
+    "price_id": "priceId",
+    "price_slug": "priceSlug",
+    "usage_meter_id": "usageMeterId",
+    "usage_meter_slug": "usageMeterSlug",
+}
+
+
+def _parse(item: CreateUsageEventInput) -> usage.UsageInput:
+    # @oneOf guarantees exactly one target is set before any resolver runs.
+    name = next(n for n in _TARGETS if getattr(item.target, n) not in (None, strawberry.UNSET))
+    return usage.UsageInput(
+        target_kind=_KINDS[name],
+        target=str(getattr(item.target, name)),
+        amount=opt(item.amount),
+        subscription_id=None if opt(item.subscription_id) is None else str(item.subscription_id),
+        transaction_id=opt(item.transaction_id),
+        usage_date=opt(item.usage_date),
+        properties=opt(item.properties),
+        require_balance=bool(item.require_balance),
+    )
+
+
+def _map(result: usage.UsageResult) -> Any:
+    if isinstance(result, UserError):
+        return to_graphql(result)
+    return UsageEventRecorded(
+        usage_event=UsageEvent.from_row(result.event),
+        replayed=result.replayed,
+        balance=None if result.balance is None else UsageBalance(row=result.balance),
+    )
+
+
+async def create_usage_event(info: strawberry.Info, input: CreateUsageEventInput) -> Any:
+    ctx = info.context
+    authz.require_caller(ctx.caller)
+    return _map(await usage.record_usage_event(ctx.db, ctx.settings, ctx.caller, _parse(input)))
+
+
+async def create_usage_events(
+    info: strawberry.Info, input: list[CreateUsageEventInput]
+) -> list[Any]:
+    ctx = info.context
+    authz.require_caller(ctx.caller)
+    results = await usage.record_usage_events(
+        ctx.db, ctx.settings, ctx.caller, [_parse(i) for i in input]
+    )
+    if isinstance(results, UserError):
+        # The batch as a whole is refused: every item gets the same answer.
+        return [to_graphql(results) for _ in input]
+    return [_map(r) for r in results]

@@ -1,0 +1,116 @@
+"""Administration inputs and payloads (secret key only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+
+from schema.billing import Customer, Subscription, UsageBalance
+from schema.catalog import PricingModel
+from schema.errors import InvalidInput, NotFound
+
+
+@strawberry.input
+class SetupPricingModelInput:
+    definition: str = strawberry.field(
+        description="The pricing model in Flowglad's setup format, as YAML or JSON text."
+    )
+
+
+@strawberry.type
+class PricingModelSetUp:
+    pricing_model: PricingModel
+
+
+SetupPricingModelResult = Annotated[
+    PricingModelSetUp | InvalidInput, strawberry.union("SetupPricingModelResult")
+]
+
+
+@strawberry.input
+class CreateCustomerInput:
+    external_id: str
+    name: str | None = strawberry.UNSET
+    email: str | None = strawberry.UNSET
+
+
+@strawberry.type
+class CustomerCreated:
+    customer: Customer
+
+
+CreateCustomerResult = Annotated[
+    CustomerCreated | InvalidInput, strawberry.union("CreateCustomerResult")
+]
+
+
+@strawberry.input
+class CreateSubscriptionInput:
+    customer_external_id: str
+    price_slug: str = strawberry.field(description="A SUBSCRIPTION price of the pricing model.")
+    start_date: datetime | None = strawberry.field(
+        default=strawberry.UNSET, description="Default now; may be in the past."
+    )
+
+
+@strawberry.type
+class SubscriptionCreated:
+    subscription: Subscription
+
+
+CreateSubscriptionResult = Annotated[
+    SubscriptionCreated | InvalidInput | NotFound, strawberry.union("CreateSubscriptionResult")
+]
+
+
+@strawberry.input
+class CancelSubscriptionInput:
+    subscription_id: strawberry.ID
+
+
+@strawberry.type
+class SubscriptionCanceled:
+    subscription: Subscription
+
+
+CancelSubscriptionResult = Annotated[
+    SubscriptionCanceled | NotFound, strawberry.union("CancelSubscriptionResult")
+]
+
+
+@strawberry.input
+class GrantUsageCreditsInput:
+    subscription_id: strawberry.ID
+    usage_meter_slug: str
+    amount: int
+    expires_at: datetime | None = strawberry.UNSET
+
+
+@strawberry.type
+class UsageCreditsGranted:
+    balance: UsageBalance
+
+
+GrantUsageCreditsResult = Annotated[
+    UsageCreditsGranted | InvalidInput | NotFound, strawberry.union("GrantUsageCreditsResult")
+]
+
+
+@strawberry.input
+class CreateCustomerSessionInput:
+    customer_external_id: str
+    expires_in_seconds: int | None = 3600
+
+
+@strawberry.type
+class CustomerSessionCreated:
+    token: str
+    expires_at: datetime
+
+
+CreateCustomerSessionResult = Annotated[
+    CustomerSessionCreated | NotFound | InvalidInput,
+    strawberry.union("CreateCustomerSessionResult"),
+]

@@ -1,0 +1,107 @@
+"""Errors as data: the UserError interface, its types, and the mapping from gateway errors."""
+
+from __future__ import annotations
+
+import uuid
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+
+from gateway import errors
+
+if TYPE_CHECKING:
+    from schema.catalog import Product
+    from schema.usage import UsageEvent
+
+
+@strawberry.enum(description="Stable codes of expected failures.")
+class ErrorCode(Enum):
+    INVALID_INPUT = "INVALID_INPUT"
+    NOT_FOUND = "NOT_FOUND"
+    FORBIDDEN = "FORBIDDEN"
+    NO_CURRENT_SUBSCRIPTION = "NO_CURRENT_SUBSCRIPTION"
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+
+
+@strawberry.interface(description="An expected failure, returned as data.")
+class UserError:
+    code: ErrorCode
+    message: str
+    field: list[str] | None = strawberry.field(
+        description="Path of the input field at fault, e.g. [\"input\", \"amount\"]."
+    )
+
+
+@strawberry.type
+class InvalidInput(UserError):
+    pass
+
+
+@strawberry.type
+class NotFound(UserError):
+    pass
+
+
+@strawberry.type
+class Forbidden(UserError):
+    pass
+
+
+@strawberry.type
+class NoCurrentSubscription(UserError):
+    pass
+
+
+@strawberry.type
+class IdempotencyConflict(UserError):
+    existing_event: Annotated[UsageEvent, strawberry.lazy("schema.usage")] = strawberry.field(
+        description="The event already recorded under this transactionId."
+    )
+
+
+@strawberry.type
+class InsufficientBalance(UserError):
+    meter_slug: str
+    available_balance: int
+    required: int
+    pricing_model_id: strawberry.Private[uuid.UUID]
+    meter_id: strawberry.Private[uuid.UUID]
+
+    @strawberry.field(description="Products whose features grant credits on this meter.")
+    async def upgrade_options(
+        self, info: strawberry.Info
+    ) -> list[Annotated[Product, strawberry.lazy("schema.catalog")]]:
+        from schema.catalog import Product
+
+        catalog = await info.context.loaders.catalog.load(self.pricing_model_id)
+        return [Product(row=p, catalog=catalog) for p in catalog.products_granting(self.meter_id)]
+
+
+_SIMPLE: dict[errors.ErrorCode, Any] = {
+    errors.ErrorCode.INVALID_INPUT: InvalidInput,
+    errors.ErrorCode.NOT_FOUND: NotFound,
+    errors.ErrorCode.FORBIDDEN: Forbidden,
+    errors.ErrorCode.NO_CURRENT_SUBSCRIPTION: NoCurrentSubscription,
+}
+
+
+def to_graphql(error: errors.UserError) -> Any:
+    """The GraphQL error type of a gateway error."""
+    code = ErrorCode(error.code.value)
+    if error.code is errors.ErrorCode.IDEMPOTENCY_CONFLICT:
+        from schema.usage import UsageEvent
+
+        return IdempotencyConflict(
+            code=code, message=error.message, field=error.field,
+            existing_event=UsageEvent.from_row(error.extra["existing_event"]),
+        )
+    if error.code is errors.ErrorCode.INSUFFICIENT_BALANCE:
+        return InsufficientBalance(
+            code=code, message=error.message, field=error.field,
+            meter_slug=error.extra["meter_slug"], available_balance=error.extra["available"],
+            required=error.extra["required"], pricing_model_id=error.extra["pricing_model_id"],
+            meter_id=error.extra["meter_id"],
+        )
+    return _SIMPLE[error.code](code=code, message=error.message, field=error.field)

@@ -1,0 +1,163 @@
+"""Test setup: a real PostgreSQL for the whole run, emptied before each test.
+
+The server is the one at DATABASE_URL when it is set, else an embedded PostgreSQL in a
+temporary data directory. Each run creates its own database (so runs never share state) and
+applies the migrations to it; every test that uses the database starts from empty tables
+(TRUNCATE), which also lets concurrency tests commit from many connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.auth import create_api_key
+from gateway.db import Database, asyncpg_dsn
+from gateway.embedded import EmbeddedPostgres
+from gateway.migrate import upgrade
+from gateway.settings import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TABLES = (
+    "usage_events, usage_distinct_keys, usage_totals, meter_balances, credit_grants,"
+    " subscriptions, customers, product_features, features, prices, products, usage_meters,"
+    " pricing_models, api_keys"
+)
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(asyncpg_dsn(url))
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"gateway_test_{os.getpid()}_{secrets.token_hex(3)}"
+    server: EmbeddedPostgres | None = None
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    base = os.environ.get("DATABASE_URL")
+    if base:
+        admin_url = base
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="gateway-test-")
+        server = EmbeddedPostgres(Path(tmp.name))
+        admin_url = server.start()
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(admin_url))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = _with_database(admin_url, name)
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if server is not None:
+            server.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=database_url,
+        gateway_data_dir=tmp_path_factory.mktemp("data"),
+        gateway_token_secret="test-secret-" + "x" * 32,
+    )
+
+
+@pytest.fixture(scope="session")
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url, min_size=1, max_size=20)
+    await db.connect()
+    yield db
+    await db.close()
+
+
+@pytest.fixture
+async def db(database: Database) -> Database:
+    """The database, with every table emptied."""
+    await database.execute(f"TRUNCATE {TABLES}")
+    return database
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[Any]:
+    application = create_app(settings, settings.database_url or "")
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(application.router.lifespan_context(application))
+        yield application
+
+
+@dataclass
+class GraphQLResponse:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def data(self) -> Any:
+        return self.body.get("data")
+
+    @property
+    def errors(self) -> list[dict[str, Any]] | None:
+        return self.body.get("errors")
+
+
+class GraphQLClient:
+    """Posts GraphQL documents to the app in-process (ASGI)."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.token: str | None = None
+
+    async def __call__(
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = "default"
+    ) -> GraphQLResponse:
+        headers = {}
+        bearer = self.token if token == "default" else token
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
+        response = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
+        return GraphQLResponse(response.status_code, response.json())
+
+
+@pytest.fixture
+async def http(app: Any, db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        yield client
+
+
+@pytest.fixture
+async def secret_key(db: Database) -> str:
+    _, key = await create_api_key(db, "tests")
+    return key
+
+
+@pytest.fixture
+async def gql(http: httpx.AsyncClient, secret_key: str) -> GraphQLClient:
+    """A GraphQL client that sends the secret key unless told otherwise (token=...)."""
+    client = GraphQLClient(http)
+    client.token = secret_key
+    return client
