@@ -122,3 +122,14 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """App factory for `uvicorn --factory` and worker processes: DATABASE_URL must be set
+    (`billing-gateway serve` resolves the embedded server and migrates before forking)."""
+    from gateway.settings import get_settings
+
+    settings = get_settings()
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL must be set for worker processes")
+    return create_app(settings, settings.database_url)

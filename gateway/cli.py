@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -54,9 +55,16 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.gateway_host
     port = args.port or settings.gateway_port
     print(f"GraphiQL: http://{host}:{port}/graphql", flush=True)
+    workers = args.workers or settings.gateway_workers
     try:
-        uvicorn.run(create_app(settings, url), host=host, port=port, log_level="info",
-                    timeout_graceful_shutdown=30)
+        if workers > 1:
+            # Worker processes build the app from the environment: hand them the URL.
+            os.environ["DATABASE_URL"] = url
+            uvicorn.run("gateway.app:app_from_env", factory=True, host=host, port=port,
+                        workers=workers, log_level="info", timeout_graceful_shutdown=30)
+        else:
+            uvicorn.run(create_app(settings, url), host=host, port=port, log_level="info",
+                        timeout_graceful_shutdown=30)
     finally:
         if server is not None:
             server.stop()
@@ -135,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway (applies migrations first)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes (default GATEWAY_WORKERS)")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

@@ -401,9 +401,9 @@ BEGIN
     VALUES (s.id, v_meter.id, p.period_start, v_hash, s.customer_id);
   END IF;
   IF cardinality(v_grant_ids) > 0 THEN
-    UPDATE credit_grants g SET consumed = g.consumed + x.take
+    UPDATE credit_grants cg SET consumed = cg.consumed + x.take
       FROM unnest(v_grant_ids, v_takes) AS x(id, take)
-     WHERE g.id = x.id;
+     WHERE cg.id = x.id;
   END IF;
   INSERT INTO usage_totals AS t (subscription_id, usage_meter_id, period_start, price_id,
                                  customer_id, period_end, used, covered, uncovered)
