@@ -127,6 +127,19 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile(settings: Settings, _args: argparse.Namespace) -> int:
+    from gateway.reconcile import reconcile
+
+    drifts = _with_db(settings, reconcile)
+    for drift in drifts:
+        print(f"drift: {drift}")
+    if drifts:
+        print(f"{len(drifts)} balance(s) drifted from a recomputation", file=sys.stderr)
+        return 1
+    print("every balance equals a recomputation from events and grants")
+    return 0
+
+
 def cmd_export_schema(_settings: Settings, args: argparse.Namespace) -> int:
     from schema import SDL_PATH, export_sdl
 
@@ -165,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    sub.add_parser(
+        "reconcile", help="recompute balances from events and grants; exit 1 on drift"
+    ).set_defaults(func=cmd_reconcile)
 
     export = sub.add_parser("export-schema", help="write the GraphQL SDL")
     export.add_argument("--output")

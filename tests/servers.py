@@ -1,0 +1,61 @@
+"""Gateway processes for tests that need real HTTP or several processes on one database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def gateway_processes(database_url: str, count: int, **env: str) -> Iterator[list[str]]:
+    """`count` uvicorn processes serving the app on 127.0.0.1; yields their base URLs."""
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "GATEWAY_TOKEN_SECRET": "test-secret-" + "x" * 32,
+        **env,
+    }
+    try:
+        for _ in range(count):
+            port = free_port()
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:app_from_env",
+                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                env=environment,
+            ))
+            urls.append(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        for url in urls:
+            while True:
+                try:
+                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"gateway at {url} did not start")
+                time.sleep(0.1)
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
