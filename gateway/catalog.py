@@ -23,15 +23,15 @@ _CATALOG_SQL = """
 SELECT pm.id, pm.name, pm.is_default,
   coalesce((SELECT jsonb_agg(jsonb_build_object(
       'id', p.id, 'slug', p.slug, 'name', p.name, 'is_default', p.is_default,
-      'feature_ids', coalesce((SELECT jsonb_agg(pf.feature_id ORDER BY f.slug)
+      'feature_ids', coalesce((SELECT jsonb_agg(pf.feature_id ORDER BY f.id)
                                  FROM product_features pf JOIN features f ON f.id = pf.feature_id
                                 WHERE pf.product_id = p.id), '[]'::jsonb))
-      ORDER BY p.created_at, p.slug) FROM products p WHERE p.pricing_model_id = pm.id), '[]') AS products,
-  coalesce((SELECT jsonb_agg(to_jsonb(pr) ORDER BY pr.created_at, pr.slug)
+      ORDER BY p.id) FROM products p WHERE p.pricing_model_id = pm.id), '[]') AS products,
+  coalesce((SELECT jsonb_agg(to_jsonb(pr) ORDER BY pr.id)
               FROM prices pr WHERE pr.pricing_model_id = pm.id), '[]') AS prices,
-  coalesce((SELECT jsonb_agg(to_jsonb(m) ORDER BY m.created_at, m.slug)
+  coalesce((SELECT jsonb_agg(to_jsonb(m) ORDER BY m.id)
               FROM usage_meters m WHERE m.pricing_model_id = pm.id), '[]') AS meters,
-  coalesce((SELECT jsonb_agg(to_jsonb(f) ORDER BY f.created_at, f.slug)
+  coalesce((SELECT jsonb_agg(to_jsonb(f) ORDER BY f.id)
               FROM features f WHERE f.pricing_model_id = pm.id), '[]') AS features
 FROM pricing_models pm
 WHERE pm.id = ANY($1::uuid[])

@@ -1,0 +1,77 @@
+"""SQL round trips per operation are pinned: they must not grow with the data (no N+1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.db import start_counting
+from tests.conftest import GraphQLClient
+from tests.factories import CREATE_USAGE_EVENTS, customer_on_plan, ok, setup_pricing
+
+DASHBOARD = """
+query($first: Int) {
+  customers(first: $first) {
+    edges { node { externalId billing {
+      currentSubscription { id price { slug } currentBillingPeriodEnd
+        usageBalances { usageMeter { slug } availableBalance usedBalance percentUsed } }
+      subscriptions { status }
+      usageBalances { availableBalance }
+      catalog { name usageMeters { slug defaultPrice { slug } } }
+      currentChargeTotals { amount currency }
+      featureAccess(featureSlug: "priority_support")
+    } } }
+    pageInfo { hasNextPage }
+  }
+}
+"""
+
+
+async def _customers_with_usage(gql: GraphQLClient, count: int) -> None:
+    await setup_pricing(gql)
+    items = []
+    for i in range(count):
+        sub_id = await customer_on_plan(gql, f"user-{i:03d}", "pro_monthly")
+        items.append({"target": {"usageMeterSlug": "api_calls"}, "subscriptionId": sub_id,
+                      "amount": i + 1, "transactionId": f"t{i}"})
+    results = ok(await gql(CREATE_USAGE_EVENTS, {"input": items}), "createUsageEvents")
+    assert {r["__typename"] for r in results} == {"UsageEventRecorded"}
+
+
+@pytest.mark.parametrize("customers", [10, 100])
+async def test_dashboard_costs_a_fixed_number_of_round_trips(gql, customers: int) -> None:
+    await _customers_with_usage(gql, customers)
+    await gql(DASHBOARD, {"first": 1})  # warm the process's catalog cache
+    counter = start_counting()
+    data = ok(await gql(DASHBOARD, {"first": customers}), "customers")
+    assert len(data["edges"]) == customers
+    last = data["edges"][-1]["node"]["billing"]
+    assert last["currentSubscription"]["usageBalances"][1] == {
+        "usageMeter": {"slug": "api_calls"}, "availableBalance": -customers,
+        "usedBalance": customers, "percentUsed": None,
+    }
+    # key lookup, customers page, subscriptions, balances, charges
+    assert counter.count == 5, counter.statements
+
+
+async def test_fifty_aliased_balances_cost_a_fixed_number_of_round_trips(gql) -> None:
+    await _customers_with_usage(gql, 50)
+    fields = "\n".join(
+        f'b{i}: usageBalance(meterSlug: "api_calls", customerExternalId: "user-{i:03d}")'
+        " { availableBalance }"
+        for i in range(50)
+    )
+    await gql("{ usageBalance(meterSlug: \"api_calls\", customerExternalId: \"user-000\")"
+              " { availableBalance } }")  # warm the catalog cache
+    counter = start_counting()
+    data = ok(await gql(f"query {{ {fields} }}"), "b49")
+    assert data == {"availableBalance": -50}
+    # key lookup, customers by externalId, their subscriptions, the balances
+    assert counter.count == 4, counter.statements
+
+
+async def test_a_cold_catalog_costs_one_round_trip(gql, app) -> None:
+    await _customers_with_usage(gql, 3)
+    app.state.services.catalogs.invalidate()
+    counter = start_counting()
+    ok(await gql(DASHBOARD, {"first": 3}), "customers")
+    assert counter.count == 6, counter.statements
