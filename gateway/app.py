@@ -7,62 +7,53 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
-from strawberry.extensions import (
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import MaxTokensLimiter
 from strawberry.extensions.disable_introspection import DisableIntrospection
-from strawberry.fastapi import GraphQLRouter
 
+from gateway import observability
 from gateway.auth import AuthenticationError, authenticate
+from gateway.authz import OperationGate
 from gateway.catalog import CatalogCache
 from gateway.context import Context, Services
 from gateway.db import Database
+from gateway.graphiql import graphiql_routes
 from gateway.graphql_errors import GatewayErrors
+from gateway.graphql_limits import (
+    BoundedParserCache,
+    BoundedValidationCache,
+    MaxAliasesLimit,
+    QueryDepthLimit,
+    RepeatedSelectionLimit,
+)
+from gateway.http import GatewayRouter, Unauthenticated
+from gateway.http import install as install_http
+from gateway.observability import GraphQLMetrics
 from gateway.settings import Settings
 from schema import build_schema
 
 logger = logging.getLogger(__name__)
 
 
-class _Unauthenticated(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
 def graphql_extensions(settings: Settings) -> list[Any]:
     # The caches are shared by all requests: one instance, handed out by the factory.
-    parser_cache = ParserCache(maxsize=1024)
-    validation_cache = ValidationCache(maxsize=1024)
+    parser_cache = BoundedParserCache(maxsize=1024)
+    validation_cache = BoundedValidationCache(maxsize=1024)
     extensions: list[Any] = [
         GatewayErrors,
+        GraphQLMetrics,
         lambda: MaxTokensLimiter(max_token_count=settings.gateway_max_tokens),
         lambda: parser_cache,
-        lambda: QueryDepthLimiter(max_depth=settings.gateway_max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.gateway_max_aliases),
+        lambda: QueryDepthLimit(max_depth=settings.gateway_max_depth),
+        lambda: MaxAliasesLimit(max_alias_count=settings.gateway_max_aliases),
+        # Before the validation cache: a refused document is not validated at all.
+        lambda: OperationGate(introspection=settings.gateway_introspection),
+        RepeatedSelectionLimit,
         lambda: validation_cache,
     ]
     if not settings.gateway_introspection:
         extensions.append(DisableIntrospection)
     return extensions
-
-
-class GatewayRouter(GraphQLRouter[Context, None]):
-    """The router, with the sub-response kept per request and fast JSON encoding."""
-
-    async def get_sub_response(self, request: Request) -> Response:  # type: ignore[override]
-        response: Response = request.state.sub_response
-        return response
-
-    def encode_json(self, data: object) -> bytes:  # type: ignore[override]
-        return orjson.dumps(data)
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
@@ -97,25 +88,27 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 services.db, services.token_secret, request.headers.get("authorization")
             )
         except AuthenticationError as exc:
-            raise _Unauthenticated(str(exc)) from exc
+            rate_limiter.check(request, None)  # failed attempts count against the address
+            raise Unauthenticated(str(exc)) from exc
+        rate_limiter.check(request, caller)
         return Context(services, caller)
 
     app = FastAPI(title="Billing gateway", lifespan=lifespan)
+    rate_limiter = install_http(  # body limit, rate limiter, JSON error bodies: gateway.http
+        app,
+        max_body_bytes=settings.gateway_max_body_bytes,
+        rate_limit_per_minute=settings.gateway_rate_limit_per_minute,
+    )
     router = GatewayRouter(
         build_schema(graphql_extensions(settings)),
         context_getter=get_context,
-        graphql_ide="graphiql" if settings.gateway_graphiql else None,
+        graphql_ide=None,  # our own offline page: gateway.graphiql
         allow_queries_via_get=True,
     )
+    if settings.gateway_graphiql:  # the page route must come before the router's GET route
+        app.router.routes.extend(graphiql_routes())
     app.include_router(router, prefix="/graphql")
-
-    @app.exception_handler(_Unauthenticated)
-    async def _unauthenticated(_request: Request, exc: _Unauthenticated) -> JSONResponse:
-        body: dict[str, Any] = {
-            "data": None,
-            "errors": [{"message": exc.message, "extensions": {"code": "UNAUTHENTICATED"}}],
-        }
-        return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    observability.install(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -46,29 +47,40 @@ def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
             server.stop()
 
 
-def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.app import create_app
+    from gateway.observability import run_server
 
     url, server = _database(settings)
     host = args.host or settings.gateway_host
     port = args.port or settings.gateway_port
     print(f"GraphiQL: http://{host}:{port}/graphql", flush=True)
     workers = args.workers or settings.gateway_workers
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turn that into a normal
+    # exit so the embedded server below is stopped too.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_on_signal)
     try:
         if workers > 1:
             # Worker processes build the app from the environment: hand them the URL.
             os.environ["DATABASE_URL"] = url
-            uvicorn.run("gateway.app:app_from_env", factory=True, host=host, port=port,
-                        workers=workers, log_level="info", timeout_graceful_shutdown=30)
+            run_server("gateway.app:app_from_env", host, port, workers=workers)
         else:
-            uvicorn.run(create_app(settings, url), host=host, port=port, log_level="info",
-                        timeout_graceful_shutdown=30)
+            run_server(create_app(settings, url), host, port)
     finally:
         if server is not None:
             server.stop()
     return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(settings, args)
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -158,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="worker processes (default GATEWAY_WORKERS)")
     serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="serve a demo pricing model, customer and usage"
+                          " on an embedded database of its own")
+    demo.add_argument("--host")
+    demo.add_argument("--port", type=int)
+    demo.add_argument("--data-dir", help="default: GATEWAY_DATA_DIR/demo")
+    demo.set_defaults(func=cmd_demo)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
 

@@ -32,3 +32,6 @@ class Context(BaseContext):
         self.catalogs = services.catalogs
         self.caller = caller
         self.loaders = Loaders(services.db, services.catalogs)
+        # Set when the operation never executed (parse, validation or variable errors): the
+        # HTTP layer answers 400 to application/graphql-response+json clients (gateway.http).
+        self.request_error = False

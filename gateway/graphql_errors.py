@@ -1,83 +1,189 @@
 """Top-level GraphQL errors: authentication, refusals, and masking of everything unexpected.
 
 Expected failures are data (result unions). What reaches ``errors`` is either a request the
-caller must fix (UNAUTHENTICATED with HTTP 401, FORBIDDEN with HTTP 403, BAD_USER_INPUT,
-GraphQL validation) or a bug, which is masked: a generic message and an error id that also
-appears in the structured log with the stack trace.
+caller must fix or a bug:
+
+- ``UNAUTHENTICATED`` (HTTP 401) and ``FORBIDDEN`` (HTTP 403): refusals of ``gateway.authz``.
+- ``GRAPHQL_PARSE_FAILED``, ``GRAPHQL_VALIDATION_FAILED`` (including the depth, alias and token
+  limits) and ``BAD_USER_INPUT`` (variables of the wrong type, bad arguments): the request is
+  wrong. When the operation never executed, the context's ``request_error`` is set, so the HTTP
+  layer can answer 400 to clients that asked for ``application/graphql-response+json``.
+- Anything else is a bug and is masked: a generic message and an error id, which also appears
+  in the structured log record (``extra={"error_id": ...}``) with the stack trace.
+
+Expected errors are never logged with a stack trace: ``GatewaySchema.process_errors`` (which
+strawberry calls for every error) logs them at DEBUG on one line and leaves the unexpected ones
+to ``finalize_errors``, which logs each once (logger ``gateway.errors``, with its id and stack
+trace). It runs as the ``GatewayErrors`` extension leaves the operation, and again in
+``GatewaySchema.execute`` for errors raised by an extension hook (strawberry then skips every
+operation hook).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from graphql import GraphQLError
+import strawberry
+from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.execution import PreExecutionError
+from strawberry.types.graphql import OperationType
 
 from gateway.authz import NotAllowed, NotAuthenticated
 from gateway.errors import BadUserInput
 
 logger = logging.getLogger("gateway.errors")
 
+_STATUS = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403}
+_REQUEST_ERRORS = frozenset({"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT"})
 
-def _code(error: GraphQLError) -> tuple[str, int | None, bool]:
-    """(extensions.code, HTTP status or None, mask?) of one error."""
+
+def error_code(error: GraphQLError, *, executing: bool = False) -> str:
+    """The ``extensions.code`` of one error; INTERNAL_SERVER_ERROR means a bug (masked).
+
+    ``executing``: the error arose after validation, so one without a path is about the
+    request's variables (graphql-core coerces them before any resolver runs).
+    """
     original = error.original_error
-    if original is None:
-        return "GRAPHQL_VALIDATION_FAILED", None, False
     if isinstance(original, NotAuthenticated):
-        return "UNAUTHENTICATED", 401, False
+        return "UNAUTHENTICATED"
     if isinstance(original, NotAllowed):
-        return "FORBIDDEN", 403, False
-    if isinstance(original, BadUserInput):
-        return "BAD_USER_INPUT", None, False
-    if isinstance(original, GraphQLError):  # e.g. a scalar that failed to parse
-        return "BAD_USER_INPUT", None, False
-    return "INTERNAL_SERVER_ERROR", None, True
+        return "FORBIDDEN"
+    if isinstance(error, GraphQLSyntaxError) or isinstance(original, RecursionError):
+        return "GRAPHQL_PARSE_FAILED"
+    if isinstance(original, BadUserInput | GraphQLError):  # e.g. a scalar that failed to parse
+        return "BAD_USER_INPUT"
+    if executing and not error.path:
+        return "BAD_USER_INPUT"
+    if original is None:
+        return "BAD_USER_INPUT" if executing else "GRAPHQL_VALIDATION_FAILED"
+    return "INTERNAL_SERVER_ERROR"
+
+
+def finalize_errors(
+    result: Any, context: Any, operation_name: str | None, *, executing: bool
+) -> None:
+    """Give every error of ``result`` its code, mask the unexpected ones, set the HTTP status.
+
+    Idempotent: errors that already carry ``extensions.code`` are left as they are.
+    """
+    if result is None or not result.errors:
+        return
+    status: int | None = None
+    codes: list[str] = []
+    processed: list[GraphQLError] = []
+    for error in result.errors:
+        code = (error.extensions or {}).get("code")
+        if code is None:
+            code = error_code(error, executing=executing)
+            error = _with_code(error, code, operation_name)
+        codes.append(code)
+        http_status = _STATUS.get(code)
+        if http_status is not None and (status is None or http_status < status):
+            status = http_status
+        processed.append(error)
+    result.errors = processed
+    if (
+        result.data is None
+        and hasattr(context, "request_error")
+        and all(c in _REQUEST_ERRORS for c in codes)
+        and not any(e.path for e in processed)
+    ):
+        # The operation never ran: a GraphQL request error (parse, validation, variables).
+        context.request_error = True
+    response = getattr(context, "response", None)
+    if status is not None and response is not None:
+        response.status_code = status
+        if status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+
+
+def _with_code(error: GraphQLError, code: str, operation_name: str | None) -> GraphQLError:
+    if code == "INTERNAL_SERVER_ERROR":
+        error_id = uuid.uuid4().hex
+        logger.error(
+            "unexpected error %s in %s",
+            error_id,
+            operation_name or "anonymous operation",
+            exc_info=error.original_error,
+            extra={"error_id": error_id},
+        )
+        return GraphQLError(
+            f"Internal server error (error id {error_id})",
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            extensions={"code": code, "errorId": error_id},
+        )
+    message = error.message
+    if isinstance(error.original_error, RecursionError):
+        message = "the document is nested too deeply"
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=error.original_error,
+        extensions={**(error.extensions or {}), "code": code},
+    )
+
+
+class GatewaySchema(strawberry.Schema):
+    """The schema, without strawberry's stack trace per error in the log, and with every error
+    finalized even when an extension hook failed (strawberry then skips the operation hooks,
+    ``GatewayErrors`` included)."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Strawberry sets the context's result before it reports execution errors, and after
+        # it reports parse and validation errors.
+        executing = execution_context is not None and execution_context.result is not None
+        for error in errors:
+            code = error_code(error, executing=executing)
+            if code != "INTERNAL_SERVER_ERROR":  # unexpected ones: logged by finalize_errors
+                logger.debug("graphql request error %s: %s", code, error.message)
+
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        result = await super().execute(
+            query,
+            variable_values=variable_values,
+            context_value=context_value,
+            root_value=root_value,
+            operation_name=operation_name,
+            allowed_operation_types=allowed_operation_types,
+            operation_extensions=operation_extensions,
+        )
+        finalize_errors(
+            result, context_value, operation_name,
+            executing=not isinstance(result, PreExecutionError),
+        )
+        return result
 
 
 class GatewayErrors(SchemaExtension):
+    """Finalizes the errors as the operation ends, so that the other extensions' operation
+    hooks (metrics) see the codes; ``GatewaySchema.execute`` catches what it could not."""
+
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
-        if result is None or not getattr(result, "errors", None):
-            return
-        status: int | None = None
-        processed: list[GraphQLError] = []
-        for error in result.errors:
-            code, http_status, mask = _code(error)
-            if http_status is not None and (status is None or http_status < status):
-                status = http_status
-            if mask:
-                error_id = uuid.uuid4().hex
-                logger.error(
-                    "unexpected error %s in %s",
-                    error_id,
-                    self.execution_context.operation_name or "anonymous operation",
-                    exc_info=error.original_error,
-                    extra={"error_id": error_id},
-                )
-                error = GraphQLError(
-                    f"Internal server error (error id {error_id})",
-                    nodes=error.nodes,
-                    path=error.path,
-                    extensions={"code": code, "errorId": error_id},
-                )
-            else:
-                extensions: dict[str, Any] = dict(error.extensions or {})
-                extensions.setdefault("code", code)
-                error = GraphQLError(
-                    error.message,
-                    nodes=error.nodes,
-                    path=error.path,
-                    original_error=error.original_error,
-                    extensions=extensions,
-                )
-            processed.append(error)
-        result.errors = processed
-        context = self.execution_context.context
-        response = getattr(context, "response", None)
-        if status is not None and response is not None:
-            response.status_code = status
+        ctx = self.execution_context
+        finalize_errors(
+            ctx.result, ctx.context, ctx.operation_name,
+            executing=not isinstance(ctx.result, PreExecutionError),
+        )

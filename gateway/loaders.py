@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Mapping
+from functools import cached_property
 from typing import TypeVar
 
 from aiodataloader import DataLoader
@@ -40,23 +41,39 @@ class MappingLoader(DataLoader[K, V | None]):
 
 
 class Loaders:
+    """The request's loaders, each built on first use: most requests need one or two of them
+    (a usage event none), and every DataLoader costs some set-up."""
+
     def __init__(self, db: Database, catalogs: CatalogCache) -> None:
-        self.catalog: MappingLoader[uuid.UUID, Catalog] = MappingLoader(catalogs.get_many)
-        self.customer_by_id: MappingLoader[uuid.UUID, CustomerRow] = MappingLoader(
-            lambda ids: customers.customers_by_id(db, ids)
+        self._db = db
+        self._catalogs = catalogs
+
+    @cached_property
+    def catalog(self) -> MappingLoader[uuid.UUID, Catalog]:
+        return MappingLoader(self._catalogs.get_many)
+
+    @cached_property
+    def customer_by_id(self) -> MappingLoader[uuid.UUID, CustomerRow]:
+        return MappingLoader(lambda ids: customers.customers_by_id(self._db, ids))
+
+    @cached_property
+    def customer_by_external_id(self) -> MappingLoader[str, CustomerRow]:
+        return MappingLoader(lambda ids: customers.customers_by_external_id(self._db, ids))
+
+    @cached_property
+    def subscription_by_id(self) -> MappingLoader[uuid.UUID, SubscriptionRow]:
+        return MappingLoader(lambda ids: subscriptions.subscriptions_by_id(self._db, ids))
+
+    @cached_property
+    def subscriptions_by_customer(self) -> MappingLoader[uuid.UUID, list[SubscriptionRow]]:
+        return MappingLoader(
+            lambda ids: subscriptions.subscriptions_by_customer(self._db, ids), list
         )
-        self.customer_by_external_id: MappingLoader[str, CustomerRow] = MappingLoader(
-            lambda ids: customers.customers_by_external_id(db, ids)
-        )
-        self.subscription_by_id: MappingLoader[uuid.UUID, SubscriptionRow] = MappingLoader(
-            lambda ids: subscriptions.subscriptions_by_id(db, ids)
-        )
-        self.subscriptions_by_customer: MappingLoader[uuid.UUID, list[SubscriptionRow]] = (
-            MappingLoader(lambda ids: subscriptions.subscriptions_by_customer(db, ids), list)
-        )
-        self.balance: MappingLoader[balances.BalanceKey, BalanceRow] = MappingLoader(
-            lambda keys: balances.balances(db, keys)
-        )
-        self.charges: MappingLoader[uuid.UUID, list[ChargeRow]] = MappingLoader(
-            lambda ids: balances.current_charges(db, ids), list
-        )
+
+    @cached_property
+    def balance(self) -> MappingLoader[balances.BalanceKey, BalanceRow]:
+        return MappingLoader(lambda keys: balances.balances(self._db, keys))
+
+    @cached_property
+    def charges(self) -> MappingLoader[uuid.UUID, list[ChargeRow]]:
+        return MappingLoader(lambda ids: balances.current_charges(self._db, ids), list)

@@ -8,6 +8,7 @@ import strawberry
 
 from gateway import authz, usage
 from gateway.errors import UserError
+from gateway.observability import count_usage_result
 from resolvers._args import opt
 from schema.billing import UsageBalance
 from schema.errors import to_graphql
@@ -38,6 +39,7 @@ def _parse(item: CreateUsageEventInput) -> usage.UsageInput:
 
 
 def _map(result: usage.UsageResult) -> Any:
+    count_usage_result(result)  # gateway_usage_events_total{result}
     if isinstance(result, UserError):
         return to_graphql(result)
     return UsageEventRecorded(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-
-import strawberry
 from typing import Any
 
+import strawberry
+
+from gateway.graphql_errors import GatewaySchema
 from schema.errors import (
     Forbidden,
     IdempotencyConflict,
@@ -24,7 +25,7 @@ _ERROR_TYPES = [InvalidInput, NotFound, Forbidden, NoCurrentSubscription, Idempo
 
 
 def build_schema(extensions: Sequence[Any] = ()) -> strawberry.Schema:
-    return strawberry.Schema(
+    return GatewaySchema(
         query=Query, mutation=Mutation, types=_ERROR_TYPES, extensions=list(extensions)
     )
 

@@ -1,0 +1,423 @@
+"""The HTTP side of /graphql: size and rate limits, content negotiation, JSON error bodies.
+
+Every failure is answered with a JSON body in the GraphQL error shape,
+``{"errors": [{"message": ..., "extensions": {"code": ...}}]}`` (401 answers also carry
+``"data": null``), never plain text or HTML; only the GraphiQL page itself is HTML.
+
+Request body size (``GATEWAY_MAX_BODY_BYTES``)
+    ``BodyLimitMiddleware`` (pure ASGI, in front of everything) refuses a body larger than the
+    limit with HTTP 413 ``PAYLOAD_TOO_LARGE``: at once when ``Content-Length`` says so, else
+    as soon as the bytes received exceed it (chunked bodies). A body of exactly the limit is
+    accepted. The body is buffered (at most the limit) and handed on unchanged.
+
+Rate limiting (``GATEWAY_RATE_LIMIT_PER_MINUTE``, 0 disables)
+    A token bucket per caller, held in this process's memory: capacity = the setting, refilled
+    continuously at setting/60 tokens per second, one token per request to /graphql. The caller
+    is the secret key (``key:<key id>``), the customer of a session token
+    (``customer:<customer id>``; all of its tokens share one bucket), or the client address for
+    anonymous requests and failed authentications (``ip:<address>``; behind a proxy, run
+    uvicorn with ``--proxy-headers`` and ``--forwarded-allow-ips`` so that the address is the
+    client's). A refused request gets HTTP 429 ``RATE_LIMITED`` with ``Retry-After`` (whole
+    seconds until a token is available) and ``extensions.retryAfter``.
+    The buckets are per process and not shared: with N gateway processes (instances or
+    workers) behind a load balancer, a caller's effective limit is N x the setting. Idle
+    buckets are dropped once the table holds ``max_keys`` callers.
+
+Content negotiation (GraphQL over HTTP)
+    Requests are ``POST`` with ``Content-Type: application/json`` (anything else: 415
+    ``UNSUPPORTED_MEDIA_TYPE``) or ``GET`` with the query in the URL, for queries only (a
+    mutation over GET: 405 ``METHOD_NOT_ALLOWED`` with ``Allow: POST``). The response's media
+    type follows ``Accept``: ``application/graphql-response+json`` or ``application/json``,
+    the highest ``q`` winning (an exact type beats a wildcard, then the first listed); no
+    ``Accept``, ``*/*`` or ``application/*`` give ``application/json``; an ``Accept`` naming
+    neither gives 406 ``NOT_ACCEPTABLE``. A body that is not JSON (or nested deeper than the
+    JSON decoder's limit) is 400 ``BAD_REQUEST``. A GraphQL request error (the document does
+    not parse or validate, or the variables do not fit) is HTTP 200 for ``application/json``
+    (the legacy behaviour clients expect) and 400 for ``application/graphql-response+json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from cross_web import HTTPException
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIWebSocketRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.fastapi import GraphQLRouter
+from strawberry.http import GraphQLRequestData
+from strawberry.http.parse_content_type import parse_content_type
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types.unset import UNSET
+
+from gateway.auth import Caller
+from gateway.context import Context
+
+logger = logging.getLogger("gateway.http")
+
+JSON_MEDIA = "application/json"
+GRAPHQL_RESPONSE_MEDIA = "application/graphql-response+json"
+
+STATUS_CODES: dict[int, str] = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_SERVER_ERROR",
+}
+
+
+# ------------------------------------------------------------------ content negotiation
+
+
+def negotiate(accept: str | None) -> str | None:
+    """The response media type for an ``Accept`` header; None when it names none we serve."""
+    if accept is None or not accept.strip():
+        return JSON_MEDIA
+    best: tuple[float, int, int] | None = None
+    chosen: str | None = None
+    for index, part in enumerate(accept.split(",")):
+        media, _, params = part.partition(";")
+        media = media.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        if not q > 0:  # also NaN
+            continue
+        if media in (GRAPHQL_RESPONSE_MEDIA, JSON_MEDIA):
+            candidate, specific = media, 1
+        elif media in ("*/*", "application/*"):
+            candidate, specific = JSON_MEDIA, 0
+        else:
+            continue
+        rank = (min(q, 1.0), specific, -index)
+        if best is None or rank > best:
+            best, chosen = rank, candidate
+    return chosen
+
+
+def error_body(
+    message: str, code: str, *, with_data: bool = False, **extensions: Any
+) -> dict[str, Any]:
+    """A GraphQL-shaped error body with one error."""
+    body: dict[str, Any] = {}
+    if with_data:
+        body["data"] = None
+    body["errors"] = [{"message": message, "extensions": {"code": code, **extensions}}]
+    return body
+
+
+def error_response(
+    accept: str | None,
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    with_data: bool = False,
+    **extensions: Any,
+) -> Response:
+    """A JSON error response in the media type the client accepts (application/json if none)."""
+    body = error_body(
+        message, code or STATUS_CODES.get(status, "BAD_REQUEST"), with_data=with_data,
+        **extensions,
+    )
+    return Response(
+        orjson.dumps(body),
+        status_code=status,
+        media_type=negotiate(accept) or JSON_MEDIA,
+        headers=dict(headers or {}),
+    )
+
+
+class GatewayHTTPError(HTTPException):
+    """A refusal of the HTTP layer, answered by ``GatewayRouter`` with a JSON error body."""
+
+    def __init__(
+        self, status_code: int, reason: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(status_code, reason)
+        self.headers = dict(headers or {})
+
+
+class Unauthenticated(Exception):
+    """Credentials were sent but are not valid (HTTP 401)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# ------------------------------------------------------------------ rate limiting
+
+
+class RateLimited(Exception):
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(f"rate limit of {limit} requests per minute exceeded")
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class RateLimiter:
+    """Token buckets per caller key, in this process (see the module docstring)."""
+
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0  # tokens per second
+        self.clock = clock
+        self.max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def hit(self, key: str) -> float | None:
+        """Take a token for ``key``: None when allowed, else seconds until one is available."""
+        if self.per_minute <= 0:
+            return None
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (float(self.per_minute), now))
+        tokens = min(float(self.per_minute), tokens + (now - at) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            if len(self._buckets) > self.max_keys:
+                self._prune(now)
+            return None
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+    def _prune(self, now: float) -> None:
+        """Forget callers whose bucket has refilled: they are indistinguishable from new ones."""
+        full = float(self.per_minute)
+        idle = [k for k, (t, at) in self._buckets.items() if t + (now - at) * self.rate >= full]
+        for key in idle:
+            del self._buckets[key]
+
+    @staticmethod
+    def key(caller: Caller | None, request: Request) -> str:
+        if caller is not None and caller.is_secret_key:
+            return f"key:{caller.key_id}"
+        if caller is not None and caller.is_customer:
+            return f"customer:{caller.customer_id}"
+        return f"ip:{request.client.host if request.client else 'unknown'}"
+
+    def check(self, request: Request, caller: Caller | None) -> None:
+        """Count one request of ``caller`` (None: failed authentication); RateLimited if over."""
+        wait = self.hit(self.key(caller, request))
+        if wait is not None:
+            raise RateLimited(self.per_minute, max(1, math.ceil(wait - 1e-9)))
+
+
+# ------------------------------------------------------------------ body size
+
+
+class BodyLimitMiddleware:
+    """Refuses HTTP request bodies larger than ``max_bytes`` with 413 (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.max_bytes <= 0:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        accept = headers.get("accept")
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                await error_response(accept, 400, "Content-Length is not a number")(
+                    scope, receive, send
+                )
+                return
+            if int(declared) > self.max_bytes:
+                await self._too_large(accept, scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(accept, scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, accept: str | None, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            accept, 413, f"the request body is larger than {self.max_bytes} bytes",
+            maxBytes=self.max_bytes,
+        )
+        await response(scope, receive, send)
+
+
+# ------------------------------------------------------------------ the GraphQL router
+
+
+class GatewayRouter(GraphQLRouter[Context, None]):
+    """Strawberry's router with the negotiation, status codes and JSON error bodies above."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The schema has no subscriptions: no WebSocket endpoint (a handshake is refused).
+        self.routes[:] = [r for r in self.routes if not isinstance(r, APIWebSocketRoute)]
+
+    async def get_sub_response(self, request: Request) -> Response:
+        # Kept per request (the base class keeps one on the router, shared by all requests).
+        response: Response = request.state.sub_response
+        return response
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson raises a json.JSONDecodeError subclass, also for nesting deeper than 1024.
+        return orjson.loads(data)
+
+    async def parse_http_body(self, request: Any) -> GraphQLRequestData | list[GraphQLRequestData]:
+        try:
+            data = await super().parse_http_body(request)
+        except AttributeError as exc:  # strawberry calls .get() on whatever JSON it decoded
+            raise GatewayHTTPError(400, "the request body must be a JSON object") from exc
+        for item in data if isinstance(data, list) else [data]:
+            if not isinstance(item.operation_name, str | None):
+                raise GatewayHTTPError(400, "operationName must be a string or null")
+        return data
+
+    async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_single(*args, **kwargs)
+        except HTTPException as exc:
+            if isinstance(exc.__cause__, InvalidOperationTypeError) and (
+                exc.__cause__.operation_type.value != "query"
+            ):
+                raise GatewayHTTPError(
+                    405, f"{exc.reason}: GET serves queries only, use POST",
+                    headers={"Allow": "POST"},
+                ) from exc
+            raise
+
+    async def run(  # type: ignore[override]
+        self,
+        request: Request | WebSocket,
+        context: Context = UNSET,
+        root_value: None = UNSET,
+    ) -> Response | WebSocket:
+        if isinstance(request, WebSocket):
+            return await super().run(request, context, root_value)
+        accept = request.headers.get("accept")
+        media = negotiate(accept)
+        try:
+            if request.method == "GET" and self.should_render_graphql_ide(
+                self.request_adapter_class(request)
+            ):
+                media = JSON_MEDIA  # GraphiQL, or a JSON 404 when it is disabled
+            elif media is None:
+                raise GatewayHTTPError(
+                    406, f"Accept must allow {GRAPHQL_RESPONSE_MEDIA} or {JSON_MEDIA}"
+                )
+            elif request.method == "POST":
+                content_type, _ = parse_content_type(request.headers.get("content-type", ""))
+                if content_type != JSON_MEDIA:
+                    raise GatewayHTTPError(415, f"POST a body of Content-Type {JSON_MEDIA}")
+            response = await super().run(request, context, root_value)
+        except HTTPException as exc:
+            return error_response(
+                media or JSON_MEDIA,
+                exc.status_code,
+                exc.reason,
+                headers=getattr(exc, "headers", None),
+            )
+        if response.media_type == JSON_MEDIA and media != JSON_MEDIA:
+            response.headers["content-type"] = media
+            if context is not UNSET and context.request_error and response.status_code == 200:
+                response.status_code = 400
+        return response
+
+
+# ------------------------------------------------------------------ wiring
+
+
+def install(app: FastAPI, *, max_body_bytes: int, rate_limit_per_minute: int) -> RateLimiter:
+    """Add the body limit and the JSON error handlers to ``app``; returns its rate limiter."""
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    limiter = RateLimiter(rate_limit_per_minute)
+    app.state.rate_limiter = limiter
+
+    @app.exception_handler(Unauthenticated)
+    async def _unauthenticated(request: Request, exc: Unauthenticated) -> Response:
+        return error_response(
+            request.headers.get("accept"), 401, exc.message,
+            headers={"WWW-Authenticate": "Bearer"}, with_data=True,
+        )
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(request: Request, exc: RateLimited) -> Response:
+        return error_response(
+            request.headers.get("accept"), 429,
+            f"{exc}: retry in {exc.retry_after} s",
+            headers={"Retry-After": str(exc.retry_after)},
+            retryAfter=exc.retry_after,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return error_response(
+            request.headers.get("accept"), exc.status_code, str(exc.detail), headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(request.headers.get("accept"), 400, "malformed request")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        error_id = uuid.uuid4().hex
+        logger.error(
+            "unexpected error %s in %s %s", error_id, request.method, request.url.path,
+            exc_info=exc, extra={"error_id": error_id},
+        )
+        return error_response(
+            request.headers.get("accept"), 500, f"Internal server error (error id {error_id})",
+            errorId=error_id,
+        )
+
+    return limiter

@@ -1,0 +1,395 @@
+"""Health, readiness, Prometheus metrics, request ids and structured JSON logs.
+
+- ``/healthz``: the process is up (no database access).
+- ``/readyz``: the database answers and its Alembic revision is the code's head; 503 otherwise,
+  with the reason in the JSON body.
+- ``/metrics``: Prometheus text format. With ``PROMETHEUS_MULTIPROC_DIR`` set (several worker
+  processes), the values of all processes are aggregated.
+- Every HTTP response carries ``X-Request-ID``: the client's (when it is 1 to 128 characters
+  of ``[A-Za-z0-9._:-]``) or a generated one. Every log record written while the request is
+  handled carries it as ``request_id``; one access record per request is written to the
+  ``gateway.access`` logger.
+
+Metrics (besides ``gateway_db_queries_total``, defined in ``gateway.db``):
+
+- ``gateway_http_requests_total{route, method, status}`` and
+  ``gateway_http_request_duration_seconds{route, method}`` for every request. ``route`` is one
+  of the gateway's paths, ``/static`` or ``other``, so unknown URLs cannot grow the label set.
+- ``gateway_graphql_operations_total{operation, type, outcome}`` and
+  ``gateway_graphql_operation_duration_seconds{operation, type}`` for every GraphQL operation
+  that reached execution (parse and validation included). ``operation`` is the operation name
+  (``anonymous`` without one); after ``MAX_OPERATION_NAMES`` distinct names, new ones count as
+  ``other``. ``outcome`` is ``ok`` or the worst error class: ``internal_error``,
+  ``unauthenticated``, ``forbidden``, ``request_error`` (parse, validation, bad input).
+  Requests refused before execution (no valid credentials: HTTP 401) appear only in the HTTP
+  metrics.
+- ``gateway_usage_events_total{result}``: usage event results: ``recorded``, ``replayed``, or
+  the error code (``insufficient_balance``, ``idempotency_conflict``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.config
+import os
+import re
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+import orjson
+from graphql import GraphQLError
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.extensions import SchemaExtension
+
+from gateway.errors import UserError
+from gateway.graphql_errors import error_code
+from gateway.usage import UsageResult
+
+REQUEST_ID_HEADER = "X-Request-ID"
+MAX_OPERATION_NAMES = 200
+READINESS_TIMEOUT_SECONDS = 2.0
+KNOWN_ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_OPERATION_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,99}")
+_LATENCY_BUCKETS = (
+    0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+HTTP_REQUESTS = Counter(
+    "gateway_http_requests_total", "HTTP requests by route, method and status code",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "gateway_http_request_duration_seconds", "HTTP request latency (until the response ends)",
+    ["route", "method"], buckets=_LATENCY_BUCKETS,
+)
+GRAPHQL_OPERATIONS = Counter(
+    "gateway_graphql_operations_total", "GraphQL operations by operation name, type and outcome",
+    ["operation", "type", "outcome"],
+)
+GRAPHQL_LATENCY = Histogram(
+    "gateway_graphql_operation_duration_seconds",
+    "GraphQL operation latency (parse, validation and execution)",
+    ["operation", "type"], buckets=_LATENCY_BUCKETS,
+)
+USAGE_EVENTS = Counter(
+    "gateway_usage_events_total",
+    "Usage event results: recorded, replayed (idempotent repeat, nothing charged) or an error",
+    ["result"],
+)
+
+_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+access_logger = logging.getLogger("gateway.access")
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+# --- Request ids, HTTP metrics and the access log -------------------------------------------
+
+
+def _route_label(path: str) -> str:
+    if path in KNOWN_ROUTES:
+        return path
+    if path.startswith("/static/"):
+        return "/static"
+    return "other"
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _REQUEST_ID.fullmatch(text) else None
+    return None
+
+
+class ObservabilityMiddleware:
+    """Pure ASGI middleware: request id, HTTP metrics and one access log record per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        token = _request_id.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            method = scope.get("method", "")
+            route = _route_label(scope.get("path", ""))
+            HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            HTTP_LATENCY.labels(route, method).observe(elapsed)
+            access_logger.info(
+                "%s %s %d", method, scope.get("path", ""), status,
+                extra={
+                    "method": method,
+                    "path": scope.get("path", ""),
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
+            _request_id.reset(token)
+
+
+# --- GraphQL operation metrics --------------------------------------------------------------
+
+
+class _OperationNames:
+    """Operation names come from clients: cap how many distinct ones become label values."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+
+    def label(self, name: str | None) -> str:
+        if not name:
+            return "anonymous"
+        if not _OPERATION_NAME.fullmatch(name):
+            return "invalid"
+        if name in self.seen:
+            return name
+        with self.lock:
+            if len(self.seen) >= self.limit:
+                return "other"
+            self.seen.add(name)
+        return name
+
+
+operation_names = _OperationNames(MAX_OPERATION_NAMES)
+
+_OUTCOMES = {
+    "INTERNAL_SERVER_ERROR": "internal_error",
+    "UNAUTHENTICATED": "unauthenticated",
+    "FORBIDDEN": "forbidden",
+    "GRAPHQL_PARSE_FAILED": "request_error",
+    "GRAPHQL_VALIDATION_FAILED": "request_error",
+    "BAD_USER_INPUT": "request_error",
+}
+_OUTCOME_RANK = ("internal_error", "unauthenticated", "forbidden", "request_error")
+
+
+def _outcome(errors: list[GraphQLError], executing: bool) -> str:
+    if not errors:
+        return "ok"
+    outcomes: set[str] = set()
+    for error in errors:
+        code = (error.extensions or {}).get("code") or error_code(error, executing=executing)
+        outcomes.add(_OUTCOMES.get(str(code), "internal_error"))
+    return next(o for o in _OUTCOME_RANK if o in outcomes)
+
+
+class GraphQLMetrics(SchemaExtension):
+    """Counts and times every operation by name, type and outcome."""
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            ctx = self.execution_context
+            try:
+                operation_type = ctx.operation_type.value
+                name = ctx.operation_name
+            except Exception:  # no document, or an operation name it does not define
+                operation_type, name = "unknown", None
+            label = operation_names.label(name)
+            result = ctx.result
+            errors = list(result.errors or []) if result is not None else []
+            if result is None and ctx.pre_execution_errors:
+                errors = list(ctx.pre_execution_errors)
+            executing = result is not None and ctx.pre_execution_errors is None
+            GRAPHQL_OPERATIONS.labels(label, operation_type, _outcome(errors, executing)).inc()
+            GRAPHQL_LATENCY.labels(label, operation_type).observe(elapsed)
+
+
+def count_usage_result(result: UsageResult) -> None:
+    """Count one usage event result."""
+    if isinstance(result, UserError):
+        USAGE_EVENTS.labels(result.code.value.lower()).inc()
+    else:
+        USAGE_EVENTS.labels("replayed" if result.replayed else "recorded").inc()
+
+
+# --- /metrics and /readyz -------------------------------------------------------------------
+
+
+def metrics_registry() -> CollectorRegistry:
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+async def metrics(_request: Request) -> Response:
+    return Response(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)
+
+
+@lru_cache(maxsize=1)
+def expected_revision() -> str:
+    """The newest migration of this code (read once: the code does not change at run time)."""
+    from gateway.migrate import current_head
+
+    return current_head()
+
+
+async def readiness(db: Any) -> tuple[int, dict[str, Any]]:
+    """(status code, body): 200 when the database answers and is at the code's revision."""
+    expected = expected_revision()
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+            revision = await db.fetchval("SELECT version_num FROM alembic_version")
+    except asyncpg.UndefinedTableError:
+        return 503, {"status": "unavailable", "database": "ok", "migration": None,
+                     "expected_migration": expected, "reason": "migrations were never applied"}
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+            RuntimeError) as exc:
+        return 503, {"status": "unavailable", "database": "unreachable",
+                     "reason": f"{type(exc).__name__}: {exc}"[:300]}
+    if revision != expected:
+        return 503, {"status": "unavailable", "database": "ok", "migration": revision,
+                     "expected_migration": expected,
+                     "reason": "the database is not at this version's migration"}
+    return 200, {"status": "ready", "database": "ok", "migration": revision}
+
+
+async def readyz(request: Request) -> JSONResponse:
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    status, body = await readiness(services.db)
+    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def install(app: Starlette) -> None:
+    """Add the middleware and the /metrics and /readyz routes to the app."""
+    app.add_middleware(ObservabilityMiddleware)
+    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    app.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
+
+
+# --- Structured logs ------------------------------------------------------------------------
+
+_RECORD_FIELDS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
+    | {"message", "asctime", "color_message"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, pid, request_id and extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        request_id = _request_id.get()
+        if request_id is not None:
+            payload["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS and key not in payload and not key.startswith("_"):
+                payload[key] = value
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(payload, default=str).decode()
+
+
+def logging_config(level: int | str = "INFO") -> dict[str, Any]:
+    """JSON logs on stderr for the whole process, uvicorn's loggers included (a dictConfig:
+    uvicorn applies it again in every worker process)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {
+            name: {"handlers": [], "propagate": True}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }
+
+
+def run_server(
+    app: ASGIApp | str, host: str, port: int, *, workers: int = 1, graceful_seconds: int = 30
+) -> None:
+    """Serve with uvicorn, JSON logs, our access log instead of uvicorn's, and a graceful
+    shutdown: on SIGTERM or SIGINT no new connections are accepted, requests in flight get up
+    to ``graceful_seconds`` to finish, then the app's lifespan closes the pool.
+
+    ``app`` is the app, or with ``workers`` > 1 the import path of an app factory. Worker
+    processes share one metrics directory (``PROMETHEUS_MULTIPROC_DIR``, a temporary one unless
+    set) so that /metrics on any worker reports the sum over all of them.
+    """
+    import tempfile
+
+    import uvicorn
+
+    log_config = logging_config()
+    logging.config.dictConfig(log_config)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+    # After its graceful shutdown uvicorn re-raises the signal it caught. Under the default
+    # SIGTERM disposition that kills the process on the spot, skipping the caller's cleanup
+    # (stopping the embedded PostgreSQL): turn it into a normal exit instead.
+    previous = signal.signal(signal.SIGTERM, _exit_after_sigterm)
+    try:
+        uvicorn.run(
+            app, host=host, port=port, workers=workers if workers > 1 else None,
+            factory=isinstance(app, str), log_config=log_config, access_log=False,
+            timeout_graceful_shutdown=graceful_seconds, lifespan="on",
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_after_sigterm(_signum: int, _frame: object) -> None:
+    logging.getLogger("gateway").info("stopped by SIGTERM")
+    raise SystemExit(0)
