@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -33,9 +34,15 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+# Several processes may start on one unmigrated database at once: the first to take this
+# transaction-level lock migrates, the others wait and then find nothing left to do.
+MIGRATION_LOCK = 7_406_912_331
+
+
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
