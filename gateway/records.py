@@ -105,13 +105,23 @@ class Catalog:
         product = self.product_by_id[product_id]
         return [self.feature_by_id[f] for f in product.feature_ids]
 
-    def products_granting(self, meter_id: uuid.UUID) -> list[ProductRow]:
-        """Products whose features grant credits on the meter (upgrade options)."""
-        return [
-            p
-            for p in self.products
-            if any(self.feature_by_id[f].usage_meter_id == meter_id for f in p.feature_ids)
+    def credits_on(self, product_id: uuid.UUID, meter_id: uuid.UUID) -> int:
+        """Credits a product's features grant on a meter (one-time and per period together)."""
+        return sum(
+            f.amount or 0 for f in self.product_features(product_id) if f.usage_meter_id == meter_id
+        )
+
+    def upgrade_options(
+        self, meter_id: uuid.UUID, current_product_id: uuid.UUID | None
+    ) -> list[ProductRow]:
+        """Products that grant more credits on the meter than the current product, the
+        smallest step first (what an upgrade prompt offers)."""
+        floor = 0 if current_product_id is None else self.credits_on(current_product_id, meter_id)
+        options = [
+            p for p in self.products
+            if p.id != current_product_id and self.credits_on(p.id, meter_id) > floor
         ]
+        return sorted(options, key=lambda p: self.credits_on(p.id, meter_id))
 
 
 @dataclass(frozen=True, slots=True)

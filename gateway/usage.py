@@ -157,6 +157,7 @@ def _result(data: dict[str, Any]) -> UsageResult:
                 "available": int(data["available"]),
                 "required": int(data["required"]),
                 "pricing_model_id": uuid.UUID(data["pricing_model_id"]),
+                "product_id": uuid.UUID(data["product_id"]),
             }
         return UserError(code, data["message"], data["field"], extra)
     pricing_model_id = uuid.UUID(data["pricing_model_id"])

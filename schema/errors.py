@@ -68,15 +68,20 @@ class InsufficientBalance(UserError):
     required: int
     pricing_model_id: strawberry.Private[uuid.UUID]
     meter_id: strawberry.Private[uuid.UUID]
+    product_id: strawberry.Private[uuid.UUID | None]
 
-    @strawberry.field(description="Products whose features grant credits on this meter.")
+    @strawberry.field(
+        description="Products whose features grant more credits on this meter than the"
+        " subscription's product, the smallest step first."
+    )
     async def upgrade_options(
         self, info: strawberry.Info
     ) -> list[Annotated[Product, strawberry.lazy("schema.catalog")]]:
         from schema.catalog import Product
 
         catalog = await info.context.loaders.catalog.load(self.pricing_model_id)
-        return [Product(row=p, catalog=catalog) for p in catalog.products_granting(self.meter_id)]
+        options = catalog.upgrade_options(self.meter_id, self.product_id)
+        return [Product(row=p, catalog=catalog) for p in options]
 
 
 _SIMPLE: dict[errors.ErrorCode, Any] = {
@@ -102,6 +107,6 @@ def to_graphql(error: errors.UserError) -> Any:
             code=code, message=error.message, field=error.field,
             meter_slug=error.extra["meter_slug"], available_balance=error.extra["available"],
             required=error.extra["required"], pricing_model_id=error.extra["pricing_model_id"],
-            meter_id=error.extra["meter_id"],
+            meter_id=error.extra["meter_id"], product_id=error.extra.get("product_id"),
         )
     return _SIMPLE[error.code](code=code, message=error.message, field=error.field)

@@ -336,7 +336,7 @@ async def test_require_balance_refuses_what_the_balance_does_not_cover(gql, db) 
         "__typename": "InsufficientBalance", "code": "INSUFFICIENT_BALANCE",
         "message": "meter generations has 2 available, 3 required", "field": ["input", "amount"],
         "meterSlug": "generations", "availableBalance": 2, "required": 3,
-        "upgradeOptions": [{"slug": "free"}, {"slug": "pro"}],
+        "upgradeOptions": [{"slug": "pro"}],
     }
     assert await snapshot(db) == before
     # Without requireBalance the same usage is recorded as overage.

@@ -369,7 +369,8 @@ BEGIN
                           ARRAY['input', 'amount'])
              || jsonb_build_object('meter_id', v_meter.id, 'meter_slug', v_meter.slug,
                                    'available', v_available, 'required', p_amount,
-                                   'pricing_model_id', v_pricing_model_id);
+                                   'pricing_model_id', v_pricing_model_id,
+                                   'product_id', s.product_id);
     END IF;
   END IF;
 
