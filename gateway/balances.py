@@ -93,8 +93,11 @@ async def grant_usage_credits(
     if row is None:
         return not_found(f"no subscription {subscription_id}", "input", "subscriptionId")
     if row["meter_id"] is None:
-        return not_found(f"no usage meter {meter_slug!r} in the customer's pricing model",
-                         "input", "usageMeterSlug")
+        return not_found(
+            f"no usage meter {meter_slug!r} in the customer's pricing model",
+            "input",
+            "usageMeterSlug",
+        )
     found = await balances(db, [(subscription_id, row["meter_id"])])
     return found[(subscription_id, row["meter_id"])]
 

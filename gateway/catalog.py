@@ -46,7 +46,10 @@ def _catalog_from_record(r: dict[str, object]) -> Catalog:
     pm_id = uuid.UUID(str(r["id"]))
     products = tuple(
         ProductRow(
-            id=uuid.UUID(p["id"]), pricing_model_id=pm_id, slug=p["slug"], name=p["name"],
+            id=uuid.UUID(p["id"]),
+            pricing_model_id=pm_id,
+            slug=p["slug"],
+            name=p["name"],
             is_default=p["is_default"],
             feature_ids=tuple(uuid.UUID(f) for f in p["feature_ids"]),
         )
@@ -54,33 +57,55 @@ def _catalog_from_record(r: dict[str, object]) -> Catalog:
     )
     prices = tuple(
         PriceRow(
-            id=uuid.UUID(p["id"]), pricing_model_id=pm_id, product_id=_uuid(p["product_id"]),
-            usage_meter_id=_uuid(p["usage_meter_id"]), slug=p["slug"], name=p["name"],
-            type=p["type"], unit_price=p["unit_price"], currency=p["currency"],
-            interval_unit=p["interval_unit"], interval_count=p["interval_count"],
-            usage_events_per_unit=p["usage_events_per_unit"], is_default=p["is_default"],
-            is_no_charge=p["is_no_charge"], active=p["active"],
+            id=uuid.UUID(p["id"]),
+            pricing_model_id=pm_id,
+            product_id=_uuid(p["product_id"]),
+            usage_meter_id=_uuid(p["usage_meter_id"]),
+            slug=p["slug"],
+            name=p["name"],
+            type=p["type"],
+            unit_price=p["unit_price"],
+            currency=p["currency"],
+            interval_unit=p["interval_unit"],
+            interval_count=p["interval_count"],
+            usage_events_per_unit=p["usage_events_per_unit"],
+            is_default=p["is_default"],
+            is_no_charge=p["is_no_charge"],
+            active=p["active"],
         )
         for p in r["prices"]  # type: ignore[attr-defined]
     )
     meters = tuple(
         UsageMeterRow(
-            id=uuid.UUID(m["id"]), pricing_model_id=pm_id, slug=m["slug"], name=m["name"],
+            id=uuid.UUID(m["id"]),
+            pricing_model_id=pm_id,
+            slug=m["slug"],
+            name=m["name"],
             aggregation_type=m["aggregation_type"],
         )
         for m in r["meters"]  # type: ignore[attr-defined]
     )
     features = tuple(
         FeatureRow(
-            id=uuid.UUID(f["id"]), pricing_model_id=pm_id, slug=f["slug"], name=f["name"],
-            type=f["type"], amount=f["amount"], usage_meter_id=_uuid(f["usage_meter_id"]),
+            id=uuid.UUID(f["id"]),
+            pricing_model_id=pm_id,
+            slug=f["slug"],
+            name=f["name"],
+            type=f["type"],
+            amount=f["amount"],
+            usage_meter_id=_uuid(f["usage_meter_id"]),
             renewal_frequency=f["renewal_frequency"],
         )
         for f in r["features"]  # type: ignore[attr-defined]
     )
     return Catalog(
-        id=pm_id, name=str(r["name"]), is_default=bool(r["is_default"]), products=products,
-        prices=prices, meters=meters, features=features,
+        id=pm_id,
+        name=str(r["name"]),
+        is_default=bool(r["is_default"]),
+        products=products,
+        prices=prices,
+        meters=meters,
+        features=features,
     )
 
 

@@ -76,17 +76,37 @@ _TOP_KEYS = ("name", "isDefault", "usageMeters", "features", "products")
 _METER_ENTRY_KEYS = ("usageMeter", "prices")
 _METER_KEYS = ("slug", "name", "aggregationType")
 _USAGE_PRICE_KEYS = (
-    "type", "slug", "name", "unitPrice", "currency", "usageEventsPerUnit", "isDefault", "active",
+    "type",
+    "slug",
+    "name",
+    "unitPrice",
+    "currency",
+    "usageEventsPerUnit",
+    "isDefault",
+    "active",
 )
 _FEATURE_KEYS = (
-    "type", "slug", "name", "description", "usageMeterSlug", "amount", "renewalFrequency",
+    "type",
+    "slug",
+    "name",
+    "description",
+    "usageMeterSlug",
+    "amount",
+    "renewalFrequency",
 )
 _GRANT_KEYS = ("usageMeterSlug", "amount", "renewalFrequency")
 _PRODUCT_ENTRY_KEYS = ("product", "price", "features")
 _PRODUCT_KEYS = ("slug", "name", "description", "default")
 _PRODUCT_PRICE_KEYS = (
-    "type", "slug", "name", "unitPrice", "currency", "intervalUnit", "intervalCount",
-    "isDefault", "active",
+    "type",
+    "slug",
+    "name",
+    "unitPrice",
+    "currency",
+    "intervalUnit",
+    "intervalCount",
+    "isDefault",
+    "active",
 )
 # Keys of a usage price that are not reported as unknown when one is (wrongly) put under a
 # product: the problem there is the price's type.
@@ -179,17 +199,17 @@ class PricingModelDefinition:
 class _StrictLoader(yaml.SafeLoader):
     """A SafeLoader that rejects duplicate keys in a mapping (YAML keeps the last silently)."""
 
-    def construct_mapping(
-        self, node: yaml.MappingNode, deep: bool = False
-    ) -> dict[Hashable, Any]:
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[tuple[str, str]] = set()
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                 ident = (key_node.tag, key_node.value)
                 if ident in seen:
                     raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
-                        f"found duplicate key {json.dumps(key_node.value)}", key_node.start_mark,
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {json.dumps(key_node.value)}",
+                        key_node.start_mark,
                     )
                 seen.add(ident)
         return super().construct_mapping(node, deep=deep)
@@ -365,7 +385,11 @@ class _Fields:
         return value
 
     def choice(
-        self, key: str, choices: Collection[str], *, required: bool = True,
+        self,
+        key: str,
+        choices: Collection[str],
+        *,
+        required: bool = True,
         default: str | None = None,
     ) -> str | None:
         value = self.data.get(key)
@@ -430,7 +454,10 @@ class _Validator:
         self.problems: list[str] = []
         # kind -> slug -> where it was first used
         self.slugs: dict[str, dict[str, str]] = {
-            "meter": {}, "price": {}, "feature": {}, "product": {},
+            "meter": {},
+            "price": {},
+            "feature": {},
+            "product": {},
         }
         # Every string a meter/feature gave as its slug, valid or not: references to them
         # are not reported again as unknown.
@@ -471,15 +498,18 @@ class _Validator:
             self.feature(entry, f"features[{i}]") for i, entry in enumerate(top.list("features"))
         )
         product_entries = top.list("products", required=True)
-        if top.present("products") and isinstance(top.data["products"], list) and not (
-            product_entries
+        if (
+            top.present("products")
+            and isinstance(top.data["products"], list)
+            and not (product_entries)
         ):
             top.add("products", "must list at least one product")
         products = tuple(
             self.product(entry, f"products[{i}]") for i, entry in enumerate(product_entries)
         )
         return PricingModelDefinition(
-            name=name or "", is_default=bool(is_default),
+            name=name or "",
+            is_default=bool(is_default),
             usage_meters=tuple(m for m in meters if m is not None),
             features=tuple(f for f in features if f is not None),
             products=tuple(p for p in products if p is not None),
@@ -519,7 +549,9 @@ class _Validator:
         if inner is None:
             return None
         return UsageMeterDefinition(
-            slug=slug or "", name=name or "", aggregation_type=aggregation or "",
+            slug=slug or "",
+            name=name or "",
+            aggregation_type=aggregation or "",
             prices=tuple(prices),
         )
 
@@ -543,9 +575,13 @@ class _Validator:
         if is_default and active is False:
             f.add("active", "a default price must be active")
         return UsagePriceDefinition(
-            slug=slug or "", name=name, unit_price=unit_price or 0,
-            currency=currency or DEFAULT_CURRENCY, usage_events_per_unit=per_unit or 1,
-            is_default=bool(is_default), active=active is not False,
+            slug=slug or "",
+            name=name,
+            unit_price=unit_price or 0,
+            currency=currency or DEFAULT_CURRENCY,
+            usage_events_per_unit=per_unit or 1,
+            is_default=bool(is_default),
+            active=active is not False,
         )
 
     def feature(self, entry: Any, path: str) -> FeatureDefinition | None:
@@ -578,8 +614,13 @@ class _Validator:
                 amount = f.optional_integer("amount", minimum=1, maximum=MAX_BIGINT)
             renewal = f.choice("renewalFrequency", RENEWAL_FREQUENCIES, required=grant)
         return FeatureDefinition(
-            type=feature_type or "", slug=slug or "", name=name or "", description=description,
-            usage_meter_slug=meter_slug, amount=amount, renewal_frequency=renewal,
+            type=feature_type or "",
+            slug=slug or "",
+            name=name or "",
+            description=description,
+            usage_meter_slug=meter_slug,
+            amount=amount,
+            renewal_frequency=renewal,
         )
 
     def product(self, entry: Any, path: str) -> ProductDefinition | None:
@@ -621,8 +662,12 @@ class _Validator:
         if inner is None or price is None:
             return None
         return ProductDefinition(
-            slug=slug or "", name=name or "", description=description,
-            is_default=bool(is_default), price=price, feature_slugs=tuple(feature_slugs),
+            slug=slug or "",
+            name=name or "",
+            description=description,
+            is_default=bool(is_default),
+            price=price,
+            feature_slugs=tuple(feature_slugs),
         )
 
     def product_price(self, outer: _Fields) -> ProductPriceDefinition | None:
@@ -662,8 +707,12 @@ class _Validator:
         if f.boolean("active", default=True) is False:
             f.add("active", "a product's only price is its default price, which must be active")
         return ProductPriceDefinition(
-            type=price_type or "", slug=slug or "", name=name, unit_price=unit_price or 0,
-            currency=currency or DEFAULT_CURRENCY, interval_unit=interval_unit,
+            type=price_type or "",
+            slug=slug or "",
+            name=name,
+            unit_price=unit_price or 0,
+            currency=currency or DEFAULT_CURRENCY,
+            interval_unit=interval_unit,
             interval_count=interval_count,
         )
 
@@ -775,7 +824,12 @@ async def _write(conn: Conn, d: PricingModelDefinition) -> uuid.UUID:
     if d.features:
         features = [
             (
-                feature_ids[f.slug], f.slug, f.name, f.description, f.type, f.amount,
+                feature_ids[f.slug],
+                f.slug,
+                f.name,
+                f.description,
+                f.type,
+                f.amount,
                 meter_ids[f.usage_meter_slug] if f.usage_meter_slug is not None else None,
                 f.renewal_frequency,
             )
@@ -788,23 +842,63 @@ async def _write(conn: Conn, d: PricingModelDefinition) -> uuid.UUID:
     prices: list[tuple[Any, ...]] = []
     for m in d.usage_meters:
         meter_id = meter_ids[m.slug]
-        prices.append((
-            _new_id(), None, meter_id, m.no_charge_slug, None, "usage", 0, m.no_charge_currency,
-            None, None, 1, not m.has_default_price, True, True,
-        ))
+        prices.append(
+            (
+                _new_id(),
+                None,
+                meter_id,
+                m.no_charge_slug,
+                None,
+                "usage",
+                0,
+                m.no_charge_currency,
+                None,
+                None,
+                1,
+                not m.has_default_price,
+                True,
+                True,
+            )
+        )
         prices.extend(
             (
-                _new_id(), None, meter_id, p.slug, p.name, "usage", p.unit_price, p.currency,
-                None, None, p.usage_events_per_unit, p.is_default, False, p.active,
+                _new_id(),
+                None,
+                meter_id,
+                p.slug,
+                p.name,
+                "usage",
+                p.unit_price,
+                p.currency,
+                None,
+                None,
+                p.usage_events_per_unit,
+                p.is_default,
+                False,
+                p.active,
             )
             for p in m.prices
         )
     for product in d.products:
         pp = product.price
-        prices.append((
-            _new_id(), product_ids[product.slug], None, pp.slug, pp.name, pp.type, pp.unit_price,
-            pp.currency, pp.interval_unit, pp.interval_count, None, True, False, True,
-        ))
+        prices.append(
+            (
+                _new_id(),
+                product_ids[product.slug],
+                None,
+                pp.slug,
+                pp.name,
+                pp.type,
+                pp.unit_price,
+                pp.currency,
+                pp.interval_unit,
+                pp.interval_count,
+                None,
+                True,
+                False,
+                True,
+            )
+        )
     if prices:
         await conn.execute(_INSERT_PRICES_SQL, pm_id, *_columns(prices, 14))
 
@@ -819,9 +913,7 @@ async def _write(conn: Conn, d: PricingModelDefinition) -> uuid.UUID:
 
 
 def _invalid(problems: list[str]) -> UserError:
-    message = f"the pricing model definition has {len(problems)} problem(s): " + "; ".join(
-        problems
-    )
+    message = f"the pricing model definition has {len(problems)} problem(s): " + "; ".join(problems)
     return UserError(
         ErrorCode.INVALID_INPUT, message, ["input", "definition"], extra={"problems": problems}
     )

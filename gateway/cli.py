@@ -171,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default GATEWAY_WORKERS)")
     serve.set_defaults(func=cmd_serve)
 
-    demo = sub.add_parser("demo", help="serve a demo pricing model, customer and usage"
-                          " on an embedded database of its own")
+    demo = sub.add_parser(
+        "demo",
+        help="serve a demo pricing model, customer and usage on an embedded database of its own",
+    )
     demo.add_argument("--host")
     demo.add_argument("--port", type=int)
     demo.add_argument("--data-dir", help="default: GATEWAY_DATA_DIR/demo")

@@ -99,7 +99,9 @@ class EmbeddedPostgres:
             self._server = None
 
 
-def resolve_database_url(database_url: str | None, data_dir: Path) -> tuple[str, EmbeddedPostgres | None]:
+def resolve_database_url(
+    database_url: str | None, data_dir: Path
+) -> tuple[str, EmbeddedPostgres | None]:
     """The URL to use: DATABASE_URL when set, else the embedded server's (started here)."""
     if database_url:
         return database_url, None

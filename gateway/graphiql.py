@@ -99,12 +99,7 @@ _PAGE = """<!doctype html>
 
 def _script_json(value: object) -> str:
     """JSON that is safe inside a <script> element."""
-    return (
-        json.dumps(value)
-        .replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-    )
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def render_page(root_path: str) -> str:
@@ -147,8 +142,12 @@ async def graphiql_page(request: Request) -> Response:
 def graphiql_routes(graphql_path: str = "/graphql") -> list[BaseRoute]:
     """The page route (to be placed before the GraphQL router's) and the static files."""
     return [
-        GraphiQLPageRoute(graphql_path, graphiql_page, methods=["GET", "HEAD"],
-                          include_in_schema=False),
-        Mount(STATIC_PATH, app=GZipMiddleware(StaticFiles(directory=STATIC_DIR)),
-              name="graphiql-static"),
+        GraphiQLPageRoute(
+            graphql_path, graphiql_page, methods=["GET", "HEAD"], include_in_schema=False
+        ),
+        Mount(
+            STATIC_PATH,
+            app=GZipMiddleware(StaticFiles(directory=STATIC_DIR)),
+            name="graphiql-static",
+        ),
     ]

@@ -170,7 +170,9 @@ class GatewaySchema(strawberry.Schema):
             operation_extensions=operation_extensions,
         )
         finalize_errors(
-            result, context_value, operation_name,
+            result,
+            context_value,
+            operation_name,
             executing=not isinstance(result, PreExecutionError),
         )
         return result
@@ -184,6 +186,8 @@ class GatewayErrors(SchemaExtension):
         yield
         ctx = self.execution_context
         finalize_errors(
-            ctx.result, ctx.context, ctx.operation_name,
+            ctx.result,
+            ctx.context,
+            ctx.operation_name,
             executing=not isinstance(ctx.result, PreExecutionError),
         )

@@ -138,7 +138,9 @@ def error_response(
 ) -> Response:
     """A JSON error response in the media type the client accepts (application/json if none)."""
     body = error_body(
-        message, code or STATUS_CODES.get(status, "BAD_REQUEST"), with_data=with_data,
+        message,
+        code or STATUS_CODES.get(status, "BAD_REQUEST"),
+        with_data=with_data,
         **extensions,
     )
     return Response(
@@ -281,9 +283,13 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, accept: str | None, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(
+        self, accept: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         response = error_response(
-            accept, 413, f"the request body is larger than {self.max_bytes} bytes",
+            accept,
+            413,
+            f"the request body is larger than {self.max_bytes} bytes",
             maxBytes=self.max_bytes,
         )
         await response(scope, receive, send)
@@ -330,7 +336,8 @@ class GatewayRouter(GraphQLRouter[Context, None]):
                 exc.__cause__.operation_type.value != "query"
             ):
                 raise GatewayHTTPError(
-                    405, f"{exc.reason}: GET serves queries only, use POST",
+                    405,
+                    f"{exc.reason}: GET serves queries only, use POST",
                     headers={"Allow": "POST"},
                 ) from exc
             raise
@@ -385,14 +392,18 @@ def install(app: FastAPI, *, max_body_bytes: int, rate_limit_per_minute: int) ->
     @app.exception_handler(Unauthenticated)
     async def _unauthenticated(request: Request, exc: Unauthenticated) -> Response:
         return error_response(
-            request.headers.get("accept"), 401, exc.message,
-            headers={"WWW-Authenticate": "Bearer"}, with_data=True,
+            request.headers.get("accept"),
+            401,
+            exc.message,
+            headers={"WWW-Authenticate": "Bearer"},
+            with_data=True,
         )
 
     @app.exception_handler(RateLimited)
     async def _rate_limited(request: Request, exc: RateLimited) -> Response:
         return error_response(
-            request.headers.get("accept"), 429,
+            request.headers.get("accept"),
+            429,
             f"{exc}: retry in {exc.retry_after} s",
             headers={"Retry-After": str(exc.retry_after)},
             retryAfter=exc.retry_after,
@@ -412,11 +423,17 @@ def install(app: FastAPI, *, max_body_bytes: int, rate_limit_per_minute: int) ->
     async def _unexpected(request: Request, exc: Exception) -> Response:
         error_id = uuid.uuid4().hex
         logger.error(
-            "unexpected error %s in %s %s", error_id, request.method, request.url.path,
-            exc_info=exc, extra={"error_id": error_id},
+            "unexpected error %s in %s %s",
+            error_id,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+            extra={"error_id": error_id},
         )
         return error_response(
-            request.headers.get("accept"), 500, f"Internal server error (error id {error_id})",
+            request.headers.get("accept"),
+            500,
+            f"Internal server error (error id {error_id})",
             errorId=error_id,
         )
 

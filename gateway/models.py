@@ -89,8 +89,12 @@ def _ts(*, nullable: bool = False, now: bool = False) -> Any:
 class PricingModel(SQLModel, table=True):
     __tablename__ = "pricing_models"
     __table_args__ = (
-        sa.Index("pricing_models_one_default", "is_default", unique=True,
-                 postgresql_where=sa.text("is_default")),
+        sa.Index(
+            "pricing_models_one_default",
+            "is_default",
+            unique=True,
+            postgresql_where=sa.text("is_default"),
+        ),
     )
     id: uuid.UUID | None = _id()
     name: str = _text()
@@ -117,9 +121,7 @@ class UsageMeter(SQLModel, table=True):
 
 class Product(SQLModel, table=True):
     __tablename__ = "products"
-    __table_args__ = (
-        sa.UniqueConstraint("pricing_model_id", "slug", name="products_slug_key"),
-    )
+    __table_args__ = (sa.UniqueConstraint("pricing_model_id", "slug", name="products_slug_key"),)
     id: uuid.UUID | None = _id()
     pricing_model_id: uuid.UUID = _fk("pricing_models.id")
     slug: str = _text()
@@ -171,12 +173,24 @@ class Price(SQLModel, table=True):
             name="prices_no_charge_shape_check",
         ),
         sa.CheckConstraint("NOT is_default OR active", name="prices_default_active_check"),
-        sa.Index("prices_one_default_per_meter", "usage_meter_id", unique=True,
-                 postgresql_where=sa.text("is_default AND type = 'usage'")),
-        sa.Index("prices_one_default_per_product", "product_id", unique=True,
-                 postgresql_where=sa.text("is_default AND type <> 'usage'")),
-        sa.Index("prices_one_no_charge_per_meter", "usage_meter_id", unique=True,
-                 postgresql_where=sa.text("is_no_charge")),
+        sa.Index(
+            "prices_one_default_per_meter",
+            "usage_meter_id",
+            unique=True,
+            postgresql_where=sa.text("is_default AND type = 'usage'"),
+        ),
+        sa.Index(
+            "prices_one_default_per_product",
+            "product_id",
+            unique=True,
+            postgresql_where=sa.text("is_default AND type <> 'usage'"),
+        ),
+        sa.Index(
+            "prices_one_no_charge_per_meter",
+            "usage_meter_id",
+            unique=True,
+            postgresql_where=sa.text("is_no_charge"),
+        ),
     )
     id: uuid.UUID | None = _id()
     pricing_model_id: uuid.UUID = _fk("pricing_models.id")
@@ -200,7 +214,9 @@ class Feature(SQLModel, table=True):
     __tablename__ = "features"
     __table_args__ = (
         sa.UniqueConstraint("pricing_model_id", "slug", name="features_slug_key"),
-        sa.CheckConstraint(_in("type", ("toggle", "usage_credit_grant")), name="features_type_check"),
+        sa.CheckConstraint(
+            _in("type", ("toggle", "usage_credit_grant")), name="features_type_check"
+        ),
         sa.CheckConstraint(
             "(type = 'usage_credit_grant') = (amount IS NOT NULL AND usage_meter_id IS NOT NULL"
             " AND renewal_frequency IS NOT NULL)",
@@ -269,7 +285,8 @@ class CreditGrant(SQLModel, table=True):
     __tablename__ = "credit_grants"
     __table_args__ = (
         sa.CheckConstraint(
-            _in("source", ("once", "every_billing_period", "manual")), name="credit_grants_source_check"
+            _in("source", ("once", "every_billing_period", "manual")),
+            name="credit_grants_source_check",
         ),
         sa.CheckConstraint("amount > 0", name="credit_grants_amount_check"),
         sa.CheckConstraint(

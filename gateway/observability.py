@@ -74,25 +74,44 @@ KNOWN_ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _OPERATION_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,99}")
 _LATENCY_BUCKETS = (
-    0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 
 HTTP_REQUESTS = Counter(
-    "gateway_http_requests_total", "HTTP requests by route, method and status code",
+    "gateway_http_requests_total",
+    "HTTP requests by route, method and status code",
     ["route", "method", "status"],
 )
 HTTP_LATENCY = Histogram(
-    "gateway_http_request_duration_seconds", "HTTP request latency (until the response ends)",
-    ["route", "method"], buckets=_LATENCY_BUCKETS,
+    "gateway_http_request_duration_seconds",
+    "HTTP request latency (until the response ends)",
+    ["route", "method"],
+    buckets=_LATENCY_BUCKETS,
 )
 GRAPHQL_OPERATIONS = Counter(
-    "gateway_graphql_operations_total", "GraphQL operations by operation name, type and outcome",
+    "gateway_graphql_operations_total",
+    "GraphQL operations by operation name, type and outcome",
     ["operation", "type", "outcome"],
 )
 GRAPHQL_LATENCY = Histogram(
     "gateway_graphql_operation_duration_seconds",
     "GraphQL operation latency (parse, validation and execution)",
-    ["operation", "type"], buckets=_LATENCY_BUCKETS,
+    ["operation", "type"],
+    buckets=_LATENCY_BUCKETS,
 )
 USAGE_EVENTS = Counter(
     "gateway_usage_events_total",
@@ -158,7 +177,10 @@ class ObservabilityMiddleware:
             HTTP_REQUESTS.labels(route, method, str(status)).inc()
             HTTP_LATENCY.labels(route, method).observe(elapsed)
             access_logger.info(
-                "%s %s %d", method, scope.get("path", ""), status,
+                "%s %s %d",
+                method,
+                scope.get("path", ""),
+                status,
                 extra={
                     "method": method,
                     "path": scope.get("path", ""),
@@ -282,16 +304,33 @@ async def readiness(db: Any) -> tuple[int, dict[str, Any]]:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
             revision = await db.fetchval("SELECT version_num FROM alembic_version")
     except asyncpg.UndefinedTableError:
-        return 503, {"status": "unavailable", "database": "ok", "migration": None,
-                     "expected_migration": expected, "reason": "migrations were never applied"}
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-            RuntimeError) as exc:
-        return 503, {"status": "unavailable", "database": "unreachable",
-                     "reason": f"{type(exc).__name__}: {exc}"[:300]}
+        return 503, {
+            "status": "unavailable",
+            "database": "ok",
+            "migration": None,
+            "expected_migration": expected,
+            "reason": "migrations were never applied",
+        }
+    except (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        RuntimeError,
+    ) as exc:
+        return 503, {
+            "status": "unavailable",
+            "database": "unreachable",
+            "reason": f"{type(exc).__name__}: {exc}"[:300],
+        }
     if revision != expected:
-        return 503, {"status": "unavailable", "database": "ok", "migration": revision,
-                     "expected_migration": expected,
-                     "reason": "the database is not at this version's migration"}
+        return 503, {
+            "status": "unavailable",
+            "database": "ok",
+            "migration": revision,
+            "expected_migration": expected,
+            "reason": "the database is not at this version's migration",
+        }
     return 200, {"status": "ready", "database": "ok", "migration": revision}
 
 
@@ -347,8 +386,13 @@ def logging_config(level: int | str = "INFO") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
-                                "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
             name: {"handlers": [], "propagate": True}
@@ -382,9 +426,15 @@ def run_server(
     previous = signal.signal(signal.SIGTERM, _exit_after_sigterm)
     try:
         uvicorn.run(
-            app, host=host, port=port, workers=workers if workers > 1 else None,
-            factory=isinstance(app, str), log_config=log_config, access_log=False,
-            timeout_graceful_shutdown=graceful_seconds, lifespan="on",
+            app,
+            host=host,
+            port=port,
+            workers=workers if workers > 1 else None,
+            factory=isinstance(app, str),
+            log_config=log_config,
+            access_log=False,
+            timeout_graceful_shutdown=graceful_seconds,
+            lifespan="on",
         )
     finally:
         signal.signal(signal.SIGTERM, previous)

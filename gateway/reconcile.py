@@ -68,29 +68,36 @@ async def reconcile(db: Database, customer_ids: list[uuid.UUID] | None = None) -
 
 
 async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) -> list[Drift]:
-    meter = await db.fetchrow(
-        "SELECT aggregation_type FROM usage_meters WHERE id = $1", meter_id
-    )
+    meter = await db.fetchrow("SELECT aggregation_type FROM usage_meters WHERE id = $1", meter_id)
     assert meter is not None
     distinct = meter["aggregation_type"] == "count_distinct_properties"
     grants = [
-        _Grant(id=r["id"], amount=r["amount"], consumed=r["consumed"],
-               granted_at=r["granted_at"], expires_at=r["expires_at"], remaining=r["amount"])
+        _Grant(
+            id=r["id"],
+            amount=r["amount"],
+            consumed=r["consumed"],
+            granted_at=r["granted_at"],
+            expires_at=r["expires_at"],
+            remaining=r["amount"],
+        )
         for r in await db.fetch(
             "SELECT id, amount, consumed, granted_at, expires_at FROM credit_grants"
             " WHERE subscription_id = $1 AND usage_meter_id = $2",
-            sub_id, meter_id,
+            sub_id,
+            meter_id,
         )
     ]
-    grants.sort(key=lambda g: (g.expires_at is None, g.expires_at or g.granted_at,
-                               g.granted_at, g.id.bytes))
+    grants.sort(
+        key=lambda g: (g.expires_at is None, g.expires_at or g.granted_at, g.granted_at, g.id.bytes)
+    )
     events = await db.fetch(
         """
         SELECT id, seq, amount, consumed, covered, usage_date, period_start, price_id,
                md5(properties::text) AS properties_hash
           FROM usage_events WHERE subscription_id = $1 AND usage_meter_id = $2 ORDER BY seq
         """,
-        sub_id, meter_id,
+        sub_id,
+        meter_id,
     )
     drifts: list[Drift] = []
 
@@ -116,8 +123,11 @@ async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) 
                 left -= take
         covered = consume - left
         if (e["consumed"], e["covered"]) != (consume, covered):
-            drift(f"event {e['id']} consumed/covered", (consume, covered),
-                  (e["consumed"], e["covered"]))
+            drift(
+                f"event {e['id']} consumed/covered",
+                (consume, covered),
+                (e["consumed"], e["covered"]),
+            )
         t = totals[(e["period_start"], e["price_id"])]
         t[0] += consume
         t[1] += covered
@@ -130,13 +140,18 @@ async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) 
         for r in await db.fetch(
             "SELECT period_start, price_id, used, covered, uncovered FROM usage_totals"
             " WHERE subscription_id = $1 AND usage_meter_id = $2",
-            sub_id, meter_id,
+            sub_id,
+            meter_id,
         )
     }
     for key in sorted(set(stored) | set(totals), key=lambda k: (k[0], k[1].bytes)):
         expected = totals.get(key, [0, 0, 0])
         actual = stored.get(key, [0, 0, 0])
         if expected != actual:
-            drift(f"usage totals of period {key[0].isoformat()} price {key[1]}"
-                  " (used, covered, uncovered)", tuple(expected), tuple(actual))
+            drift(
+                f"usage totals of period {key[0].isoformat()} price {key[1]}"
+                " (used, covered, uncovered)",
+                tuple(expected),
+                tuple(actual),
+            )
     return drifts

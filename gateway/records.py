@@ -118,7 +118,8 @@ class Catalog:
         smallest step first (what an upgrade prompt offers)."""
         floor = 0 if current_product_id is None else self.credits_on(current_product_id, meter_id)
         options = [
-            p for p in self.products
+            p
+            for p in self.products
             if p.id != current_product_id and self.credits_on(p.id, meter_id) > floor
         ]
         return sorted(options, key=lambda p: self.credits_on(p.id, meter_id))

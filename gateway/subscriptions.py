@@ -84,17 +84,21 @@ async def create_subscription(
         return not_found(
             f"no customer with externalId {customer_external_id!r}", "input", "customerExternalId"
         )
-    catalog = (await catalogs.get_many([customer["pricing_model_id"]]))[customer["pricing_model_id"]]
+    catalog = (await catalogs.get_many([customer["pricing_model_id"]]))[
+        customer["pricing_model_id"]
+    ]
     price = catalog.price_by_slug.get(price_slug)
     if price is None:
-        return not_found(f"no price {price_slug!r} in the customer's pricing model",
-                         "input", "priceSlug")
+        return not_found(
+            f"no price {price_slug!r} in the customer's pricing model", "input", "priceSlug"
+        )
     if price.type != "subscription" or price.product_id is None:
         return invalid(f"price {price_slug!r} is not a SUBSCRIPTION price", "input", "priceSlug")
     if not price.active:
         return invalid(f"price {price_slug!r} is archived", "input", "priceSlug")
     once_features = [
-        f for f in catalog.product_features(price.product_id)
+        f
+        for f in catalog.product_features(price.product_id)
         if f.type == "usage_credit_grant" and f.renewal_frequency == "once"
     ]
     async with db.transaction() as conn:
@@ -105,7 +109,11 @@ async def create_subscription(
             VALUES ($1, $2, $3, 'active', coalesce($4, now()), $5, $6)
             RETURNING id
             """,
-            customer["id"], price.id, price.product_id, start_date, price.interval_unit,
+            customer["id"],
+            price.id,
+            price.product_id,
+            start_date,
+            price.interval_unit,
             price.interval_count,
         )
         if once_features:

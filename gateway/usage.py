@@ -97,8 +97,9 @@ def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, 
         try:
             uuid.UUID(item.target)
         except ValueError:
-            return not_found(f"no {item.target_kind[:-2]} {item.target}", "input", "target",
-                             item.target_kind)
+            return not_found(
+                f"no {item.target_kind[:-2]} {item.target}", "input", "target", item.target_kind
+            )
     properties = item.properties
     if properties is not None:
         if not isinstance(properties, dict):
@@ -256,7 +257,9 @@ async def record_usage_events(
             result = _result(row["result"])
             if isinstance(result, UserError) and result.field:
                 result = UserError(
-                    result.code, result.message, ["input", str(index), *result.field[1:]],
+                    result.code,
+                    result.message,
+                    ["input", str(index), *result.field[1:]],
                     result.extra,
                 )
             results[index] = result

@@ -39,7 +39,9 @@ async def setup_pricing_model(info: strawberry.Info, input: SetupPricingModelInp
     if isinstance(result, UserError):
         return to_graphql(result)
     ctx.catalogs.invalidate(result)
-    return PricingModelSetUp(pricing_model=PricingModel(catalog=await ctx.loaders.catalog.load(result)))
+    return PricingModelSetUp(
+        pricing_model=PricingModel(catalog=await ctx.loaders.catalog.load(result))
+    )
 
 
 async def create_customer(info: strawberry.Info, input: CreateCustomerInput) -> Any:
@@ -94,16 +96,22 @@ async def create_customer_session(info: strawberry.Info, input: CreateCustomerSe
     authz.require_secret_key(ctx.caller)
     seconds = 3600 if input.expires_in_seconds is None else input.expires_in_seconds
     if seconds <= 0 or seconds > MAX_SESSION_SECONDS:
-        return to_graphql(invalid(
-            f"expiresInSeconds must be between 1 and {MAX_SESSION_SECONDS}",
-            "input", "expiresInSeconds",
-        ))
+        return to_graphql(
+            invalid(
+                f"expiresInSeconds must be between 1 and {MAX_SESSION_SECONDS}",
+                "input",
+                "expiresInSeconds",
+            )
+        )
     customer = await ctx.loaders.customer_by_external_id.load(input.customer_external_id)
     if customer is None:
-        return to_graphql(not_found(
-            f"no customer with externalId {input.customer_external_id!r}",
-            "input", "customerExternalId",
-        ))
+        return to_graphql(
+            not_found(
+                f"no customer with externalId {input.customer_external_id!r}",
+                "input",
+                "customerExternalId",
+            )
+        )
     token, expires_at = issue_customer_token(
         ctx.services.token_secret, customer.id, timedelta(seconds=seconds)
     )

@@ -17,7 +17,9 @@ from schema.billing import (
 )
 
 
-async def billing(info: strawberry.Info, customer_external_id: str | None = strawberry.UNSET) -> Billing | None:
+async def billing(
+    info: strawberry.Info, customer_external_id: str | None = strawberry.UNSET
+) -> Billing | None:
     ctx = info.context
     customer = await authz.customer_for(ctx.caller, ctx.loaders, opt(customer_external_id))
     return None if customer is None else Billing(customer_row=customer)

@@ -20,8 +20,14 @@ from schema.errors import (
 from schema.root import Mutation, Query
 
 SDL_PATH = Path(__file__).with_name("schema.graphql")
-_ERROR_TYPES = [InvalidInput, NotFound, Forbidden, NoCurrentSubscription, IdempotencyConflict,
-                InsufficientBalance]
+_ERROR_TYPES = [
+    InvalidInput,
+    NotFound,
+    Forbidden,
+    NoCurrentSubscription,
+    IdempotencyConflict,
+    InsufficientBalance,
+]
 
 
 def build_schema(extensions: Sequence[Any] = ()) -> strawberry.Schema:

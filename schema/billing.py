@@ -86,9 +86,7 @@ class Subscription:
     def status(self) -> SubscriptionStatus:
         return SubscriptionStatus(self.row.status)
 
-    @strawberry.field(
-        description="TRIALING, ACTIVE, PAST_DUE, UNPAID or CANCELLATION_SCHEDULED."
-    )
+    @strawberry.field(description="TRIALING, ACTIVE, PAST_DUE, UNPAID or CANCELLATION_SCHEDULED.")
     def current(self) -> bool:
         return self.row.current
 
@@ -221,7 +219,8 @@ class Billing:
         rows = await info.context.loaders.charges.load_many([s.id for s in subs])
         return [
             UsageCharge(row=r, pricing_model_id=self.customer_row.pricing_model_id)
-            for charges in rows for r in charges
+            for charges in rows
+            for r in charges
         ]
 
     @strawberry.field(description="What the customer owes for usage so far, per currency.")

@@ -95,7 +95,9 @@ class Price:
     def usage_meter(self) -> UsageMeter | None:
         if self.row.usage_meter_id is None:
             return None
-        return UsageMeter(row=self.catalog.meter_by_id[self.row.usage_meter_id], catalog=self.catalog)
+        return UsageMeter(
+            row=self.catalog.meter_by_id[self.row.usage_meter_id], catalog=self.catalog
+        )
 
 
 @strawberry.type
@@ -157,7 +159,9 @@ class Feature:
     def usage_meter(self) -> UsageMeter | None:
         if self.row.usage_meter_id is None:
             return None
-        return UsageMeter(row=self.catalog.meter_by_id[self.row.usage_meter_id], catalog=self.catalog)
+        return UsageMeter(
+            row=self.catalog.meter_by_id[self.row.usage_meter_id], catalog=self.catalog
+        )
 
     @strawberry.field
     def renewal_frequency(self) -> RenewalFrequency | None:
@@ -189,7 +193,9 @@ class Product:
 
     @strawberry.field
     def prices(self) -> list[Price]:
-        return [Price(row=p, catalog=self.catalog) for p in self.catalog.product_prices(self.row.id)]
+        return [
+            Price(row=p, catalog=self.catalog) for p in self.catalog.product_prices(self.row.id)
+        ]
 
     @strawberry.field
     def default_price(self) -> Price | None:
@@ -198,8 +204,9 @@ class Product:
 
     @strawberry.field
     def features(self) -> list[Feature]:
-        return [Feature(row=f, catalog=self.catalog)
-                for f in self.catalog.product_features(self.row.id)]
+        return [
+            Feature(row=f, catalog=self.catalog) for f in self.catalog.product_features(self.row.id)
+        ]
 
 
 @strawberry.type

@@ -30,7 +30,7 @@ class UserError:
     code: ErrorCode
     message: str
     field: list[str] | None = strawberry.field(
-        description="Path of the input field at fault, e.g. [\"input\", \"amount\"]."
+        description='Path of the input field at fault, e.g. ["input", "amount"].'
     )
 
 
@@ -99,14 +99,21 @@ def to_graphql(error: errors.UserError) -> Any:
         from schema.usage import UsageEvent
 
         return IdempotencyConflict(
-            code=code, message=error.message, field=error.field,
+            code=code,
+            message=error.message,
+            field=error.field,
             existing_event=UsageEvent.from_row(error.extra["existing_event"]),
         )
     if error.code is errors.ErrorCode.INSUFFICIENT_BALANCE:
         return InsufficientBalance(
-            code=code, message=error.message, field=error.field,
-            meter_slug=error.extra["meter_slug"], available_balance=error.extra["available"],
-            required=error.extra["required"], pricing_model_id=error.extra["pricing_model_id"],
-            meter_id=error.extra["meter_id"], product_id=error.extra.get("product_id"),
+            code=code,
+            message=error.message,
+            field=error.field,
+            meter_slug=error.extra["meter_slug"],
+            available_balance=error.extra["available"],
+            required=error.extra["required"],
+            pricing_model_id=error.extra["pricing_model_id"],
+            meter_id=error.extra["meter_id"],
+            product_id=error.extra.get("product_id"),
         )
     return _SIMPLE[error.code](code=code, message=error.message, field=error.field)

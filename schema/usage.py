@@ -67,7 +67,8 @@ class UsageEventTarget:
 class CreateUsageEventInput:
     target: UsageEventTarget
     amount: int | None = strawberry.field(
-        default=strawberry.UNSET, description="> 0; a customer token defaults it to 1; a secret key must give it."
+        default=strawberry.UNSET,
+        description="> 0; a customer token defaults it to 1; a secret key must give it.",
     )
     subscription_id: strawberry.ID | None = strawberry.field(
         default=strawberry.UNSET,

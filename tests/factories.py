@@ -72,7 +72,9 @@ async def create_customer(gql: GraphQLClient, external_id: str) -> str:
 
 
 async def subscribe(
-    gql: GraphQLClient, external_id: str, price_slug: str = "pro_monthly",
+    gql: GraphQLClient,
+    external_id: str,
+    price_slug: str = "pro_monthly",
     start_date: str | None = None,
 ) -> dict[str, Any]:
     response = await gql(
@@ -90,7 +92,9 @@ async def subscribe(
 
 
 async def customer_on_plan(
-    gql: GraphQLClient, external_id: str = "user-1", price_slug: str = "pro_monthly",
+    gql: GraphQLClient,
+    external_id: str = "user-1",
+    price_slug: str = "pro_monthly",
     start_date: str | None = None,
 ) -> str:
     """A customer subscribed to a plan; returns the subscription id."""
@@ -110,7 +114,9 @@ async def session_token(gql: GraphQLClient, external_id: str, seconds: int = 360
     return str(result["token"])
 
 
-async def record(gql: GraphQLClient, token: str | None = "default", **fields: Any) -> dict[str, Any]:
+async def record(
+    gql: GraphQLClient, token: str | None = "default", **fields: Any
+) -> dict[str, Any]:
     """createUsageEvent; `target` defaults to the generations meter."""
     payload: dict[str, Any] = {"target": {"usageMeterSlug": "generations"}, **fields}
     result: dict[str, Any] = ok(
@@ -120,8 +126,11 @@ async def record(gql: GraphQLClient, token: str | None = "default", **fields: An
 
 
 async def balance(
-    gql: GraphQLClient, meter: str = "generations", customer: str | None = "user-1",
-    sub: str | None = None, token: str | None = "default",
+    gql: GraphQLClient,
+    meter: str = "generations",
+    customer: str | None = "user-1",
+    sub: str | None = None,
+    token: str | None = "default",
 ) -> dict[str, Any] | None:
     result: dict[str, Any] | None = ok(
         await gql(USAGE_BALANCE, {"meter": meter, "customer": customer, "sub": sub}, token=token),

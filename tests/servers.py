@@ -33,11 +33,24 @@ def gateway_processes(database_url: str, count: int, **env: str) -> Iterator[lis
     try:
         for _ in range(count):
             port = free_port()
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:app_from_env",
-                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                env=environment,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "--factory",
+                        "gateway.app:app_from_env",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "warning",
+                    ],
+                    env=environment,
+                )
+            )
             urls.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
         for url in urls:

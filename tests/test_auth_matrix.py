@@ -70,9 +70,7 @@ products:
     price: {type: subscription, slug: basic_c_monthly, unitPrice: 500, intervalUnit: month}
 """
 
-NO_CREDENTIALS = (
-    "authentication required: send Authorization: Bearer <secret key or session token>"
-)
+NO_CREDENTIALS = "authentication required: send Authorization: Bearer <secret key or session token>"
 UNAUTHENTICATED_MESSAGES = {
     "none": NO_CREDENTIALS,
     "revoked_key": "unknown or revoked secret key",
@@ -104,8 +102,7 @@ async def snapshot(db: Database) -> dict[str, str]:
     hashes: dict[str, str] = {}
     for table in (t.strip() for t in TABLES.split(",")):
         hashes[table] = await db.fetchval(
-            f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
-            f" FROM {table} t"
+            f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
         )
     return hashes
 
@@ -201,8 +198,9 @@ async def world(gql: GraphQLClient, db: Database, secret_key: str, settings: Set
     expired, _ = issue_customer_token(
         secret, uuid.UUID(a_id), timedelta(minutes=5), now=datetime.now(UTC) - timedelta(hours=1)
     )
-    forged, _ = issue_customer_token("not-the-server-secret-" + "y" * 32, uuid.UUID(a_id),
-                                     timedelta(hours=1))
+    forged, _ = issue_customer_token(
+        "not-the-server-secret-" + "y" * 32, uuid.UUID(a_id), timedelta(hours=1)
+    )
     a_meter = model_a["usageMeters"][0]
     b_meter = model_b["usageMeters"][0]
     a_prices = {p["slug"]: p["id"] for p in a_meter["prices"]}
@@ -216,9 +214,15 @@ async def world(gql: GraphQLClient, db: Database, secret_key: str, settings: Set
             "expired_token": expired,
             "forged_token": forged,
         },
-        a_id=a_id, b_id=b_id, a_sub=a_sub, b_sub=b_sub, c_sub=c_sub,
-        a_meter=a_meter["id"], b_meter=b_meter["id"],
-        a_price=a_prices["api_calls_a"], a_cheap_price=a_prices["api_calls_a_cheap"],
+        a_id=a_id,
+        b_id=b_id,
+        a_sub=a_sub,
+        b_sub=b_sub,
+        c_sub=c_sub,
+        a_meter=a_meter["id"],
+        b_meter=b_meter["id"],
+        a_price=a_prices["api_calls_a"],
+        a_cheap_price=a_prices["api_calls_a_cheap"],
         b_price={p["slug"]: p["id"] for p in b_meter["prices"]}["api_calls_b"],
         b_event_id=b_event["usageEvent"]["id"],
     )
@@ -243,7 +247,8 @@ class Case:
 
 def cases(w: World) -> dict[str, Case]:
     recorded = {
-        "__typename": "UsageEventRecorded", "replayed": False,
+        "__typename": "UsageEventRecorded",
+        "replayed": False,
     }
     return {
         "billing": Case(
@@ -258,18 +263,33 @@ def cases(w: World) -> dict[str, Case]:
                  subscriptionId availableBalance usedBalance balanceLimit } }""",
             {"c": "cust-a"},
             True,
-            {"usageBalance": {"subscriptionId": w.a_sub, "availableBalance": 100,
-                              "usedBalance": 0, "balanceLimit": 100}},
-            {"usageBalance": {"subscriptionId": w.a_sub, "availableBalance": 100,
-                              "usedBalance": 0, "balanceLimit": 100}},
+            {
+                "usageBalance": {
+                    "subscriptionId": w.a_sub,
+                    "availableBalance": 100,
+                    "usedBalance": 0,
+                    "balanceLimit": 100,
+                }
+            },
+            {
+                "usageBalance": {
+                    "subscriptionId": w.a_sub,
+                    "availableBalance": 100,
+                    "usedBalance": 0,
+                    "balanceLimit": 100,
+                }
+            },
         ),
         "customers": Case(
             "{ customers(first: 10) { edges { node { externalId } } pageInfo { hasNextPage } } }",
             {},
             False,
-            {"customers": {"edges": [{"node": {"externalId": e}}
-                                     for e in ("cust-b", "cust-a", "cust-c")],
-                           "pageInfo": {"hasNextPage": False}}},
+            {
+                "customers": {
+                    "edges": [{"node": {"externalId": e}} for e in ("cust-b", "cust-a", "cust-c")],
+                    "pageInfo": {"hasNextPage": False},
+                }
+            },
         ),
         "createUsageEvent": Case(
             f"""mutation($s: ID, $t: String, $n: Int) {{ createUsageEvent(input: {{
@@ -277,12 +297,30 @@ def cases(w: World) -> dict[str, Case]:
                   transactionId: $t, amount: $n}}) {{ {RESULT} }} }}""",
             {"s": w.a_sub, "t": "matrix-1", "n": 5},
             True,
-            {"createUsageEvent": {**recorded, "usageEvent": {
-                "customerId": w.a_id, "subscriptionId": w.a_sub, "priceId": w.a_price,
-                "amount": 5}, "balance": {"availableBalance": 94, "usedBalance": 6}}},
-            {"createUsageEvent": {**recorded, "usageEvent": {
-                "customerId": w.a_id, "subscriptionId": w.a_sub, "priceId": w.a_price,
-                "amount": 1}, "balance": {"availableBalance": 99, "usedBalance": 1}}},
+            {
+                "createUsageEvent": {
+                    **recorded,
+                    "usageEvent": {
+                        "customerId": w.a_id,
+                        "subscriptionId": w.a_sub,
+                        "priceId": w.a_price,
+                        "amount": 5,
+                    },
+                    "balance": {"availableBalance": 94, "usedBalance": 6},
+                }
+            },
+            {
+                "createUsageEvent": {
+                    **recorded,
+                    "usageEvent": {
+                        "customerId": w.a_id,
+                        "subscriptionId": w.a_sub,
+                        "priceId": w.a_price,
+                        "amount": 1,
+                    },
+                    "balance": {"availableBalance": 99, "usedBalance": 1},
+                }
+            },
         ),
         "createUsageEvents": Case(
             f"""mutation($s: ID, $t: String, $n: Int) {{ createUsageEvents(input: [{{
@@ -290,28 +328,58 @@ def cases(w: World) -> dict[str, Case]:
                   transactionId: $t, amount: $n}}]) {{ {RESULT} }} }}""",
             {"s": w.a_sub, "t": "matrix-2", "n": 3},
             True,
-            {"createUsageEvents": [{**recorded, "usageEvent": {
-                "customerId": w.a_id, "subscriptionId": w.a_sub, "priceId": w.a_price,
-                "amount": 3}, "balance": {"availableBalance": 96, "usedBalance": 4}}]},
-            {"createUsageEvents": [{**recorded, "usageEvent": {
-                "customerId": w.a_id, "subscriptionId": w.a_sub, "priceId": w.a_price,
-                "amount": 1}, "balance": {"availableBalance": 99, "usedBalance": 1}}]},
+            {
+                "createUsageEvents": [
+                    {
+                        **recorded,
+                        "usageEvent": {
+                            "customerId": w.a_id,
+                            "subscriptionId": w.a_sub,
+                            "priceId": w.a_price,
+                            "amount": 3,
+                        },
+                        "balance": {"availableBalance": 96, "usedBalance": 4},
+                    }
+                ]
+            },
+            {
+                "createUsageEvents": [
+                    {
+                        **recorded,
+                        "usageEvent": {
+                            "customerId": w.a_id,
+                            "subscriptionId": w.a_sub,
+                            "priceId": w.a_price,
+                            "amount": 1,
+                        },
+                        "balance": {"availableBalance": 99, "usedBalance": 1},
+                    }
+                ]
+            },
         ),
         "setupPricingModel": Case(
             """mutation($d: String!) { setupPricingModel(input: {definition: $d}) {
                  __typename ... on PricingModelSetUp { pricingModel { name isDefault } } } }""",
             {"d": PLAN_C},
             False,
-            {"setupPricingModel": {"__typename": "PricingModelSetUp",
-                                   "pricingModel": {"name": "Plan C", "isDefault": False}}},
+            {
+                "setupPricingModel": {
+                    "__typename": "PricingModelSetUp",
+                    "pricingModel": {"name": "Plan C", "isDefault": False},
+                }
+            },
         ),
         "createCustomer": Case(
             """mutation { createCustomer(input: {externalId: "cust-new", name: "New"}) {
                  __typename ... on CustomerCreated { customer { externalId name } } } }""",
             {},
             False,
-            {"createCustomer": {"__typename": "CustomerCreated",
-                                "customer": {"externalId": "cust-new", "name": "New"}}},
+            {
+                "createCustomer": {
+                    "__typename": "CustomerCreated",
+                    "customer": {"externalId": "cust-new", "name": "New"},
+                }
+            },
         ),
         "createSubscription": Case(
             """mutation { createSubscription(input: {customerExternalId: "cust-c",
@@ -319,16 +387,24 @@ def cases(w: World) -> dict[str, Case]:
                  __typename ... on SubscriptionCreated { subscription { status current } } } }""",
             {},
             False,
-            {"createSubscription": {"__typename": "SubscriptionCreated",
-                                    "subscription": {"status": "ACTIVE", "current": True}}},
+            {
+                "createSubscription": {
+                    "__typename": "SubscriptionCreated",
+                    "subscription": {"status": "ACTIVE", "current": True},
+                }
+            },
         ),
         "cancelSubscription": Case(
             """mutation($s: ID!) { cancelSubscription(input: {subscriptionId: $s}) {
                  __typename ... on SubscriptionCanceled { subscription { id status } } } }""",
             {"s": w.c_sub},
             False,
-            {"cancelSubscription": {"__typename": "SubscriptionCanceled",
-                                    "subscription": {"id": w.c_sub, "status": "CANCELED"}}},
+            {
+                "cancelSubscription": {
+                    "__typename": "SubscriptionCanceled",
+                    "subscription": {"id": w.c_sub, "status": "CANCELED"},
+                }
+            },
         ),
         "grantUsageCredits": Case(
             """mutation($s: ID!) { grantUsageCredits(input: {subscriptionId: $s,
@@ -336,8 +412,12 @@ def cases(w: World) -> dict[str, Case]:
                  __typename ... on UsageCreditsGranted { balance { availableBalance } } } }""",
             {"s": w.a_sub},
             False,
-            {"grantUsageCredits": {"__typename": "UsageCreditsGranted",
-                                   "balance": {"availableBalance": 150}}},
+            {
+                "grantUsageCredits": {
+                    "__typename": "UsageCreditsGranted",
+                    "balance": {"availableBalance": 150},
+                }
+            },
         ),
         "createCustomerSession": Case(
             """mutation { createCustomerSession(input: {customerExternalId: "cust-a",
@@ -362,9 +442,19 @@ def test_the_matrix_covers_every_root_field_of_the_contract() -> None:
 
 @pytest.mark.parametrize(
     "operation",
-    ["billing", "usageBalance", "customers", "createUsageEvent", "createUsageEvents",
-     "setupPricingModel", "createCustomer", "createSubscription", "cancelSubscription",
-     "grantUsageCredits", "createCustomerSession"],
+    [
+        "billing",
+        "usageBalance",
+        "customers",
+        "createUsageEvent",
+        "createUsageEvents",
+        "setupPricingModel",
+        "createCustomer",
+        "createSubscription",
+        "cancelSubscription",
+        "grantUsageCredits",
+        "createCustomerSession",
+    ],
 )
 async def test_each_caller_gets_exactly_its_answer(
     operation: str, gql: GraphQLClient, db: Database, world: World
@@ -377,18 +467,32 @@ async def test_each_caller_gets_exactly_its_answer(
             variables = {k: v for k, v in variables.items() if k not in ("c", "s", "t", "n")}
         response = await gql(case.document, variables, token=world.tokens[caller])
         if caller in UNAUTHENTICATED_MESSAGES:
-            assert (response.status, response.body) == (401, {
-                "data": None,
-                "errors": [{"message": UNAUTHENTICATED_MESSAGES[caller],
-                            "extensions": {"code": "UNAUTHENTICATED"}}],
-            }), caller
+            assert (response.status, response.body) == (
+                401,
+                {
+                    "data": None,
+                    "errors": [
+                        {
+                            "message": UNAUTHENTICATED_MESSAGES[caller],
+                            "extensions": {"code": "UNAUTHENTICATED"},
+                        }
+                    ],
+                },
+            ), caller
             assert await snapshot(db) == before, caller
         elif caller == "customer_a" and not case.customer_allowed:
-            assert (response.status, response.body) == (403, {
-                "data": None,
-                "errors": [{"message": f"{operation} needs a secret API key",
-                            "extensions": {"code": "FORBIDDEN"}}],
-            })
+            assert (response.status, response.body) == (
+                403,
+                {
+                    "data": None,
+                    "errors": [
+                        {
+                            "message": f"{operation} needs a secret API key",
+                            "extensions": {"code": "FORBIDDEN"},
+                        }
+                    ],
+                },
+            )
             assert await snapshot(db) == before
         elif caller == "customer_a":
             assert (response.status, response.body) == (200, {"data": case.as_customer})
@@ -407,14 +511,19 @@ def _same_answer(mine: GraphQLResponse, my_id: str, theirs: GraphQLResponse, the
     )
 
 
-async def test_a_customer_reads_no_other_customer(gql: GraphQLClient, db: Database, world: World) -> None:
+async def test_a_customer_reads_no_other_customer(
+    gql: GraphQLClient, db: Database, world: World
+) -> None:
     token = world.tokens["customer_a"]
     missing = str(uuid.uuid4())
     before = await snapshot(db)
 
     async def billing(external_id: str) -> GraphQLResponse:
-        return await gql("query($c: String) { billing(customerExternalId: $c) { customer { id } } }",
-                         {"c": external_id}, token=token)
+        return await gql(
+            "query($c: String) { billing(customerExternalId: $c) { customer { id } } }",
+            {"c": external_id},
+            token=token,
+        )
 
     other, nobody = await billing("cust-b"), await billing("nobody")
     assert (other.status, other.body) == (200, {"data": {"billing": None}})
@@ -425,7 +534,8 @@ async def test_a_customer_reads_no_other_customer(gql: GraphQLClient, db: Databa
             """query($c: String, $s: ID) {
                  usageBalance(meterSlug: "api_calls", customerExternalId: $c, subscriptionId: $s)
                  { availableBalance } }""",
-            {"c": customer, "s": sub}, token=token,
+            {"c": customer, "s": sub},
+            token=token,
         )
 
     for response in (
@@ -440,8 +550,11 @@ async def test_a_customer_reads_no_other_customer(gql: GraphQLClient, db: Databa
         assert (response.status, response.body) == (200, {"data": {"usageBalance": None}})
 
     async def balances_of(sub: str) -> GraphQLResponse:
-        return await gql("query($s: ID) { billing { usageBalances(subscriptionId: $s) "
-                         "{ availableBalance } } }", {"s": sub}, token=token)
+        return await gql(
+            "query($s: ID) { billing { usageBalances(subscriptionId: $s) { availableBalance } } }",
+            {"s": sub},
+            token=token,
+        )
 
     theirs, nothing = await balances_of(world.b_sub), await balances_of(missing)
     assert (theirs.status, theirs.body) == (200, {"data": {"billing": {"usageBalances": []}}})
@@ -460,18 +573,28 @@ CHARGE_BATCH = f"""mutation($input: [CreateUsageEventInput!]!) {{ createUsageEve
     [
         ("subscriptionId", ["input", "subscriptionId"], "no subscription {}"),
         ("priceId", ["input", "target", "priceId"], "no price {} in the customer's pricing model"),
-        ("usageMeterId", ["input", "target", "usageMeterId"],
-         "no usage meter {} in the customer's pricing model"),
-        ("priceSlug", ["input", "target", "priceSlug"],
-         "no price {} in the customer's pricing model"),
+        (
+            "usageMeterId",
+            ["input", "target", "usageMeterId"],
+            "no usage meter {} in the customer's pricing model",
+        ),
+        (
+            "priceSlug",
+            ["input", "target", "priceSlug"],
+            "no price {} in the customer's pricing model",
+        ),
     ],
 )
 async def test_a_customer_charges_no_other_customer(
     argument: str, field: list[str], message: str, gql: GraphQLClient, db: Database, world: World
 ) -> None:
     token = world.tokens["customer_a"]
-    theirs = {"subscriptionId": world.b_sub, "priceId": world.b_price,
-              "usageMeterId": world.b_meter, "priceSlug": "api_calls_b"}[argument]
+    theirs = {
+        "subscriptionId": world.b_sub,
+        "priceId": world.b_price,
+        "usageMeterId": world.b_meter,
+        "priceSlug": "api_calls_b",
+    }[argument]
     missing = "no_such_price" if argument == "priceSlug" else str(uuid.uuid4())
 
     def payload(value: str) -> dict[str, Any]:
@@ -483,13 +606,35 @@ async def test_a_customer_charges_no_other_customer(
     answers = []
     for value in (theirs, missing):
         single = await gql(CHARGE, {"input": payload(value)}, token=token)
-        assert (single.status, single.body) == (200, {"data": {"createUsageEvent": {
-            "__typename": "NotFound", "code": "NOT_FOUND", "message": message.format(value),
-            "field": field}}})
+        assert (single.status, single.body) == (
+            200,
+            {
+                "data": {
+                    "createUsageEvent": {
+                        "__typename": "NotFound",
+                        "code": "NOT_FOUND",
+                        "message": message.format(value),
+                        "field": field,
+                    }
+                }
+            },
+        )
         batch = await gql(CHARGE_BATCH, {"input": [payload(value)]}, token=token)
-        assert (batch.status, batch.body) == (200, {"data": {"createUsageEvents": [{
-            "__typename": "NotFound", "code": "NOT_FOUND", "message": message.format(value),
-            "field": [field[0], "0", *field[1:]]}]}})
+        assert (batch.status, batch.body) == (
+            200,
+            {
+                "data": {
+                    "createUsageEvents": [
+                        {
+                            "__typename": "NotFound",
+                            "code": "NOT_FOUND",
+                            "message": message.format(value),
+                            "field": [field[0], "0", *field[1:]],
+                        }
+                    ]
+                }
+            },
+        )
         answers.append((single, value))
     _same_answer(answers[0][0], answers[0][1], answers[1][0], answers[1][1])
     assert await snapshot(db) == before
@@ -499,16 +644,27 @@ async def test_a_customer_never_sees_another_customers_events(
     gql: GraphQLClient, db: Database, world: World
 ) -> None:
     """B recorded "shared-tx": the same transactionId is A's own, new event, not B's."""
-    response = await gql(CHARGE, {"input": {"target": {"usageMeterSlug": "api_calls"},
-                                            "transactionId": "shared-tx"}},
-                         token=world.tokens["customer_a"])
+    response = await gql(
+        CHARGE,
+        {"input": {"target": {"usageMeterSlug": "api_calls"}, "transactionId": "shared-tx"}},
+        token=world.tokens["customer_a"],
+    )
     result = ok(response, "createUsageEvent")
-    assert result == {"__typename": "UsageEventRecorded", "replayed": False, "usageEvent": {
-        "customerId": world.a_id, "subscriptionId": world.a_sub, "priceId": world.a_price,
-        "amount": 1}, "balance": {"availableBalance": 99, "usedBalance": 1}}
+    assert result == {
+        "__typename": "UsageEventRecorded",
+        "replayed": False,
+        "usageEvent": {
+            "customerId": world.a_id,
+            "subscriptionId": world.a_sub,
+            "priceId": world.a_price,
+            "amount": 1,
+        },
+        "balance": {"availableBalance": 99, "usedBalance": 1},
+    }
     rows = await db.fetch(
         "SELECT customer_id::text, amount FROM usage_events WHERE transaction_id = 'shared-tx'"
-        " ORDER BY customer_id = $1::uuid", uuid.UUID(world.b_id),
+        " ORDER BY customer_id = $1::uuid",
+        uuid.UUID(world.b_id),
     )
     assert [(r["customer_id"], r["amount"]) for r in rows] == [(world.a_id, 1), (world.b_id, 7)]
     b_events = await db.fetchval(
@@ -522,13 +678,23 @@ async def test_a_customer_may_not_pick_a_cheaper_price(
 ) -> None:
     before = await snapshot(db)
     for target in ({"priceId": world.a_cheap_price}, {"priceSlug": "api_calls_a_cheap"}):
-        response = await gql(CHARGE, {"input": {"target": target}},
-                             token=world.tokens["customer_a"])
+        response = await gql(
+            CHARGE, {"input": {"target": target}}, token=world.tokens["customer_a"]
+        )
         kind = next(iter(target))
-        assert (response.status, response.body) == (200, {"data": {"createUsageEvent": {
-            "__typename": "Forbidden", "code": "FORBIDDEN",
-            "message": "a customer session may only target a meter or its default price",
-            "field": ["input", "target", kind]}}})
+        assert (response.status, response.body) == (
+            200,
+            {
+                "data": {
+                    "createUsageEvent": {
+                        "__typename": "Forbidden",
+                        "code": "FORBIDDEN",
+                        "message": "a customer session may only target a meter or its default price",
+                        "field": ["input", "target", kind],
+                    }
+                }
+            },
+        )
     assert await snapshot(db) == before
 
 
@@ -544,8 +710,18 @@ async def test_a_forbidden_field_refuses_the_whole_operation(
            fragment Admin on Mutation { createCustomer(input: {externalId: "x"}) { __typename } }""",
         token=world.tokens["customer_a"],
     )
-    assert (response.status, response.body) == (403, {"data": None, "errors": [{
-        "message": "createCustomer needs a secret API key", "extensions": {"code": "FORBIDDEN"}}]})
+    assert (response.status, response.body) == (
+        403,
+        {
+            "data": None,
+            "errors": [
+                {
+                    "message": "createCustomer needs a secret API key",
+                    "extensions": {"code": "FORBIDDEN"},
+                }
+            ],
+        },
+    )
     assert await snapshot(db) == before
 
 
@@ -555,10 +731,21 @@ async def test_a_token_of_a_removed_customer_is_refused(
     customer_id = await new_customer(gql, "cust-gone")
     token = await session(gql, "cust-gone")
     response = await gql("{ billing { customer { externalId } } }", token=token)
-    assert (response.status, response.body) == (200, {"data": {"billing": {"customer": {
-        "externalId": "cust-gone"}}}})
+    assert (response.status, response.body) == (
+        200,
+        {"data": {"billing": {"customer": {"externalId": "cust-gone"}}}},
+    )
     await db.execute("DELETE FROM customers WHERE id = $1", uuid.UUID(customer_id))
     response = await gql("{ billing { customer { externalId } } }", token=token)
-    assert (response.status, response.body) == (401, {"data": None, "errors": [{
-        "message": "the session's customer no longer exists",
-        "extensions": {"code": "UNAUTHENTICATED"}}]})
+    assert (response.status, response.body) == (
+        401,
+        {
+            "data": None,
+            "errors": [
+                {
+                    "message": "the session's customer no longer exists",
+                    "extensions": {"code": "UNAUTHENTICATED"},
+                }
+            ],
+        },
+    )

@@ -44,11 +44,15 @@ async def test_billing_periods_clamp_to_month_end(
 ) -> None:
     row = await db.fetchrow(
         "SELECT period_start, period_end FROM billing_period($1, $2, $3, $4)",
-        ts(anchor + "T00:00:00+00:00"), unit, count, ts(at + "T12:00:00+00:00"),
+        ts(anchor + "T00:00:00+00:00"),
+        unit,
+        count,
+        ts(at + "T12:00:00+00:00"),
     )
     assert row is not None
     assert (row["period_start"], row["period_end"]) == (
-        ts(start + "T00:00:00+00:00"), ts(end + "T00:00:00+00:00"),
+        ts(start + "T00:00:00+00:00"),
+        ts(end + "T00:00:00+00:00"),
     )
 
 
@@ -56,7 +60,9 @@ async def _balance_at(db: Database, sub_id: str, meter: str, at: datetime) -> di
     row = await db.fetchrow(
         "SELECT b.available_balance, b.used_balance, b.balance_limit"
         "  FROM usage_meters m, usage_balance($1::uuid, m.id, $3) b WHERE m.slug = $2",
-        sub_id, meter, at,
+        sub_id,
+        meter,
+        at,
     )
     assert row is not None
     return dict(row)
@@ -79,7 +85,9 @@ async def test_pro_plan_period_one_then_period_two(gql, db: Database) -> None:
     # Period 2: recurring credits renewed; what is left of the one-time credits carries over.
     period_end = ts(bal["billingPeriodEnd"])
     assert await _balance_at(db, sub_id, "generations", period_end + timedelta(days=1)) == {
-        "available_balance": 1050, "used_balance": 0, "balance_limit": 1050,
+        "available_balance": 1050,
+        "used_balance": 0,
+        "balance_limit": 1050,
     }
     assert await reconcile(db) == []
 
@@ -89,8 +97,9 @@ async def test_leftover_recurring_credits_expire_with_their_period(gql, db: Data
     start = datetime.now(UTC) - timedelta(days=45)
     sub_id = await customer_on_plan(gql, "user-1", "pro_monthly", start.isoformat())
     in_period_one = (datetime.now(UTC) - timedelta(days=30)).isoformat()
-    await record(gql, subscriptionId=sub_id, amount=300, transactionId="old",
-                 usageDate=in_period_one)
+    await record(
+        gql, subscriptionId=sub_id, amount=300, transactionId="old", usageDate=in_period_one
+    )
     # Period 1 left 700 recurring credits unused: they expired. Period 2 has its own 1,000,
     # and the one-time credits are untouched.
     bal = await balance(gql)
@@ -117,20 +126,39 @@ async def test_pay_as_you_go_meter_balance_and_charges(gql, db: Database) -> Non
     await setup_pricing(gql)
     sub_id = await customer_on_plan(gql, "user-1", "pro_monthly")
     assert await balance(gql, "api_calls") is None
-    result = await record(gql, subscriptionId=sub_id, amount=250, transactionId="calls",
-                          target={"usageMeterSlug": "api_calls"})
+    result = await record(
+        gql,
+        subscriptionId=sub_id,
+        amount=250,
+        transactionId="calls",
+        target={"usageMeterSlug": "api_calls"},
+    )
     bal = result["balance"]
-    assert (bal["availableBalance"], bal["usedBalance"], bal["balanceLimit"],
-            bal["percentUsed"]) == (-250, 250, None, None)
-    billing = ok(await gql(
-        """query { billing(customerExternalId: "user-1") {
+    assert (
+        bal["availableBalance"],
+        bal["usedBalance"],
+        bal["balanceLimit"],
+        bal["percentUsed"],
+    ) == (-250, 250, None, None)
+    billing = ok(
+        await gql(
+            """query { billing(customerExternalId: "user-1") {
              currentCharges { price { slug } overageEvents units amount currency }
              currentChargeTotals { amount currency } } }"""
-    ), "billing")
+        ),
+        "billing",
+    )
     # 2 cents per 100 calls, rounded up per price per period: 3 units.
     assert billing == {
-        "currentCharges": [{"price": {"slug": "api_calls_standard"}, "overageEvents": 250,
-                            "units": 3, "amount": 6, "currency": "USD"}],
+        "currentCharges": [
+            {
+                "price": {"slug": "api_calls_standard"},
+                "overageEvents": 250,
+                "units": 3,
+                "amount": 6,
+                "currency": "USD",
+            }
+        ],
         "currentChargeTotals": [{"amount": 6, "currency": "USD"}],
     }
 
@@ -139,23 +167,39 @@ async def test_overage_beyond_credits_is_charged_at_the_events_price(gql, db: Da
     await setup_pricing(gql)
     sub_id = await customer_on_plan(gql, "user-1", "free_monthly")  # 10 credits
     await record(gql, subscriptionId=sub_id, amount=25, transactionId="a")
-    await record(gql, subscriptionId=sub_id, amount=4, transactionId="b",
-                 target={"priceSlug": "generations_discount"})
+    await record(
+        gql,
+        subscriptionId=sub_id,
+        amount=4,
+        transactionId="b",
+        target={"priceSlug": "generations_discount"},
+    )
     bal = await balance(gql)
     assert bal is not None
     assert (bal["availableBalance"], bal["usedBalance"], bal["balanceLimit"]) == (-19, 29, 10)
-    charges = ok(await gql(
-        """query { billing(customerExternalId: "user-1") {
+    charges = ok(
+        await gql(
+            """query { billing(customerExternalId: "user-1") {
              currentCharges { price { slug } overageEvents units amount }
              currentChargeTotals { amount currency } } }"""
-    ), "billing")
+        ),
+        "billing",
+    )
     # 15 uncovered at 5 per 10 events -> 2 units; 4 uncovered at 1 per 10 -> 1 unit.
     assert charges == {
         "currentCharges": [
-            {"price": {"slug": "generations_discount"}, "overageEvents": 4, "units": 1,
-             "amount": 1},
-            {"price": {"slug": "generations_overage"}, "overageEvents": 15, "units": 2,
-             "amount": 10},
+            {
+                "price": {"slug": "generations_discount"},
+                "overageEvents": 4,
+                "units": 1,
+                "amount": 1,
+            },
+            {
+                "price": {"slug": "generations_overage"},
+                "overageEvents": 15,
+                "units": 2,
+                "amount": 10,
+            },
         ],
         "currentChargeTotals": [{"amount": 11, "currency": "USD"}],
     }
@@ -165,24 +209,33 @@ async def test_manual_grant_expiring_mid_period(gql, db: Database) -> None:
     await setup_pricing(gql)
     sub_id = await customer_on_plan(gql, "user-1", "free_monthly")  # 10 credits a month
     expires = datetime.now(UTC) + timedelta(hours=1)
-    granted = ok(await gql(
-        """mutation($s: ID!, $e: DateTime) { grantUsageCredits(input: {subscriptionId: $s,
+    granted = ok(
+        await gql(
+            """mutation($s: ID!, $e: DateTime) { grantUsageCredits(input: {subscriptionId: $s,
              usageMeterSlug: "generations", amount: 50, expiresAt: $e}) {
              __typename ... on UsageCreditsGranted { balance { availableBalance balanceLimit } } } }""",
-        {"s": sub_id, "e": expires.isoformat()},
-    ), "grantUsageCredits")
-    assert granted == {"__typename": "UsageCreditsGranted",
-                       "balance": {"availableBalance": 60, "balanceLimit": 60}}
+            {"s": sub_id, "e": expires.isoformat()},
+        ),
+        "grantUsageCredits",
+    )
+    assert granted == {
+        "__typename": "UsageCreditsGranted",
+        "balance": {"availableBalance": 60, "balanceLimit": 60},
+    }
     result = await record(gql, subscriptionId=sub_id, amount=30, transactionId="a")
     assert result["balance"]["availableBalance"] == 30
     # The grant expiring first was consumed first: 30 of the manual 50.
-    consumed = {r["source"]: r["consumed"] for r in await db.fetch(
-        "SELECT source, consumed FROM credit_grants")}
+    consumed = {
+        r["source"]: r["consumed"]
+        for r in await db.fetch("SELECT source, consumed FROM credit_grants")
+    }
     assert consumed == {"manual": 30, "every_billing_period": 0}
     # Two hours later the manual grant has expired with 20 unused: 10 monthly credits remain.
     later = datetime.now(UTC) + timedelta(hours=2)
     assert await _balance_at(db, sub_id, "generations", later) == {
-        "available_balance": 10, "used_balance": 30, "balance_limit": 40,
+        "available_balance": 10,
+        "used_balance": 30,
+        "balance_limit": 40,
     }
     assert await reconcile(db) == []
 
@@ -191,22 +244,35 @@ async def test_manual_grant_expiring_mid_period(gql, db: Database) -> None:
     ("fields", "code", "message"),
     [
         ({"amount": 0}, "INVALID_INPUT", "amount must be a positive integer"),
-        ({"expiresAt": "2020-01-01T00:00:00+00:00"}, "INVALID_INPUT",
-         "expiresAt must lie in the future"),
-        ({"usageMeterSlug": "nope"}, "NOT_FOUND",
-         "no usage meter 'nope' in the customer's pricing model"),
-        ({"subscriptionId": "00000000-0000-7000-8000-000000000000"}, "NOT_FOUND",
-         "no subscription 00000000-0000-7000-8000-000000000000"),
+        (
+            {"expiresAt": "2020-01-01T00:00:00+00:00"},
+            "INVALID_INPUT",
+            "expiresAt must lie in the future",
+        ),
+        (
+            {"usageMeterSlug": "nope"},
+            "NOT_FOUND",
+            "no usage meter 'nope' in the customer's pricing model",
+        ),
+        (
+            {"subscriptionId": "00000000-0000-7000-8000-000000000000"},
+            "NOT_FOUND",
+            "no subscription 00000000-0000-7000-8000-000000000000",
+        ),
     ],
 )
 async def test_grant_usage_credits_errors(gql, db: Database, fields, code, message) -> None:
     await setup_pricing(gql)
     sub_id = await customer_on_plan(gql, "user-1", "free_monthly")
     grant = {"subscriptionId": sub_id, "usageMeterSlug": "generations", "amount": 5, **fields}
-    result = ok(await gql(
-        """mutation($i: GrantUsageCreditsInput!) { grantUsageCredits(input: $i) {
-             __typename ... on UserError { code message } } }""", {"i": grant}),
-        "grantUsageCredits")
+    result = ok(
+        await gql(
+            """mutation($i: GrantUsageCreditsInput!) { grantUsageCredits(input: $i) {
+             __typename ... on UserError { code message } } }""",
+            {"i": grant},
+        ),
+        "grantUsageCredits",
+    )
     assert (result["code"], result["message"]) == (code, message)
     assert await db.fetchval("SELECT count(*) FROM credit_grants WHERE source = 'manual'") == 0
 
@@ -216,10 +282,13 @@ async def test_billing_shows_the_whole_picture(gql) -> None:
     await create_customer(gql, "user-1")
     free = await subscribe(gql, "user-1", "free_monthly")
     pro = await subscribe(gql, "user-1", "pro_monthly")
-    await gql("mutation($s: ID!) { cancelSubscription(input: {subscriptionId: $s}) { __typename } }",
-              {"s": free["id"]})
-    data = ok(await gql(
-        """query { billing(customerExternalId: "user-1") {
+    await gql(
+        "mutation($s: ID!) { cancelSubscription(input: {subscriptionId: $s}) { __typename } }",
+        {"s": free["id"]},
+    )
+    data = ok(
+        await gql(
+            """query { billing(customerExternalId: "user-1") {
              customer { externalId }
              subscriptions { id status current price { slug } }
              currentSubscriptions { id }
@@ -232,12 +301,18 @@ async def test_billing_shows_the_whole_picture(gql) -> None:
              usageBalances { usageMeter { slug } availableBalance balanceLimit }
              support: featureAccess(featureSlug: "priority_support")
              unknown: featureAccess(featureSlug: "nope") } }"""
-    ), "billing")
+        ),
+        "billing",
+    )
     assert data["customer"] == {"externalId": "user-1"}
     assert data["subscriptions"] == [
         {"id": pro["id"], "status": "ACTIVE", "current": True, "price": {"slug": "pro_monthly"}},
-        {"id": free["id"], "status": "CANCELED", "current": False,
-         "price": {"slug": "free_monthly"}},
+        {
+            "id": free["id"],
+            "status": "CANCELED",
+            "current": False,
+            "price": {"slug": "free_monthly"},
+        },
     ]
     assert data["currentSubscriptions"] == [{"id": pro["id"]}]
     assert data["currentSubscription"] == {"id": pro["id"]}
@@ -245,25 +320,43 @@ async def test_billing_shows_the_whole_picture(gql) -> None:
     assert catalog["name"] == "Test pricing"
     assert [p["slug"] for p in catalog["products"]] == ["free", "pro"]
     assert catalog["products"][1]["defaultPrice"] == {
-        "slug": "pro_monthly", "type": "SUBSCRIPTION", "unitPrice": 2000, "currency": "USD",
+        "slug": "pro_monthly",
+        "type": "SUBSCRIPTION",
+        "unitPrice": 2000,
+        "currency": "USD",
     }
     assert [f["slug"] for f in catalog["products"][1]["features"]] == [
-        "monthly_generations", "welcome_generations", "unique_user_allowance",
+        "monthly_generations",
+        "welcome_generations",
+        "unique_user_allowance",
         "priority_support",
     ]
     assert catalog["usageMeters"] == [
-        {"slug": "generations", "aggregationType": "SUM",
-         "defaultPrice": {"slug": "generations_overage"},
-         "prices": [{"slug": "generations_no_charge", "isDefault": False},
-                    {"slug": "generations_overage", "isDefault": True},
-                    {"slug": "generations_discount", "isDefault": False}]},
-        {"slug": "api_calls", "aggregationType": "SUM",
-         "defaultPrice": {"slug": "api_calls_standard"},
-         "prices": [{"slug": "api_calls_no_charge", "isDefault": False},
-                    {"slug": "api_calls_standard", "isDefault": True}]},
-        {"slug": "unique_users", "aggregationType": "COUNT_DISTINCT_PROPERTIES",
-         "defaultPrice": {"slug": "unique_users_no_charge"},
-         "prices": [{"slug": "unique_users_no_charge", "isDefault": True}]},
+        {
+            "slug": "generations",
+            "aggregationType": "SUM",
+            "defaultPrice": {"slug": "generations_overage"},
+            "prices": [
+                {"slug": "generations_no_charge", "isDefault": False},
+                {"slug": "generations_overage", "isDefault": True},
+                {"slug": "generations_discount", "isDefault": False},
+            ],
+        },
+        {
+            "slug": "api_calls",
+            "aggregationType": "SUM",
+            "defaultPrice": {"slug": "api_calls_standard"},
+            "prices": [
+                {"slug": "api_calls_no_charge", "isDefault": False},
+                {"slug": "api_calls_standard", "isDefault": True},
+            ],
+        },
+        {
+            "slug": "unique_users",
+            "aggregationType": "COUNT_DISTINCT_PROPERTIES",
+            "defaultPrice": {"slug": "unique_users_no_charge"},
+            "prices": [{"slug": "unique_users_no_charge", "isDefault": True}],
+        },
     ]
     assert data["usageBalances"] == [
         {"usageMeter": {"slug": "generations"}, "availableBalance": 1100, "balanceLimit": 1100},
@@ -274,8 +367,10 @@ async def test_billing_shows_the_whole_picture(gql) -> None:
 
 async def test_unknown_customer_is_null(gql) -> None:
     await setup_pricing(gql)
-    assert ok(await gql('{ billing(customerExternalId: "nobody") { customer { id } } }'),
-              "billing") is None
+    assert (
+        ok(await gql('{ billing(customerExternalId: "nobody") { customer { id } } }'), "billing")
+        is None
+    )
     assert await balance(gql, customer="nobody") is None
 
 
@@ -288,11 +383,9 @@ async def test_customers_are_paginated(gql) -> None:
     page1 = ok(await gql(query, {"first": 3}), "customers")
     assert [e["node"]["externalId"] for e in page1["edges"]] == ["user-0", "user-1", "user-2"]
     assert page1["pageInfo"]["hasNextPage"] is True
-    page2 = ok(await gql(query, {"first": 3, "after": page1["pageInfo"]["endCursor"]}),
-               "customers")
+    page2 = ok(await gql(query, {"first": 3, "after": page1["pageInfo"]["endCursor"]}), "customers")
     assert [e["node"]["externalId"] for e in page2["edges"]] == ["user-3", "user-4"]
-    assert page2["pageInfo"] == {"hasNextPage": False,
-                                 "endCursor": page2["edges"][-1]["cursor"]}
+    assert page2["pageInfo"] == {"hasNextPage": False, "endCursor": page2["edges"][-1]["cursor"]}
     too_many = await gql(query, {"first": 101})
     assert too_many.data is None
     assert too_many.errors is not None
@@ -301,8 +394,9 @@ async def test_customers_are_paginated(gql) -> None:
     ]
 
 
-async def test_reconcile_reports_a_corrupted_balance(gql, db: Database, settings, capsys,
-                                                     monkeypatch) -> None:
+async def test_reconcile_reports_a_corrupted_balance(
+    gql, db: Database, settings, capsys, monkeypatch
+) -> None:
     await setup_pricing(gql)
     sub_id = await customer_on_plan(gql, "user-1", "pro_monthly")
     await record(gql, subscriptionId=sub_id, amount=12, transactionId="a")

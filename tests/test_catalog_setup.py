@@ -40,7 +40,9 @@ MINIMAL: dict[str, Any] = {
         {
             "product": {"slug": "pro", "name": "Pro"},
             "price": {
-                "type": "subscription", "slug": "pro_monthly", "unitPrice": 2000,
+                "type": "subscription",
+                "slug": "pro_monthly",
+                "unitPrice": 2000,
                 "intervalUnit": "month",
             },
             "features": ["support"],
@@ -146,59 +148,106 @@ def test_realistic_definition_parses_with_defaults_applied() -> None:
         is_default=False,
         usage_meters=(
             UsageMeterDefinition(
-                slug="api_calls", name="API calls", aggregation_type="sum",
+                slug="api_calls",
+                name="API calls",
+                aggregation_type="sum",
                 prices=(
                     UsagePriceDefinition(
-                        slug="api_calls_standard", name="Standard", unit_price=2,
-                        currency="USD", usage_events_per_unit=100, is_default=True, active=True,
+                        slug="api_calls_standard",
+                        name="Standard",
+                        unit_price=2,
+                        currency="USD",
+                        usage_events_per_unit=100,
+                        is_default=True,
+                        active=True,
                     ),
                     UsagePriceDefinition(
-                        slug="api_calls_legacy", name=None, unit_price=3, currency="USD",
-                        usage_events_per_unit=100, is_default=False, active=False,
+                        slug="api_calls_legacy",
+                        name=None,
+                        unit_price=3,
+                        currency="USD",
+                        usage_events_per_unit=100,
+                        is_default=False,
+                        active=False,
                     ),
                 ),
             ),
             UsageMeterDefinition(
-                slug="unique_users", name="Unique users",
+                slug="unique_users",
+                name="Unique users",
                 aggregation_type="count_distinct_properties",
                 prices=(
                     UsagePriceDefinition(
-                        slug="unique_users_eur", name=None, unit_price=5, currency="EUR",
-                        usage_events_per_unit=1, is_default=False, active=True,
+                        slug="unique_users_eur",
+                        name=None,
+                        unit_price=5,
+                        currency="EUR",
+                        usage_events_per_unit=1,
+                        is_default=False,
+                        active=True,
                     ),
                 ),
             ),
         ),
         features=(
             FeatureDefinition(
-                type="usage_credit_grant", slug="monthly_api_credits",
-                name="1,000 API calls a month", description=None, usage_meter_slug="api_calls",
-                amount=1000, renewal_frequency="every_billing_period",
+                type="usage_credit_grant",
+                slug="monthly_api_credits",
+                name="1,000 API calls a month",
+                description=None,
+                usage_meter_slug="api_calls",
+                amount=1000,
+                renewal_frequency="every_billing_period",
             ),
             FeatureDefinition(
-                type="usage_credit_grant", slug="welcome_api_credits",
-                name="100 API calls to start", description="Once, when the subscription starts",
-                usage_meter_slug="api_calls", amount=100, renewal_frequency="once",
+                type="usage_credit_grant",
+                slug="welcome_api_credits",
+                name="100 API calls to start",
+                description="Once, when the subscription starts",
+                usage_meter_slug="api_calls",
+                amount=100,
+                renewal_frequency="once",
             ),
             FeatureDefinition(
-                type="toggle", slug="priority_support", name="Priority support",
-                description=None, usage_meter_slug=None, amount=None, renewal_frequency=None,
+                type="toggle",
+                slug="priority_support",
+                name="Priority support",
+                description=None,
+                usage_meter_slug=None,
+                amount=None,
+                renewal_frequency=None,
             ),
         ),
         products=(
             ProductDefinition(
-                slug="free", name="Free", description=None, is_default=True,
+                slug="free",
+                name="Free",
+                description=None,
+                is_default=True,
                 price=ProductPriceDefinition(
-                    type="subscription", slug="free_monthly", name=None, unit_price=0,
-                    currency="USD", interval_unit="month", interval_count=1,
+                    type="subscription",
+                    slug="free_monthly",
+                    name=None,
+                    unit_price=0,
+                    currency="USD",
+                    interval_unit="month",
+                    interval_count=1,
                 ),
                 feature_slugs=("welcome_api_credits",),
             ),
             ProductDefinition(
-                slug="pro", name="Pro", description="For teams", is_default=False,
+                slug="pro",
+                name="Pro",
+                description="For teams",
+                is_default=False,
                 price=ProductPriceDefinition(
-                    type="subscription", slug="pro_monthly", name="Pro monthly",
-                    unit_price=2000, currency="USD", interval_unit="month", interval_count=1,
+                    type="subscription",
+                    slug="pro_monthly",
+                    name="Pro monthly",
+                    unit_price=2000,
+                    currency="USD",
+                    interval_unit="month",
+                    interval_count=1,
                 ),
                 feature_slugs=("monthly_api_credits", "welcome_api_credits", "priority_support"),
             ),
@@ -226,8 +275,13 @@ def test_single_payment_price_and_meter_price_with_type_usage() -> None:
     assert problems == []
     assert definition is not None
     assert definition.products[0].price == ProductPriceDefinition(
-        type="single_payment", slug="pack", name=None, unit_price=500, currency="USD",
-        interval_unit=None, interval_count=None,
+        type="single_payment",
+        slug="pack",
+        name=None,
+        unit_price=500,
+        currency="USD",
+        interval_unit=None,
+        interval_count=None,
     )
 
 
@@ -315,15 +369,16 @@ def test_two_default_prices_on_one_meter() -> None:
 def test_default_price_must_be_active() -> None:
     data = minimal()
     data["usageMeters"][0]["prices"][0].update(isDefault=True, active=False)
-    assert problems_of(data) == [
-        "usageMeters[0].prices[0].active: a default price must be active"
-    ]
+    assert problems_of(data) == ["usageMeters[0].prices[0].active: a default price must be active"]
 
 
 def test_usage_price_under_a_product() -> None:
     data = minimal()
     data["products"][0]["price"] = {
-        "type": "usage", "slug": "pro_usage", "unitPrice": 1, "usageEventsPerUnit": 10,
+        "type": "usage",
+        "slug": "pro_usage",
+        "unitPrice": 1,
+        "usageEventsPerUnit": 10,
     }
     assert problems_of(data) == [
         "products[0].price.type: usage prices belong to a usage meter, not a product"
@@ -342,10 +397,16 @@ def test_meter_price_of_another_type() -> None:
 def test_unknown_feature_in_a_product_and_unknown_meter_in_a_grant() -> None:
     data = minimal()
     data["products"][0]["features"] = ["support", "priority_support"]
-    data["features"].append({
-        "type": "usage_credit_grant", "slug": "credits", "name": "Credits",
-        "usageMeterSlug": "tokens", "amount": 10, "renewalFrequency": "once",
-    })
+    data["features"].append(
+        {
+            "type": "usage_credit_grant",
+            "slug": "credits",
+            "name": "Credits",
+            "usageMeterSlug": "tokens",
+            "amount": 10,
+            "renewalFrequency": "once",
+        }
+    )
     assert problems_of(data) == [
         'features[1].usageMeterSlug: unknown usage meter "tokens"',
         'products[0].features[1]: unknown feature "priority_support"',
@@ -423,7 +484,7 @@ def test_slug_format() -> None:
     data["usageMeters"][0]["usageMeter"]["slug"] = "API calls"
     data["products"][0]["product"]["slug"] = "p" * 65
     assert problems_of(data) == [
-        'usageMeters[0].usageMeter.slug: must start with a lower-case letter or digit and'
+        "usageMeters[0].usageMeter.slug: must start with a lower-case letter or digit and"
         ' contain only lower-case letters, digits, "_" and "-", got "API calls"',
         "products[0].product.slug: must be at most 64 characters",
     ]
@@ -434,8 +495,14 @@ def test_feature_shapes() -> None:
     data["features"] = [
         {"type": "toggle", "slug": "t", "name": "T", "amount": 5},
         {"type": "usage_credit_grant", "slug": "g", "name": "G"},
-        {"type": "usage_credit_grant", "slug": "h", "name": "H", "usageMeterSlug": "api_calls",
-         "amount": 0, "renewalFrequency": "monthly"},
+        {
+            "type": "usage_credit_grant",
+            "slug": "h",
+            "name": "H",
+            "usageMeterSlug": "api_calls",
+            "amount": 0,
+            "renewalFrequency": "monthly",
+        },
         {"type": "boolean", "slug": "b", "name": "B"},
     ]
     data["products"][0]["features"] = []
@@ -455,8 +522,14 @@ def test_product_price_rules() -> None:
     data = minimal()
     second = {
         "product": {"slug": "pack", "name": "Pack", "default": True},
-        "price": {"type": "single_payment", "slug": "pack_once", "unitPrice": 100,
-                  "intervalUnit": "month", "isDefault": False, "active": False},
+        "price": {
+            "type": "single_payment",
+            "slug": "pack_once",
+            "unitPrice": 100,
+            "intervalUnit": "month",
+            "isDefault": False,
+            "active": False,
+        },
     }
     third = {
         "product": {"slug": "team", "name": "Team", "default": True},
@@ -522,12 +595,16 @@ def test_malformed_json_is_reported_by_position() -> None:
     [
         ("name: 2024-13-45", "definition: malformed YAML: month must be in 1..12"),
         ("name: 1" + "0" * 5000, "definition: malformed YAML: a number has too many digits"),
-        ('{"name": 1' + "0" * 5000 + "}",
-         "definition: malformed YAML: a number has too many digits"),
+        (
+            '{"name": 1' + "0" * 5000 + "}",
+            "definition: malformed YAML: a number has too many digits",
+        ),
         ("[" * 5000, "definition: malformed YAML: nested too deeply"),
-        ("name: !!python/object/apply:os.system [ls]",
-         "definition: malformed YAML at line 1, column 7: could not determine a constructor for"
-         " the tag 'tag:yaml.org,2002:python/object/apply:os.system'"),
+        (
+            "name: !!python/object/apply:os.system [ls]",
+            "definition: malformed YAML at line 1, column 7: could not determine a constructor for"
+            " the tag 'tag:yaml.org,2002:python/object/apply:os.system'",
+        ),
     ],
 )
 def test_unreadable_values(text: str, problem: str) -> None:
@@ -566,12 +643,21 @@ def test_unknown_fields_at_every_level() -> None:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("- name: x\n", "definition: the top level must be a mapping (name, usageMeters,"
-                        " features, products), got a list"),
-        ("just words", 'definition: the top level must be a mapping (name, usageMeters,'
-                       ' features, products), got "just words"'),
-        ("42", "definition: the top level must be a mapping (name, usageMeters, features,"
-               " products), got integer 42"),
+        (
+            "- name: x\n",
+            "definition: the top level must be a mapping (name, usageMeters,"
+            " features, products), got a list",
+        ),
+        (
+            "just words",
+            "definition: the top level must be a mapping (name, usageMeters,"
+            ' features, products), got "just words"',
+        ),
+        (
+            "42",
+            "definition: the top level must be a mapping (name, usageMeters, features,"
+            " products), got integer 42",
+        ),
         ("", "definition: is empty"),
         ("# only a comment\n", "definition: is empty"),
     ],
@@ -639,8 +725,14 @@ products:
 
 
 async def _count_rows(db: Database) -> dict[str, int]:
-    tables = ("pricing_models", "usage_meters", "prices", "features", "products",
-              "product_features")
+    tables = (
+        "pricing_models",
+        "usage_meters",
+        "prices",
+        "features",
+        "products",
+        "product_features",
+    )
     return {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in tables}
 
 
@@ -653,8 +745,7 @@ async def test_realistic_model_writes_every_row(db: Database) -> None:
     assert [tuple(r) for r in models] == [(pm_id, "AI App", True)]
 
     meters = await db.fetch(
-        "SELECT id, pricing_model_id, slug, name, aggregation_type FROM usage_meters"
-        " ORDER BY slug"
+        "SELECT id, pricing_model_id, slug, name, aggregation_type FROM usage_meters ORDER BY slug"
     )
     assert [tuple(r)[1:] for r in meters] == [
         (pm_id, "api_calls", "API calls", "sum"),
@@ -680,20 +771,118 @@ async def test_realistic_model_writes_every_row(db: Database) -> None:
     )
     api, users = meter_id["api_calls"], meter_id["unique_users"]
     assert [tuple(r) for r in prices] == [
-        (pm_id, None, api, "api_calls_legacy", None, "usage", 3, "USD", None, None, 100,
-         False, False, False),
-        (pm_id, None, api, "api_calls_no_charge", None, "usage", 0, "USD", None, None, 1,
-         False, True, True),
-        (pm_id, None, api, "api_calls_standard", "Standard", "usage", 2, "USD", None, None, 100,
-         True, False, True),
-        (pm_id, product_id["free"], None, "free_monthly", None, "subscription", 0, "USD",
-         "month", 1, None, True, False, True),
-        (pm_id, product_id["pro"], None, "pro_monthly", "Pro monthly", "subscription", 2000,
-         "USD", "month", 1, None, True, False, True),
-        (pm_id, None, users, "unique_users_eur", None, "usage", 5, "EUR", None, None, 1,
-         False, False, True),
-        (pm_id, None, users, "unique_users_no_charge", None, "usage", 0, "EUR", None, None, 1,
-         True, True, True),
+        (
+            pm_id,
+            None,
+            api,
+            "api_calls_legacy",
+            None,
+            "usage",
+            3,
+            "USD",
+            None,
+            None,
+            100,
+            False,
+            False,
+            False,
+        ),
+        (
+            pm_id,
+            None,
+            api,
+            "api_calls_no_charge",
+            None,
+            "usage",
+            0,
+            "USD",
+            None,
+            None,
+            1,
+            False,
+            True,
+            True,
+        ),
+        (
+            pm_id,
+            None,
+            api,
+            "api_calls_standard",
+            "Standard",
+            "usage",
+            2,
+            "USD",
+            None,
+            None,
+            100,
+            True,
+            False,
+            True,
+        ),
+        (
+            pm_id,
+            product_id["free"],
+            None,
+            "free_monthly",
+            None,
+            "subscription",
+            0,
+            "USD",
+            "month",
+            1,
+            None,
+            True,
+            False,
+            True,
+        ),
+        (
+            pm_id,
+            product_id["pro"],
+            None,
+            "pro_monthly",
+            "Pro monthly",
+            "subscription",
+            2000,
+            "USD",
+            "month",
+            1,
+            None,
+            True,
+            False,
+            True,
+        ),
+        (
+            pm_id,
+            None,
+            users,
+            "unique_users_eur",
+            None,
+            "usage",
+            5,
+            "EUR",
+            None,
+            None,
+            1,
+            False,
+            False,
+            True,
+        ),
+        (
+            pm_id,
+            None,
+            users,
+            "unique_users_no_charge",
+            None,
+            "usage",
+            0,
+            "EUR",
+            None,
+            None,
+            1,
+            True,
+            True,
+            True,
+        ),
     ]
 
     features = await db.fetch(
@@ -701,11 +890,27 @@ async def test_realistic_model_writes_every_row(db: Database) -> None:
         " renewal_frequency FROM features ORDER BY slug"
     )
     assert [tuple(r)[1:] for r in features] == [
-        (pm_id, "monthly_api_credits", "1,000 API calls a month", None, "usage_credit_grant",
-         1000, api, "every_billing_period"),
+        (
+            pm_id,
+            "monthly_api_credits",
+            "1,000 API calls a month",
+            None,
+            "usage_credit_grant",
+            1000,
+            api,
+            "every_billing_period",
+        ),
         (pm_id, "priority_support", "Priority support", None, "toggle", None, None, None),
-        (pm_id, "welcome_api_credits", "100 API calls to start",
-         "Once, when the subscription starts", "usage_credit_grant", 100, api, "once"),
+        (
+            pm_id,
+            "welcome_api_credits",
+            "100 API calls to start",
+            "Once, when the subscription starts",
+            "usage_credit_grant",
+            100,
+            api,
+            "once",
+        ),
     ]
     feature_slug = {r["id"]: r["slug"] for r in features}
     product_slug = {v: k for k, v in product_id.items()}
@@ -724,10 +929,12 @@ async def test_realistic_model_writes_every_row(db: Database) -> None:
     assert catalog.is_default
     default_usage = {
         catalog.meter_by_id[p.usage_meter_id].slug: p.slug
-        for p in catalog.prices if p.is_default and p.usage_meter_id is not None
+        for p in catalog.prices
+        if p.is_default and p.usage_meter_id is not None
     }
     assert default_usage == {
-        "api_calls": "api_calls_standard", "unique_users": "unique_users_no_charge",
+        "api_calls": "api_calls_standard",
+        "unique_users": "unique_users_no_charge",
     }
 
 
@@ -740,19 +947,29 @@ async def test_writes_are_set_based(db: Database) -> None:
         "name": "Big",
         "isDefault": True,
         "usageMeters": [
-            {"usageMeter": {"slug": f"m{i}", "name": f"M{i}"},
-             "prices": [{"slug": f"m{i}_p{j}", "unitPrice": j} for j in range(5)]}
+            {
+                "usageMeter": {"slug": f"m{i}", "name": f"M{i}"},
+                "prices": [{"slug": f"m{i}_p{j}", "unitPrice": j} for j in range(5)],
+            }
             for i in range(20)
         ],
         "features": [
-            {"type": "usage_credit_grant", "slug": f"f{i}", "name": f"F{i}",
-             "usageMeterSlug": f"m{i}", "amount": 10, "renewalFrequency": "once"}
+            {
+                "type": "usage_credit_grant",
+                "slug": f"f{i}",
+                "name": f"F{i}",
+                "usageMeterSlug": f"m{i}",
+                "amount": 10,
+                "renewalFrequency": "once",
+            }
             for i in range(20)
         ],
         "products": [
-            {"product": {"slug": f"p{i}", "name": f"P{i}"},
-             "price": {"type": "single_payment", "slug": f"p{i}_once", "unitPrice": 100},
-             "features": [f"f{k}" for k in range(20)]}
+            {
+                "product": {"slug": f"p{i}", "name": f"P{i}"},
+                "price": {"type": "single_payment", "slug": f"p{i}_once", "unitPrice": 100},
+                "features": [f"f{k}" for k in range(20)],
+            }
             for i in range(20)
         ],
     }
@@ -761,8 +978,10 @@ async def test_writes_are_set_based(db: Database) -> None:
     # One more statement: clearing the previous default.
     assert counter.count == small + 1
     assert counter.statements[:4] == [
-        "BEGIN", "SELECT pg_advisory_xact_lock($1)",
-        catalog_setup._CLEAR_DEFAULT_SQL, catalog_setup._INSERT_PRICING_MODEL_SQL,
+        "BEGIN",
+        "SELECT pg_advisory_xact_lock($1)",
+        catalog_setup._CLEAR_DEFAULT_SQL,
+        catalog_setup._INSERT_PRICING_MODEL_SQL,
     ]
     assert counter.statements[-1] == "COMMIT"
     counts = await _count_rows(db)
@@ -803,7 +1022,11 @@ async def test_bad_definition_writes_nothing(db: Database) -> None:
         extra={"problems": problems},
     )
     assert await _count_rows(db) == {
-        "pricing_models": 0, "usage_meters": 0, "prices": 0, "features": 0, "products": 0,
+        "pricing_models": 0,
+        "usage_meters": 0,
+        "prices": 0,
+        "features": 0,
+        "products": 0,
         "product_features": 0,
     }
 
@@ -828,16 +1051,25 @@ async def test_integrity_error_is_an_invalid_input_and_rolls_back(
     assert valid is not None
     meter = valid.usage_meters[0]
     clashing = PricingModelDefinition(
-        name=valid.name, is_default=True,
+        name=valid.name,
+        is_default=True,
         usage_meters=valid.usage_meters,
         features=valid.features,
         # A product price with the slug of the meter's price: prices_slug_key.
         products=(
             ProductDefinition(
-                slug="pro", name="Pro", description=None, is_default=False,
+                slug="pro",
+                name="Pro",
+                description=None,
+                is_default=False,
                 price=ProductPriceDefinition(
-                    type="single_payment", slug=meter.prices[0].slug, name=None, unit_price=1,
-                    currency="USD", interval_unit=None, interval_count=None,
+                    type="single_payment",
+                    slug=meter.prices[0].slug,
+                    name=None,
+                    unit_price=1,
+                    currency="USD",
+                    interval_unit=None,
+                    interval_count=None,
                 ),
                 feature_slugs=(),
             ),
@@ -882,7 +1114,9 @@ async def test_without_is_default_the_existing_default_stays(db: Database) -> No
     third = await setup_pricing_model(db, json.dumps(data))
     rows = await db.fetch("SELECT id, name, is_default FROM pricing_models ORDER BY id")
     assert [tuple(r) for r in rows] == [
-        (first, "Minimal", True), (second, "Second", False), (third, "Third", False),
+        (first, "Minimal", True),
+        (second, "Second", False),
+        (third, "Third", False),
     ]
 
 

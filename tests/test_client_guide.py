@@ -36,20 +36,32 @@ class Recipe:
     variables: str | None
 
 
-RECIPES = {m["name"]: Recipe(m["name"], m["caller"], m["query"], m["variables"])
-           for m in RECIPE.finditer(GUIDE)}
+RECIPES = {
+    m["name"]: Recipe(m["name"], m["caller"], m["query"], m["variables"])
+    for m in RECIPE.finditer(GUIDE)
+}
 
 
 def test_every_graphql_block_of_the_guide_is_a_recipe() -> None:
     assert GUIDE.count("```graphql") == len(RECIPES) == 11
     assert list(RECIPES) == [
-        "create-session", "backend-subscription", "backend-record", "frontend-record",
-        "mobile-batch", "meter-prices", "backend-api-calls", "idempotency-conflict",
-        "precheck", "display", "require-balance",
+        "create-session",
+        "backend-subscription",
+        "backend-record",
+        "frontend-record",
+        "mobile-batch",
+        "meter-prices",
+        "backend-api-calls",
+        "idempotency-conflict",
+        "precheck",
+        "display",
+        "require-balance",
     ]
 
 
-async def test_the_recipes_work_as_written(gql: GraphQLClient, db: Database, settings: Settings) -> None:
+async def test_the_recipes_work_as_written(
+    gql: GraphQLClient, db: Database, settings: Settings
+) -> None:
     demo = await prepare_demo(db, settings, settings.token_secret())  # ai_generations: 97 of 100
     state: dict[str, str] = {}
 
@@ -92,10 +104,18 @@ async def test_the_recipes_work_as_written(gql: GraphQLClient, db: Database, set
     assert feature["balance"] == {"availableBalance": 95, "usedBalance": 5, "percentUsed": 5.0}
     batch = (await run("mobile-batch"))["createUsageEvents"]
     assert batch == [
-        {"__typename": "UsageEventRecorded", "replayed": False,
-         "usageEvent": {"transactionId": "ios-5b1e0c3a-0001"}, "balance": {"availableBalance": 94}},
-        {"__typename": "UsageEventRecorded", "replayed": False,
-         "usageEvent": {"transactionId": "ios-5b1e0c3a-0002"}, "balance": {"availableBalance": 93}},
+        {
+            "__typename": "UsageEventRecorded",
+            "replayed": False,
+            "usageEvent": {"transactionId": "ios-5b1e0c3a-0001"},
+            "balance": {"availableBalance": 94},
+        },
+        {
+            "__typename": "UsageEventRecorded",
+            "replayed": False,
+            "usageEvent": {"transactionId": "ios-5b1e0c3a-0002"},
+            "balance": {"availableBalance": 93},
+        },
     ]
     flushed_again = (await run("mobile-batch"))["createUsageEvents"]
     assert [r["replayed"] for r in flushed_again] == [True, True]
@@ -106,15 +126,21 @@ async def test_the_recipes_work_as_written(gql: GraphQLClient, db: Database, set
     by_slug = {m["slug"]: m for m in meters}
     api_default = by_slug["api_calls"]["defaultPrice"]
     assert {k: v for k, v in api_default.items() if k != "id"} == {
-        "slug": "api_calls_standard", "unitPrice": 50, "currency": "USD",
+        "slug": "api_calls_standard",
+        "unitPrice": 50,
+        "currency": "USD",
         "usageEventsPerUnit": 1000,
     }
     assert sorted(map(tuple, (p.values() for p in by_slug["api_calls"]["prices"]))) == [
-        ("api_calls_no_charge", False), ("api_calls_standard", True)]
+        ("api_calls_no_charge", False),
+        ("api_calls_standard", True),
+    ]
     assert by_slug["ai_generations"]["defaultPrice"]["slug"] == "ai_generations_no_charge"
     metered = (await run("backend-api-calls"))["createUsageEvent"]
-    assert metered == {"__typename": "UsageEventRecorded",
-                       "usageEvent": {"priceId": api_default["id"], "amount": 250}}
+    assert metered == {
+        "__typename": "UsageEventRecorded",
+        "usageEvent": {"priceId": api_default["id"], "amount": 250},
+    }
 
     # 3. Idempotency: the same transactionId with another amount.
     conflict = (await run("idempotency-conflict"))["createUsageEvent"]
@@ -124,7 +150,11 @@ async def test_the_recipes_work_as_written(gql: GraphQLClient, db: Database, set
     # 4. Pre-check.
     balance = (await run("precheck"))["usageBalance"]
     assert {k: v for k, v in balance.items() if k != "billingPeriodEnd"} == {
-        "availableBalance": 93, "usedBalance": 7, "balanceLimit": 100, "percentUsed": 7.0}
+        "availableBalance": 93,
+        "usedBalance": 7,
+        "balanceLimit": 100,
+        "percentUsed": 7.0,
+    }
 
     # 5. Display.
     page = (await run("display"))["billing"]
@@ -132,10 +162,20 @@ async def test_the_recipes_work_as_written(gql: GraphQLClient, db: Database, set
     assert page["currentSubscription"]["price"] == {"slug": "pro_monthly"}
     assert page["currentSubscription"]["currentBillingPeriodEnd"] == balance["billingPeriodEnd"]
     assert page["usageBalances"] == [
-        {"usageMeter": {"slug": "api_calls", "name": "API calls"}, "availableBalance": 8500,
-         "usedBalance": 1500, "balanceLimit": 10000, "percentUsed": 15.0},
-        {"usageMeter": {"slug": "ai_generations", "name": "AI generations"},
-         "availableBalance": 93, "usedBalance": 7, "balanceLimit": 100, "percentUsed": 7.0},
+        {
+            "usageMeter": {"slug": "api_calls", "name": "API calls"},
+            "availableBalance": 8500,
+            "usedBalance": 1500,
+            "balanceLimit": 10000,
+            "percentUsed": 15.0,
+        },
+        {
+            "usageMeter": {"slug": "ai_generations", "name": "AI generations"},
+            "availableBalance": 93,
+            "usedBalance": 7,
+            "balanceLimit": 100,
+            "percentUsed": 7.0,
+        },
     ]
     assert page["prioritySupport"] is True
     assert sum(t["amount"] for t in page["currentChargeTotals"]) == 0
@@ -144,7 +184,10 @@ async def test_the_recipes_work_as_written(gql: GraphQLClient, db: Database, set
     refused = (await run("require-balance"))["createUsageEvent"]
     assert refused["__typename"] == "InsufficientBalance"
     assert (refused["meterSlug"], refused["availableBalance"], refused["required"]) == (
-        "ai_generations", 93, 200)
+        "ai_generations",
+        93,
+        200,
+    )
     # The customer is on the plan granting the most credits: there is nothing to upgrade to.
     assert refused["upgradeOptions"] == []
     assert (await run("precheck"))["usageBalance"]["availableBalance"] == 93

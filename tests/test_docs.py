@@ -51,15 +51,20 @@ def test_relative_links_of_the_docs_resolve() -> None:
         assert "schema/schema.graphql" in (DOCS / name).read_text(), name
 
 
-async def test_the_getting_started_mutation_works(gql: GraphQLClient, db: Database, settings: Settings) -> None:
+async def test_the_getting_started_mutation_works(
+    gql: GraphQLClient, db: Database, settings: Settings
+) -> None:
     text = (DOCS / "getting-started.md").read_text()
     (block,) = re.findall(r"```graphql\n(.*?)```", text, re.S)
-    mutation = "\n".join(line[3:] if line.startswith("   ") else line
-                         for line in block.splitlines())
+    mutation = "\n".join(
+        line[3:] if line.startswith("   ") else line for line in block.splitlines()
+    )
     demo = await prepare_demo(db, settings, settings.token_secret())
     response = await gql(mutation, token=demo.customer_token)
     assert response.errors is None
-    assert response.data == {"createUsageEvent": {
-        "__typename": "UsageEventRecorded",
-        "balance": {"availableBalance": 96, "usedBalance": 4},
-    }}
+    assert response.data == {
+        "createUsageEvent": {
+            "__typename": "UsageEventRecorded",
+            "balance": {"availableBalance": 96, "usedBalance": 4},
+        }
+    }

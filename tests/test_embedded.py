@@ -22,8 +22,12 @@ def _cli(data_dir: Path, *args: str, timeout: float = 120) -> subprocess.Complet
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["GATEWAY_DATA_DIR"] = str(data_dir)
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [sys.executable, "-m", "gateway.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -53,8 +57,11 @@ def test_serve_answers_graphql_and_stops_the_server_on_exit(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["GATEWAY_DATA_DIR"] = str(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -62,7 +69,8 @@ def test_serve_answers_graphql_and_stops_the_server_on_exit(tmp_path: Path) -> N
             try:
                 response = httpx.post(
                     f"http://127.0.0.1:{port}/graphql",
-                    json={"query": "{ __schema { mutationType { name } } }"}, timeout=2,
+                    json={"query": "{ __schema { mutationType { name } } }"},
+                    timeout=2,
                 )
                 break
             except httpx.HTTPError:
@@ -84,8 +92,11 @@ def test_production_mode_refuses_default_secrets() -> None:
         Settings(gateway_env="production", database_url="postgresql://db/billing")
     with pytest.raises(ValidationError, match="DATABASE_URL must be set in production mode"):
         Settings(gateway_env="production", gateway_token_secret="s" * 40)
-    settings = Settings(gateway_env="production", database_url="postgresql://db/billing",
-                        gateway_token_secret="s" * 40)
+    settings = Settings(
+        gateway_env="production",
+        database_url="postgresql://db/billing",
+        gateway_token_secret="s" * 40,
+    )
     assert settings.token_secret() == "s" * 40
 
 

@@ -29,13 +29,29 @@ FUZZ = settings(
 )
 STATUSES = {200, 400, 401, 403, 405, 413, 415}
 CODES = {
-    "GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT", "UNAUTHENTICATED",
-    "FORBIDDEN", "BAD_REQUEST", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE",
+    "GRAPHQL_PARSE_FAILED",
+    "GRAPHQL_VALIDATION_FAILED",
+    "BAD_USER_INPUT",
+    "UNAUTHENTICATED",
+    "FORBIDDEN",
+    "BAD_REQUEST",
+    "PAYLOAD_TOO_LARGE",
+    "UNSUPPORTED_MEDIA_TYPE",
     "METHOD_NOT_ALLOWED",
 }
 LEAKS = (
-    "Traceback", 'File "/', ".py\", line", "asyncpg", "psycopg", "sqlalchemy", "SELECT ",
-    "INSERT INTO", "UPDATE ", "DELETE FROM", "plpgsql", "Internal Server Error",
+    "Traceback",
+    'File "/',
+    '.py", line',
+    "asyncpg",
+    "psycopg",
+    "sqlalchemy",
+    "SELECT ",
+    "INSERT INTO",
+    "UPDATE ",
+    "DELETE FROM",
+    "plpgsql",
+    "Internal Server Error",
 )
 CALLERS = ("none", "secret_key", "customer_a")
 
@@ -53,7 +69,11 @@ class Checker:
         self.before = await snapshot(self.db)
 
     async def post(
-        self, caller: str, body: Any = None, *, content: bytes | None = None,
+        self,
+        caller: str,
+        body: Any = None,
+        *,
+        content: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         sent = dict(headers or {})
@@ -92,13 +112,69 @@ async def checker(http: httpx.AsyncClient, db: Database, world: World) -> Checke
 # Pieces of GraphQL, including every query root field but no mutation field (so that a
 # document assembled by chance can never be a write).
 PIECES = [
-    "{", "}", "(", ")", "[", "]", ":", "!", "$", "=", "@", "...", "|", "&", ",",
-    "query", "mutation", "subscription", "fragment", "on", "true", "false", "null",
-    "billing", "usageBalance", "customers", "customer", "edges", "node", "id", "externalId",
-    "meterSlug", "customerExternalId", "subscriptionId", "first", "after", "__schema",
-    "__type", "__typename", "name", "fields", "Query", "Mutation", "Billing", "Int", "String",
-    "ID", "skip", "include", "if", "x", '"api_calls"', '"cust-b"', '"cust-a"', "1", "-1",
-    "1.5", "99999999999999999999", '"\\u0000"', '"""block"""', "#comment\n", "\u00e9", "\x00",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    ":",
+    "!",
+    "$",
+    "=",
+    "@",
+    "...",
+    "|",
+    "&",
+    ",",
+    "query",
+    "mutation",
+    "subscription",
+    "fragment",
+    "on",
+    "true",
+    "false",
+    "null",
+    "billing",
+    "usageBalance",
+    "customers",
+    "customer",
+    "edges",
+    "node",
+    "id",
+    "externalId",
+    "meterSlug",
+    "customerExternalId",
+    "subscriptionId",
+    "first",
+    "after",
+    "__schema",
+    "__type",
+    "__typename",
+    "name",
+    "fields",
+    "Query",
+    "Mutation",
+    "Billing",
+    "Int",
+    "String",
+    "ID",
+    "skip",
+    "include",
+    "if",
+    "x",
+    '"api_calls"',
+    '"cust-b"',
+    '"cust-a"',
+    "1",
+    "-1",
+    "1.5",
+    "99999999999999999999",
+    '"\\u0000"',
+    '"""block"""',
+    "#comment\n",
+    "\u00e9",
+    "\x00",
 ]
 documents = st.one_of(
     st.text(max_size=400),
@@ -107,8 +183,11 @@ documents = st.one_of(
 
 
 @FUZZ
-@given(document=documents, caller=st.sampled_from(CALLERS),
-       operation=st.one_of(st.none(), st.text(max_size=20)))
+@given(
+    document=documents,
+    caller=st.sampled_from(CALLERS),
+    operation=st.one_of(st.none(), st.text(max_size=20)),
+)
 async def test_malformed_documents(
     checker: Checker, document: str, caller: str, operation: str | None
 ) -> None:
@@ -118,23 +197,38 @@ async def test_malformed_documents(
 
 
 @FUZZ
-@given(content=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)),
-       content_type=st.sampled_from(["application/json", "text/plain", "application/graphql",
-                                     "multipart/form-data; boundary=x", ""]),
-       accept=st.sampled_from(["application/json", "*/*", ""]))
-async def test_malformed_bodies(checker: Checker, content: bytes, content_type: str,
-                                accept: str) -> None:
-    await checker.post("secret_key", content=content,
-                       headers={"content-type": content_type, "accept": accept})
+@given(
+    content=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)),
+    content_type=st.sampled_from(
+        [
+            "application/json",
+            "text/plain",
+            "application/graphql",
+            "multipart/form-data; boundary=x",
+            "",
+        ]
+    ),
+    accept=st.sampled_from(["application/json", "*/*", ""]),
+)
+async def test_malformed_bodies(
+    checker: Checker, content: bytes, content_type: str, accept: str
+) -> None:
+    await checker.post(
+        "secret_key", content=content, headers={"content-type": content_type, "accept": accept}
+    )
 
 
 # ------------------------------------------------------------------ variables of wrong types
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=30),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -155,9 +249,13 @@ READS = [
 
 
 @FUZZ
-@given(document=st.sampled_from(READS), caller=st.sampled_from(CALLERS),
-       variables=st.dictionaries(st.sampled_from(["m", "c", "s", "n", "a", "f", "zz"]),
-                                 json_values, max_size=6))
+@given(
+    document=st.sampled_from(READS),
+    caller=st.sampled_from(CALLERS),
+    variables=st.dictionaries(
+        st.sampled_from(["m", "c", "s", "n", "a", "f", "zz"]), json_values, max_size=6
+    ),
+)
 async def test_wrong_variables_in_queries(
     checker: Checker, document: str, caller: str, variables: dict[str, Any]
 ) -> None:
@@ -166,15 +264,15 @@ async def test_wrong_variables_in_queries(
 
 WRITES = {
     "createUsageEvent": "mutation($v: CreateUsageEventInput!) { createUsageEvent(input: $v) "
-                        "{ __typename } }",
+    "{ __typename } }",
     "createUsageEvents": "mutation($v: [CreateUsageEventInput!]!) { createUsageEvents(input: $v)"
-                         " { __typename } }",
+    " { __typename } }",
     "createCustomer": "mutation($v: CreateCustomerInput!) { createCustomer(input: $v) "
-                      "{ __typename } }",
+    "{ __typename } }",
     "grantUsageCredits": "mutation($v: GrantUsageCreditsInput!) { grantUsageCredits(input: $v) "
-                         "{ __typename } }",
+    "{ __typename } }",
     "setupPricingModel": "mutation($v: SetupPricingModelInput!) { setupPricingModel(input: $v) "
-                         "{ __typename } }",
+    "{ __typename } }",
 }
 
 
@@ -210,19 +308,23 @@ async def test_wrong_variables_in_mutations(
     else:
         assert (status, body["data"]) == (200, None)
         assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"] * len(
-            body["errors"])
+            body["errors"]
+        )
 
 
 # ------------------------------------------------------------------ huge strings
 
 
 @FUZZ
-@given(size=st.integers(min_value=1_000, max_value=1_500_000),
-       char=st.sampled_from(["x", "\u00e9", "\U0001f600", "'", '"', "\\", "\x00", " "]),
-       where=st.sampled_from(["variable", "literal", "header", "operationName"]),
-       caller=st.sampled_from(CALLERS))
-async def test_huge_strings(checker: Checker, size: int, char: str, where: str,
-                            caller: str) -> None:
+@given(
+    size=st.integers(min_value=1_000, max_value=1_500_000),
+    char=st.sampled_from(["x", "\u00e9", "\U0001f600", "'", '"', "\\", "\x00", " "]),
+    where=st.sampled_from(["variable", "literal", "header", "operationName"]),
+    caller=st.sampled_from(CALLERS),
+)
+async def test_huge_strings(
+    checker: Checker, size: int, char: str, where: str, caller: str
+) -> None:
     huge = char * size
     query = """query($c: String, $m: String!) { usageBalance(meterSlug: $m,
                  customerExternalId: $c) { availableBalance } }"""
@@ -231,7 +333,9 @@ async def test_huge_strings(checker: Checker, size: int, char: str, where: str,
     if where == "variable":
         body["variables"] = {"c": huge, "m": huge}
     elif where == "literal":
-        body = {"query": "{ billing(customerExternalId: " + json.dumps(huge) + ") { customer { id } } }"}
+        body = {
+            "query": "{ billing(customerExternalId: " + json.dumps(huge) + ") { customer { id } } }"
+        }
     elif where == "operationName":
         body["operationName"] = huge
     encoded = json.dumps(body).encode()
@@ -247,7 +351,8 @@ async def test_huge_strings(checker: Checker, size: int, char: str, where: str,
 async def test_huge_bearer_tokens(checker: Checker, size: int) -> None:
     for prefix in ("sk_", "cst_", ""):
         response = await checker.http.post(
-            "/graphql", json={"query": "{ __typename }"},
+            "/graphql",
+            json={"query": "{ __typename }"},
             headers={"authorization": "Bearer " + prefix + "a" * size},
         )
         status, _ = await checker.check(response)
@@ -258,9 +363,11 @@ async def test_huge_bearer_tokens(checker: Checker, size: int) -> None:
 
 
 @FUZZ
-@given(depth=st.integers(min_value=1, max_value=3_000),
-       kind=st.sampled_from(["selection", "list", "object", "variables"]),
-       caller=st.sampled_from(CALLERS))
+@given(
+    depth=st.integers(min_value=1, max_value=3_000),
+    kind=st.sampled_from(["selection", "list", "object", "variables"]),
+    caller=st.sampled_from(CALLERS),
+)
 async def test_deep_nesting(checker: Checker, depth: int, kind: str, caller: str) -> None:
     if kind == "selection":
         chain = ["customers", "edges", "node"] + ["billing", "customer"] * depth
@@ -269,22 +376,41 @@ async def test_deep_nesting(checker: Checker, depth: int, kind: str, caller: str
             inner = f"{name} {{ {inner} }}"
         body: dict[str, Any] = {"query": "{ " + inner + " }"}
     elif kind == "list":
-        body = {"query": '{ usageBalance(meterSlug: ' + "[" * depth + '"x"' + "]" * depth
-                + ") { usedBalance } }"}
+        body = {
+            "query": "{ usageBalance(meterSlug: "
+            + "[" * depth
+            + '"x"'
+            + "]" * depth
+            + ") { usedBalance } }"
+        }
     elif kind == "object":
-        body = {"query": "{ billing(customerExternalId: " + "{a: " * depth + "1" + "}" * depth
-                + ") { customer { id } } }"}
+        body = {
+            "query": "{ billing(customerExternalId: "
+            + "{a: " * depth
+            + "1"
+            + "}" * depth
+            + ") { customer { id } } }"
+        }
     else:
         nested: Any = "x"
         for _ in range(depth):
             nested = {"a": [nested]}
-        body = {"query": "query($c: String) { billing(customerExternalId: $c) { customer { id } } }",
-                "variables": {"c": nested}}
+        body = {
+            "query": "query($c: String) { billing(customerExternalId: $c) { customer { id } } }",
+            "variables": {"c": nested},
+        }
     content = json.dumps(body).encode() if kind != "variables" else None
     if content is None:
         # json.dumps would hit Python's recursion limit first: build the text by hand.
-        content = (b'{"query": ' + json.dumps(body["query"]).encode() + b', "variables": {"c": '
-                   + b'{"a": [' * depth + b'"x"' + b"]}" * depth + b"}}")
+        content = (
+            b'{"query": '
+            + json.dumps(body["query"]).encode()
+            + b', "variables": {"c": '
+            + b'{"a": [' * depth
+            + b'"x"'
+            + b"]}" * depth
+            + b"}}"
+        )
     _status, answer = await checker.post(caller, content=content)
     if caller == "secret_key" and kind == "selection":
         too_deep = depth > 12
@@ -292,32 +418,47 @@ async def test_deep_nesting(checker: Checker, depth: int, kind: str, caller: str
 
 
 @FUZZ
-@given(count=st.integers(min_value=0, max_value=3_000),
-       field=st.sampled_from(["__typename", "billing { customer { id } }"]),
-       caller=st.sampled_from(("secret_key", "customer_a")))
-async def test_enormous_alias_counts(checker: Checker, count: int, field: str,
-                                     caller: str) -> None:
+@given(
+    count=st.integers(min_value=0, max_value=3_000),
+    field=st.sampled_from(["__typename", "billing { customer { id } }"]),
+    caller=st.sampled_from(("secret_key", "customer_a")),
+)
+async def test_enormous_alias_counts(checker: Checker, count: int, field: str, caller: str) -> None:
     document = "{ __typename " + " ".join(f"a{i}: {field}" for i in range(count)) + " }"
     status, body = await checker.post(caller, {"query": document})
     assert status == 200
     tokens = 3 + count * (3 if field == "__typename" else 9)
     if tokens > 20_000:
-        assert body == {"data": None, "errors": [{
-            "message": "Syntax Error: Document contains more than 20000 tokens. Parsing aborted.",
-            "locations": body["errors"][0]["locations"],
-            "extensions": {"code": "GRAPHQL_PARSE_FAILED"}}]}
+        assert body == {
+            "data": None,
+            "errors": [
+                {
+                    "message": "Syntax Error: Document contains more than 20000 tokens. Parsing aborted.",
+                    "locations": body["errors"][0]["locations"],
+                    "extensions": {"code": "GRAPHQL_PARSE_FAILED"},
+                }
+            ],
+        }
     elif count <= 200:
         assert "errors" not in body
         assert len(body["data"]) == count + 1
     else:
-        assert body == {"data": None, "errors": [{
-            "message": f"{count} aliases found. Allowed: 200",
-            "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]}
+        assert body == {
+            "data": None,
+            "errors": [
+                {
+                    "message": f"{count} aliases found. Allowed: 200",
+                    "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
+                }
+            ],
+        }
 
 
-async def test_the_customer_token_fixture_reads_its_own_billing(gql: GraphQLClient,
-                                                                 world: World) -> None:
+async def test_the_customer_token_fixture_reads_its_own_billing(
+    gql: GraphQLClient, world: World
+) -> None:
     """The fuzzing above uses customer A's token: it is a valid one."""
-    response = await gql("{ billing { customer { externalId } } }",
-                         token=world.tokens["customer_a"])
+    response = await gql(
+        "{ billing { customer { externalId } } }", token=world.tokens["customer_a"]
+    )
     assert response.body == {"data": {"billing": {"customer": {"externalId": "cust-a"}}}}

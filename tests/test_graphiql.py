@@ -14,8 +14,12 @@ from gateway.graphiql import STATIC_DIR
 from gateway.settings import Settings
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-ASSETS = ("graphiql.min.js", "graphiql.min.css", "react.production.min.js",
-          "react-dom.production.min.js")
+ASSETS = (
+    "graphiql.min.js",
+    "graphiql.min.css",
+    "react.production.min.js",
+    "react-dom.production.min.js",
+)
 
 
 async def test_browsers_get_the_page(http: httpx.AsyncClient) -> None:
@@ -26,16 +30,20 @@ async def test_browsers_get_the_page(http: httpx.AsyncClient) -> None:
     assert "<title>Billing gateway · GraphiQL</title>" in page
     scripts = re.findall(r'<script src="([^"]+)"', page)
     styles = re.findall(r'<link rel="stylesheet" href="([^"]+)"', page)
-    assert scripts == ["/static/graphiql/react.production.min.js",
-                       "/static/graphiql/react-dom.production.min.js",
-                       "/static/graphiql/graphiql.min.js"]
+    assert scripts == [
+        "/static/graphiql/react.production.min.js",
+        "/static/graphiql/react-dom.production.min.js",
+        "/static/graphiql/graphiql.min.js",
+    ]
     assert styles == ["/static/graphiql/graphiql.min.css"]
     # Nothing from elsewhere: every URL in the page is our own.
     assert re.findall(r"(?:src|href)=\"(?!/static/graphiql/|data:)", page) == []
     assert "http://" not in page and "https://" not in page
-    config = json.loads(re.search(
-        r'<script id="graphiql-config" type="application/json">(.*?)</script>', page, re.S
-    ).group(1))  # type: ignore[union-attr]
+    config = json.loads(
+        re.search(
+            r'<script id="graphiql-config" type="application/json">(.*?)</script>', page, re.S
+        ).group(1)
+    )  # type: ignore[union-attr]
     assert "query CurrentBalances" in config["defaultQuery"]
     assert 'defaultEditorToolsVisibility: "headers"' in page
     assert "shouldPersistHeaders: false" in page
@@ -77,15 +85,17 @@ def test_the_vendored_files_carry_their_licences() -> None:
 
 async def test_get_queries_still_reach_graphql(http: httpx.AsyncClient) -> None:
     for accept in ("application/json", BROWSER_ACCEPT, "*/*"):
-        response = await http.get("/graphql", params={"query": "{ __typename }"},
-                                  headers={"Accept": accept})
+        response = await http.get(
+            "/graphql", params={"query": "{ __typename }"}, headers={"Accept": accept}
+        )
         assert response.status_code == 200, accept
         assert response.json() == {"data": {"__typename": "Query"}}, accept
 
 
 async def test_posts_are_never_the_page(http: httpx.AsyncClient) -> None:
-    response = await http.post("/graphql", json={"query": "{ __typename }"},
-                               headers={"Accept": BROWSER_ACCEPT})
+    response = await http.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"Accept": BROWSER_ACCEPT}
+    )
     assert response.status_code == 200
     assert response.json() == {"data": {"__typename": "Query"}}
 

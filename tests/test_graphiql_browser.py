@@ -33,8 +33,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 SETUP = Path(__file__).parent / "browser_setup.sh"
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "graphiql.png"
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 QUERY = """query Balance {
   usageBalance(meterSlug: "ai_generations") {
@@ -51,8 +56,10 @@ def chromium() -> Path:
     if not CHROMIUM.exists():
         setup = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=900)
         if not CHROMIUM.exists():
-            pytest.skip(f"Chromium could not be installed by {SETUP.name}: "
-                        f"{(setup.stderr or setup.stdout).strip()[-500:]}")
+            pytest.skip(
+                f"Chromium could not be installed by {SETUP.name}: "
+                f"{(setup.stderr or setup.stdout).strip()[-500:]}"
+            )
     return CHROMIUM
 
 
@@ -60,8 +67,13 @@ def chromium() -> Path:
 def live_server(settings: Settings, database_url: str) -> Iterator[str]:
     """The gateway in uvicorn on a free port of 127.0.0.1, in a background thread."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings, database_url), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings, database_url),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -102,8 +114,10 @@ async def test_graphiql_works_offline_in_chromium(
             page_errors: list[str] = []
             page.on("pageerror", lambda error: page_errors.append(str(error)))
             failed: list[str] = []
-            page.on("response", lambda r: failed.append(f"{r.status} {r.url}")
-                    if r.status >= 400 else None)
+            page.on(
+                "response",
+                lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+            )
 
             await page.goto(f"{live_server}/graphql")
             await page.wait_for_selector(".graphiql-container")
@@ -111,8 +125,10 @@ async def test_graphiql_works_offline_in_chromium(
             # The schema documentation (loaded by introspection, without credentials).
             await page.get_by_label("Show Documentation Explorer").click()
             await page.get_by_text("Mutation", exact=True).click()
-            create_usage_event = page.locator(".graphiql-doc-explorer a.graphiql-doc-explorer-field-name",
-                                              has_text="createUsageEvent")
+            create_usage_event = page.locator(
+                ".graphiql-doc-explorer a.graphiql-doc-explorer-field-name",
+                has_text="createUsageEvent",
+            )
             await create_usage_event.first.wait_for()
             assert await create_usage_event.first.inner_text() == "createUsageEvent"
 
@@ -130,21 +146,31 @@ async def test_graphiql_works_offline_in_chromium(
             await page.wait_for_function(
                 "document.querySelector('.graphiql-response').innerText.includes('usedBalance')"
             )
-            result = json.loads(await page.evaluate(
-                "document.querySelector('.graphiql-response .CodeMirror').CodeMirror.getValue()"
-            ))
+            result = json.loads(
+                await page.evaluate(
+                    "document.querySelector('.graphiql-response .CodeMirror').CodeMirror.getValue()"
+                )
+            )
             # The docs' screenshot is refreshed on request (UPDATE_SCREENSHOT=1); a normal run
             # keeps its own copy so that running the tests changes no tracked file.
-            target = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "graphiql.png"
+            target = (
+                SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "graphiql.png"
+            )
             await page.screenshot(path=str(target))
             assert target.stat().st_size > 10_000
         finally:
             await browser.close()
 
-    assert result == {"data": {"usageBalance": {
-        "usageMeter": {"slug": "ai_generations"}, "availableBalance": 97, "usedBalance": 3,
-        "balanceLimit": 100,
-    }}}
+    assert result == {
+        "data": {
+            "usageBalance": {
+                "usageMeter": {"slug": "ai_generations"},
+                "availableBalance": 97,
+                "usedBalance": 3,
+                "balanceLimit": 100,
+            }
+        }
+    }
     assert outside == []
     assert page_errors == []
     assert failed == []

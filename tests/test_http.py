@@ -35,10 +35,14 @@ async def gateway_app(
     settings: Settings, client_address: tuple[str, int] = ("127.0.0.1", 123), **overrides: Any
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """A separately built app with ``overrides`` of the test settings, and a client on it."""
-    custom = Settings(**{
-        **settings.model_dump(), "gateway_pool_min_size": 1, "gateway_pool_max_size": 2,
-        **overrides,
-    })
+    custom = Settings(
+        **{
+            **settings.model_dump(),
+            "gateway_pool_min_size": 1,
+            "gateway_pool_max_size": 2,
+            **overrides,
+        }
+    )
     app = create_app(custom, settings.database_url or "")
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=client_address)
@@ -62,10 +66,14 @@ class Clock:
 
 
 def rate_limited(retry_after: int, limit: int = 3) -> dict[str, Any]:
-    return {"errors": [{
-        "message": f"rate limit of {limit} requests per minute exceeded: retry in {retry_after} s",
-        "extensions": {"code": "RATE_LIMITED", "retryAfter": retry_after},
-    }]}
+    return {
+        "errors": [
+            {
+                "message": f"rate limit of {limit} requests per minute exceeded: retry in {retry_after} s",
+                "extensions": {"code": "RATE_LIMITED", "retryAfter": retry_after},
+            }
+        ]
+    }
 
 
 async def test_rate_limit_per_secret_key_at_its_exact_threshold(
@@ -79,7 +87,10 @@ async def test_rate_limit_per_secret_key_at_its_exact_threshold(
         app.state.rate_limiter.clock = clock
         for _ in range(3):
             response = await client.post("/graphql", json=TYPENAME, headers=bearer(secret_key))
-            assert (response.status_code, response.json()) == (200, {"data": {"__typename": "Query"}})
+            assert (response.status_code, response.json()) == (
+                200,
+                {"data": {"__typename": "Query"}},
+            )
         refused = await client.post("/graphql", json=TYPENAME, headers=bearer(secret_key))
         assert (refused.status_code, refused.json()) == (429, rate_limited(20))
         assert refused.headers["retry-after"] == "20"
@@ -121,8 +132,9 @@ async def test_rate_limit_per_customer_across_its_tokens(
 async def test_rate_limit_of_anonymous_callers_per_address(
     settings: Settings, db: Database
 ) -> None:
-    async with gateway_app(settings, gateway_rate_limit_per_minute=3,
-                           client_address=("10.0.0.1", 5000)) as (app, client):
+    async with gateway_app(
+        settings, gateway_rate_limit_per_minute=3, client_address=("10.0.0.1", 5000)
+    ) as (app, client):
         limiter = app.state.rate_limiter
         limiter.clock = Clock()
         statuses = [(await client.post("/graphql", json=TYPENAME)).status_code for _ in range(4)]
@@ -167,8 +179,14 @@ def body_of_size(size: int) -> bytes:
 
 
 def too_large(limit: int) -> dict[str, Any]:
-    return {"errors": [{"message": f"the request body is larger than {limit} bytes",
-                        "extensions": {"code": "PAYLOAD_TOO_LARGE", "maxBytes": limit}}]}
+    return {
+        "errors": [
+            {
+                "message": f"the request body is larger than {limit} bytes",
+                "extensions": {"code": "PAYLOAD_TOO_LARGE", "maxBytes": limit},
+            }
+        ]
+    }
 
 
 async def test_body_limit_at_its_exact_threshold(settings: Settings, db: Database) -> None:
@@ -184,29 +202,35 @@ async def test_body_limit_at_its_exact_threshold(settings: Settings, db: Databas
 
         async def chunks(body: bytes) -> AsyncIterator[bytes]:
             for start in range(0, len(body), 64):
-                yield body[start:start + 64]
+                yield body[start : start + 64]
 
         # Without Content-Length (chunked): counted as it arrives.
-        response = await client.post("/graphql", content=chunks(body_of_size(300)),
-                                     headers=JSON_HEADERS)
+        response = await client.post(
+            "/graphql", content=chunks(body_of_size(300)), headers=JSON_HEADERS
+        )
         assert response.status_code == 200
         assert "content-length" not in response.request.headers
-        response = await client.post("/graphql", content=chunks(body_of_size(301)),
-                                     headers=JSON_HEADERS)
+        response = await client.post(
+            "/graphql", content=chunks(body_of_size(301)), headers=JSON_HEADERS
+        )
         assert (response.status_code, response.json()) == (413, too_large(300))
 
         response = await client.post(
-            "/graphql", content=body_of_size(5000),
+            "/graphql",
+            content=body_of_size(5000),
             headers={**JSON_HEADERS, "accept": GRAPHQL_RESPONSE_MEDIA},
         )
         assert (response.status_code, response.headers["content-type"]) == (
-            413, GRAPHQL_RESPONSE_MEDIA)
+            413,
+            GRAPHQL_RESPONSE_MEDIA,
+        )
 
 
 async def test_default_body_limit_is_wired(gql: GraphQLClient, settings: Settings) -> None:
     limit = settings.gateway_max_body_bytes
-    response = await gql.http.post("/graphql", content=body_of_size(limit + 1),
-                                   headers=JSON_HEADERS)
+    response = await gql.http.post(
+        "/graphql", content=body_of_size(limit + 1), headers=JSON_HEADERS
+    )
     assert (response.status_code, response.json()) == (413, too_large(limit))
 
 
@@ -230,34 +254,53 @@ async def test_depth_limit_at_its_exact_threshold(
     settings: Settings, db: Database, secret_key: str
 ) -> None:
     async with gateway_app(settings, gateway_max_depth=5) as (_app, client):
-        response = await client.post("/graphql", json={"query": nested(5)},
-                                     headers=bearer(secret_key))
+        response = await client.post(
+            "/graphql", json={"query": nested(5)}, headers=bearer(secret_key)
+        )
         assert (response.status_code, response.json()) == (
-            200, {"data": {"customers": {"edges": []}}})
-        response = await client.post("/graphql", json={"query": nested(6)},
-                                     headers=bearer(secret_key))
+            200,
+            {"data": {"customers": {"edges": []}}},
+        )
+        response = await client.post(
+            "/graphql", json={"query": nested(6)}, headers=bearer(secret_key)
+        )
         body = response.json()
         assert response.status_code == 200
         assert body["data"] is None
-        assert [(e["message"], e["extensions"]) for e in body["errors"]] == [(
-            "'anonymous' exceeds maximum operation depth of 5",
-            {"code": "GRAPHQL_VALIDATION_FAILED"},
-        )]
+        assert [(e["message"], e["extensions"]) for e in body["errors"]] == [
+            (
+                "'anonymous' exceeds maximum operation depth of 5",
+                {"code": "GRAPHQL_VALIDATION_FAILED"},
+            )
+        ]
 
 
 async def test_alias_limit_at_its_exact_threshold(
     settings: Settings, db: Database, secret_key: str
 ) -> None:
     async with gateway_app(settings, gateway_max_aliases=5) as (_app, client):
-        response = await client.post("/graphql", json={"query": aliases(5)},
-                                     headers=bearer(secret_key))
+        response = await client.post(
+            "/graphql", json={"query": aliases(5)}, headers=bearer(secret_key)
+        )
         assert (response.status_code, response.json()) == (
-            200, {"data": {f"a{i}": "Query" for i in range(5)}})
-        response = await client.post("/graphql", json={"query": aliases(6)},
-                                     headers=bearer(secret_key))
-        assert (response.status_code, response.json()) == (200, {"data": None, "errors": [{
-            "message": "6 aliases found. Allowed: 5",
-            "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]})
+            200,
+            {"data": {f"a{i}": "Query" for i in range(5)}},
+        )
+        response = await client.post(
+            "/graphql", json={"query": aliases(6)}, headers=bearer(secret_key)
+        )
+        assert (response.status_code, response.json()) == (
+            200,
+            {
+                "data": None,
+                "errors": [
+                    {
+                        "message": "6 aliases found. Allowed: 5",
+                        "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
+                    }
+                ],
+            },
+        )
 
 
 async def test_a_dashboard_of_60_aliased_balances_fits_the_default_limits(
@@ -271,13 +314,20 @@ async def test_a_dashboard_of_60_aliased_balances_fits_the_default_limits(
         await new_customer(gql, f"dash-{i}")
     for i in range(60):
         await subscribe(gql, f"dash-{i}", "basic_a_monthly")
-    query = "{ " + " ".join(
-        f'b{i}: usageBalance(meterSlug: "api_calls", customerExternalId: "dash-{i}")'
-        " { availableBalance usedBalance }" for i in range(60)
-    ) + " }"
+    query = (
+        "{ "
+        + " ".join(
+            f'b{i}: usageBalance(meterSlug: "api_calls", customerExternalId: "dash-{i}")'
+            " { availableBalance usedBalance }"
+            for i in range(60)
+        )
+        + " }"
+    )
     response = await gql(query)
-    assert (response.status, response.body) == (200, {"data": {
-        f"b{i}": {"availableBalance": 100, "usedBalance": 0} for i in range(60)}})
+    assert (response.status, response.body) == (
+        200,
+        {"data": {f"b{i}": {"availableBalance": 100, "usedBalance": 0} for i in range(60)}},
+    )
 
 
 async def test_token_limit_at_its_exact_threshold(
@@ -285,17 +335,24 @@ async def test_token_limit_at_its_exact_threshold(
 ) -> None:
     # { a0: __typename ... a(n-1): __typename } has 3n + 2 tokens.
     async with gateway_app(settings, gateway_max_tokens=17, gateway_max_aliases=100) as (_, client):
-        response = await client.post("/graphql", json={"query": aliases(5)},
-                                     headers=bearer(secret_key))
+        response = await client.post(
+            "/graphql", json={"query": aliases(5)}, headers=bearer(secret_key)
+        )
         assert response.status_code == 200
         assert response.json() == {"data": {f"a{i}": "Query" for i in range(5)}}
-        response = await client.post("/graphql", json={"query": aliases(5) + " "},
-                                     headers=bearer(secret_key))
+        response = await client.post(
+            "/graphql", json={"query": aliases(5) + " "}, headers=bearer(secret_key)
+        )
         assert response.status_code == 200
-        response = await client.post("/graphql", json={"query": "{ a0: __typename a1: __typename"
-                                                       " a2: __typename a3: __typename"
-                                                       " a4: __typename x }"},
-                                     headers=bearer(secret_key))
+        response = await client.post(
+            "/graphql",
+            json={
+                "query": "{ a0: __typename a1: __typename"
+                " a2: __typename a3: __typename"
+                " a4: __typename x }"
+            },
+            headers=bearer(secret_key),
+        )
         body = response.json()
         assert response.status_code == 200
         assert body["data"] is None
@@ -317,29 +374,52 @@ async def test_batch_size_cap_at_its_exact_threshold(
         __typename ... on UserError { code message field } } }"""
 
     def batch(n: int, prefix: str) -> list[dict[str, Any]]:
-        return [{"target": {"usageMeterSlug": "api_calls"}, "subscriptionId": sub,
-                 "transactionId": f"{prefix}-{i}", "amount": 1} for i in range(n)]
+        return [
+            {
+                "target": {"usageMeterSlug": "api_calls"},
+                "subscriptionId": sub,
+                "transactionId": f"{prefix}-{i}",
+                "amount": 1,
+            }
+            for i in range(n)
+        ]
 
     async with gateway_app(settings, gateway_max_batch_size=3) as (_app, client):
         response = await client.post(
-            "/graphql", json={"query": document, "variables": {"input": batch(3, "ok")}},
+            "/graphql",
+            json={"query": document, "variables": {"input": batch(3, "ok")}},
             headers=bearer(secret_key),
         )
-        assert response.json() == {"data": {"createUsageEvents": [
-            {"__typename": "UsageEventRecorded"}] * 3}}
+        assert response.json() == {
+            "data": {"createUsageEvents": [{"__typename": "UsageEventRecorded"}] * 3}
+        }
         response = await client.post(
-            "/graphql", json={"query": document, "variables": {"input": batch(4, "no")}},
+            "/graphql",
+            json={"query": document, "variables": {"input": batch(4, "no")}},
             headers=bearer(secret_key),
         )
-        assert response.json() == {"data": {"createUsageEvents": [{
-            "__typename": "InvalidInput", "code": "INVALID_INPUT",
-            "message": "a batch holds at most 3 events (got 4)", "field": ["input"]}] * 4}}
+        assert response.json() == {
+            "data": {
+                "createUsageEvents": [
+                    {
+                        "__typename": "InvalidInput",
+                        "code": "INVALID_INPUT",
+                        "message": "a batch holds at most 3 events (got 4)",
+                        "field": ["input"],
+                    }
+                ]
+                * 4
+            }
+        }
     assert await db.fetchval("SELECT count(*) FROM usage_events") == 3
     # The default cap (1,000) on the shared app.
     response = await gql(document, {"input": batch(1001, "big")})
     assert response.body["data"]["createUsageEvents"][1000] == {
-        "__typename": "InvalidInput", "code": "INVALID_INPUT",
-        "message": "a batch holds at most 1000 events (got 1001)", "field": ["input"]}
+        "__typename": "InvalidInput",
+        "code": "INVALID_INPUT",
+        "message": "a batch holds at most 1000 events (got 1001)",
+        "field": ["input"],
+    }
     assert len(response.body["data"]["createUsageEvents"]) == 1001
     assert await db.fetchval("SELECT count(*) FROM usage_events") == 3
 
@@ -371,7 +451,9 @@ def test_negotiate(accept: str | None, expected: str | None) -> None:
     assert negotiate(accept) == expected
 
 
-async def test_the_response_has_the_media_type_the_client_asked_for(http: httpx.AsyncClient) -> None:
+async def test_the_response_has_the_media_type_the_client_asked_for(
+    http: httpx.AsyncClient,
+) -> None:
     for accept, media in (
         ("application/json", "application/json"),
         (GRAPHQL_RESPONSE_MEDIA, GRAPHQL_RESPONSE_MEDIA),
@@ -379,14 +461,25 @@ async def test_the_response_has_the_media_type_the_client_asked_for(http: httpx.
     ):
         response = await http.post("/graphql", json=TYPENAME, headers={"accept": accept})
         assert (response.status_code, response.headers["content-type"], response.json()) == (
-            200, media, {"data": {"__typename": "Query"}})
+            200,
+            media,
+            {"data": {"__typename": "Query"}},
+        )
         response = await http.get("/graphql", params=TYPENAME, headers={"accept": accept})
         assert (response.status_code, response.headers["content-type"]) == (200, media)
     response = await http.post("/graphql", json=TYPENAME, headers={"accept": "text/xml"})
     assert (response.status_code, response.headers["content-type"], response.json()) == (
-        406, "application/json", {"errors": [{
-            "message": f"Accept must allow {GRAPHQL_RESPONSE_MEDIA} or application/json",
-            "extensions": {"code": "NOT_ACCEPTABLE"}}]})
+        406,
+        "application/json",
+        {
+            "errors": [
+                {
+                    "message": f"Accept must allow {GRAPHQL_RESPONSE_MEDIA} or application/json",
+                    "extensions": {"code": "NOT_ACCEPTABLE"},
+                }
+            ]
+        },
+    )
 
 
 @pytest.mark.parametrize(
@@ -394,11 +487,17 @@ async def test_the_response_has_the_media_type_the_client_asked_for(http: httpx.
     [
         ("{ __typename ", None, "GRAPHQL_PARSE_FAILED"),
         ("{ nope }", None, "GRAPHQL_VALIDATION_FAILED"),
-        ("query($n: Int) { customers(first: $n) { pageInfo { hasNextPage } } }", {"n": "ten"},
-         "BAD_USER_INPUT"),
-        ("mutation($d: DateTime) { grantUsageCredits(input: {subscriptionId: \"x\","
-         " usageMeterSlug: \"m\", amount: 1, expiresAt: $d}) { __typename } }",
-         {"d": "yesterday"}, "BAD_USER_INPUT"),
+        (
+            "query($n: Int) { customers(first: $n) { pageInfo { hasNextPage } } }",
+            {"n": "ten"},
+            "BAD_USER_INPUT",
+        ),
+        (
+            'mutation($d: DateTime) { grantUsageCredits(input: {subscriptionId: "x",'
+            ' usageMeterSlug: "m", amount: 1, expiresAt: $d}) { __typename } }',
+            {"d": "yesterday"},
+            "BAD_USER_INPUT",
+        ),
     ],
 )
 async def test_request_errors_are_200_for_json_and_400_for_graphql_response_json(
@@ -407,8 +506,9 @@ async def test_request_errors_are_200_for_json_and_400_for_graphql_response_json
     body = {"query": query, "variables": variables}
     headers = {"authorization": f"Bearer {gql.token}"}
     legacy = await gql.http.post("/graphql", json=body, headers=headers)
-    modern = await gql.http.post("/graphql", json=body,
-                                 headers={**headers, "accept": GRAPHQL_RESPONSE_MEDIA})
+    modern = await gql.http.post(
+        "/graphql", json=body, headers={**headers, "accept": GRAPHQL_RESPONSE_MEDIA}
+    )
     assert (legacy.status_code, modern.status_code) == (200, 400)
     assert legacy.json() == modern.json()
     assert legacy.json()["data"] is None
@@ -419,28 +519,50 @@ async def test_a_field_error_is_200_for_both_media_types(gql: GraphQLClient) -> 
     body = {"query": "{ customers(first: 1000) { pageInfo { hasNextPage } } }"}
     for accept in ("application/json", GRAPHQL_RESPONSE_MEDIA):
         response = await gql.http.post(
-            "/graphql", json=body,
+            "/graphql",
+            json=body,
             headers={"authorization": f"Bearer {gql.token}", "accept": accept},
         )
-        assert (response.status_code, response.json()) == (200, {"data": None, "errors": [{
-            "message": "first must be between 0 and 100", "locations": [{"line": 1, "column": 3}],
-            "path": ["customers"], "extensions": {"code": "BAD_USER_INPUT"}}]})
+        assert (response.status_code, response.json()) == (
+            200,
+            {
+                "data": None,
+                "errors": [
+                    {
+                        "message": "first must be between 0 and 100",
+                        "locations": [{"line": 1, "column": 3}],
+                        "path": ["customers"],
+                        "extensions": {"code": "BAD_USER_INPUT"},
+                    }
+                ],
+            },
+        )
 
 
-async def test_get_serves_queries_and_refuses_mutations(
-    gql: GraphQLClient, db: Database
-) -> None:
+async def test_get_serves_queries_and_refuses_mutations(gql: GraphQLClient, db: Database) -> None:
     headers = {"authorization": f"Bearer {gql.token}"}
     response = await gql.http.get("/graphql", params=TYPENAME, headers=headers)
     assert (response.status_code, response.json()) == (200, {"data": {"__typename": "Query"}})
     response = await gql.http.get(
         "/graphql",
-        params={"query": 'mutation { createCustomer(input: {externalId: "via-get"}) { __typename } }'},
+        params={
+            "query": 'mutation { createCustomer(input: {externalId: "via-get"}) { __typename } }'
+        },
         headers=headers,
     )
-    assert (response.status_code, response.headers["allow"], response.json()) == (405, "POST", {
-        "errors": [{"message": "mutations are not allowed when using GET: GET serves queries only,"
-                               " use POST", "extensions": {"code": "METHOD_NOT_ALLOWED"}}]})
+    assert (response.status_code, response.headers["allow"], response.json()) == (
+        405,
+        "POST",
+        {
+            "errors": [
+                {
+                    "message": "mutations are not allowed when using GET: GET serves queries only,"
+                    " use POST",
+                    "extensions": {"code": "METHOD_NOT_ALLOWED"},
+                }
+            ]
+        },
+    )
     assert await db.fetchval("SELECT count(*) FROM customers") == 0
 
 
@@ -449,55 +571,117 @@ async def test_get_serves_queries_and_refuses_mutations(
     [
         (b"{not json", "application/json", 400, "Unable to parse request body as JSON"),
         (b"", "application/json", 400, "Unable to parse request body as JSON"),
-        (b"[" * 5000 + b"]" * 5000, "application/json", 400,
-         "Unable to parse request body as JSON"),
+        (
+            b"[" * 5000 + b"]" * 5000,
+            "application/json",
+            400,
+            "Unable to parse request body as JSON",
+        ),
         (b'"a string"', "application/json", 400, "the request body must be a JSON object"),
         (b"42", "application/json", 400, "the request body must be a JSON object"),
         (b"[]", "application/json", 400, "Batching is not enabled"),
-        (b'{"query": 5}', "application/json", 400,
-         "The GraphQL operation's `query` must be a string or null, if provided."),
-        (b'{"query": "{ __typename }", "variables": [1]}', "application/json", 400,
-         "The GraphQL operation's `variables` must be an object or null, if provided."),
-        (b'{"query": "{ __typename }", "operationName": 5}', "application/json", 400,
-         "operationName must be a string or null"),
+        (
+            b'{"query": 5}',
+            "application/json",
+            400,
+            "The GraphQL operation's `query` must be a string or null, if provided.",
+        ),
+        (
+            b'{"query": "{ __typename }", "variables": [1]}',
+            "application/json",
+            400,
+            "The GraphQL operation's `variables` must be an object or null, if provided.",
+        ),
+        (
+            b'{"query": "{ __typename }", "operationName": 5}',
+            "application/json",
+            400,
+            "operationName must be a string or null",
+        ),
         (b"{}", "application/json", 400, "No GraphQL query found in the request"),
-        (b'{"query": "{ __typename }"}', "text/plain", 415,
-         "POST a body of Content-Type application/json"),
-        (b"query=%7B__typename%7D", "application/x-www-form-urlencoded", 415,
-         "POST a body of Content-Type application/json"),
+        (
+            b'{"query": "{ __typename }"}',
+            "text/plain",
+            415,
+            "POST a body of Content-Type application/json",
+        ),
+        (
+            b"query=%7B__typename%7D",
+            "application/x-www-form-urlencoded",
+            415,
+            "POST a body of Content-Type application/json",
+        ),
     ],
 )
 async def test_unparseable_requests_get_json_errors(
     content: bytes, content_type: str, status: int, message: str, gql: GraphQLClient
 ) -> None:
     response = await gql.http.post(
-        "/graphql", content=content,
+        "/graphql",
+        content=content,
         headers={"content-type": content_type, "authorization": f"Bearer {gql.token}"},
     )
     code = {400: "BAD_REQUEST", 415: "UNSUPPORTED_MEDIA_TYPE"}[status]
     assert (response.status_code, response.headers["content-type"], response.json()) == (
-        status, "application/json",
-        {"errors": [{"message": message, "extensions": {"code": code}}]})
+        status,
+        "application/json",
+        {"errors": [{"message": message, "extensions": {"code": code}}]},
+    )
 
 
 async def test_every_failure_has_a_json_body(http: httpx.AsyncClient) -> None:
     response = await http.put("/graphql", json=TYPENAME)
-    assert (response.status_code, response.json()) == (405, {"errors": [{
-        "message": "Method Not Allowed", "extensions": {"code": "METHOD_NOT_ALLOWED"}}]})
+    assert (response.status_code, response.json()) == (
+        405,
+        {
+            "errors": [
+                {"message": "Method Not Allowed", "extensions": {"code": "METHOD_NOT_ALLOWED"}}
+            ]
+        },
+    )
     response = await http.get("/nowhere")
-    assert (response.status_code, response.json()) == (404, {"errors": [{
-        "message": "Not Found", "extensions": {"code": "NOT_FOUND"}}]})
+    assert (response.status_code, response.json()) == (
+        404,
+        {"errors": [{"message": "Not Found", "extensions": {"code": "NOT_FOUND"}}]},
+    )
     response = await http.get("/graphql", headers={"accept": "application/json"})
-    assert (response.status_code, response.json()) == (400, {"errors": [{
-        "message": "No GraphQL query found in the request", "extensions": {"code": "BAD_REQUEST"}}]})
+    assert (response.status_code, response.json()) == (
+        400,
+        {
+            "errors": [
+                {
+                    "message": "No GraphQL query found in the request",
+                    "extensions": {"code": "BAD_REQUEST"},
+                }
+            ]
+        },
+    )
     response = await http.get("/graphql", params={"query": "{ __typename }", "variables": "{"})
-    assert (response.status_code, response.json()) == (400, {"errors": [{
-        "message": "Unable to parse request body as JSON", "extensions": {"code": "BAD_REQUEST"}}]})
+    assert (response.status_code, response.json()) == (
+        400,
+        {
+            "errors": [
+                {
+                    "message": "Unable to parse request body as JSON",
+                    "extensions": {"code": "BAD_REQUEST"},
+                }
+            ]
+        },
+    )
     response = await http.post("/graphql", json=TYPENAME, headers={"authorization": "Basic abc"})
     assert (response.status_code, response.headers["www-authenticate"], response.json()) == (
-        401, "Bearer", {"data": None, "errors": [{
-            "message": "use Authorization: Bearer <secret key or session token>",
-            "extensions": {"code": "UNAUTHENTICATED"}}]})
+        401,
+        "Bearer",
+        {
+            "data": None,
+            "errors": [
+                {
+                    "message": "use Authorization: Bearer <secret key or session token>",
+                    "extensions": {"code": "UNAUTHENTICATED"},
+                }
+            ],
+        },
+    )
 
 
 # ------------------------------------------------------------------ GraphiQL and introspection
@@ -512,30 +696,49 @@ async def test_graphiql_and_introspection_need_no_credentials(http: httpx.AsyncC
     assert (page.status_code, page.headers["content-type"]) == (200, "text/html; charset=utf-8")
     response = await http.post("/graphql", json=INTROSPECTION)
     assert (response.status_code, response.json()) == (
-        200, {"data": {"__schema": {"queryType": {"name": "Query"}}}})
+        200,
+        {"data": {"__schema": {"queryType": {"name": "Query"}}}},
+    )
 
 
 async def test_introspection_and_graphiql_can_be_turned_off(
     settings: Settings, db: Database, secret_key: str
 ) -> None:
-    async with gateway_app(settings, gateway_introspection=False,
-                           gateway_graphiql=False) as (_app, client):
+    async with gateway_app(settings, gateway_introspection=False, gateway_graphiql=False) as (
+        _app,
+        client,
+    ):
         page = await client.get("/graphql", headers=BROWSER)
-        assert (page.status_code, page.json()) == (404, {"errors": [{
-            "message": "Not Found", "extensions": {"code": "NOT_FOUND"}}]})
+        assert (page.status_code, page.json()) == (
+            404,
+            {"errors": [{"message": "Not Found", "extensions": {"code": "NOT_FOUND"}}]},
+        )
         response = await client.post("/graphql", json=INTROSPECTION)
         assert (response.status_code, response.json()["errors"][0]["extensions"]) == (
-            401, {"code": "UNAUTHENTICATED"})
+            401,
+            {"code": "UNAUTHENTICATED"},
+        )
         response = await client.post("/graphql", json=INTROSPECTION, headers=bearer(secret_key))
-        assert (response.status_code, response.json()) == (200, {"data": None, "errors": [{
-            "message": "GraphQL introspection has been disabled, but the requested query"
-                       " contained the field '__schema'.",
-            "locations": [{"line": 1, "column": 3}],
-            "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}, {
-            "message": "GraphQL introspection has been disabled, but the requested query"
-                       " contained the field 'queryType'.",
-            "locations": [{"line": 1, "column": 14}],
-            "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]})
+        assert (response.status_code, response.json()) == (
+            200,
+            {
+                "data": None,
+                "errors": [
+                    {
+                        "message": "GraphQL introspection has been disabled, but the requested query"
+                        " contained the field '__schema'.",
+                        "locations": [{"line": 1, "column": 3}],
+                        "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
+                    },
+                    {
+                        "message": "GraphQL introspection has been disabled, but the requested query"
+                        " contained the field 'queryType'.",
+                        "locations": [{"line": 1, "column": 14}],
+                        "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
+                    },
+                ],
+            },
+        )
         response = await client.post("/graphql", json=TYPENAME)
         assert (response.status_code, response.json()) == (200, {"data": {"__typename": "Query"}})
 
@@ -546,7 +749,7 @@ async def test_introspection_and_graphiql_can_be_turned_off(
         "{ billing { customer { id } } }",
         "{ __schema { queryType { name } } billing { customer { id } } }",
         "{ ...F } fragment F on Query { customers { edges { cursor } } }",
-        "{ ... on Query { usageBalance(meterSlug: \"x\") { usedBalance } } }",
+        '{ ... on Query { usageBalance(meterSlug: "x") { usedBalance } } }',
         "{ billing { nope } }",  # refused before validation says anything about the schema
         'mutation { createCustomer(input: {externalId: "anon"}) { __typename } }',
         'query A { __typename } mutation B { createCustomer(input: {externalId: "anon"}) '
@@ -564,13 +767,23 @@ async def test_anonymous_operations_are_refused_before_execution(
         return await real(*args)
 
     monkeypatch.setattr(authz, "customer_for", spy)
-    response = await http.post("/graphql", json={"query": query, "operationName": "B"
-                                                 if "mutation B" in query else None})
+    response = await http.post(
+        "/graphql", json={"query": query, "operationName": "B" if "mutation B" in query else None}
+    )
     assert (response.status_code, response.headers["www-authenticate"], response.json()) == (
-        401, "Bearer", {"data": None, "errors": [{
-            "message": "authentication required: send Authorization: Bearer"
-                       " <secret key or session token>",
-            "extensions": {"code": "UNAUTHENTICATED"}}]})
+        401,
+        "Bearer",
+        {
+            "data": None,
+            "errors": [
+                {
+                    "message": "authentication required: send Authorization: Bearer"
+                    " <secret key or session token>",
+                    "extensions": {"code": "UNAUTHENTICATED"},
+                }
+            ],
+        },
+    )
     assert ran == []
     assert await db.fetchval("SELECT count(*) FROM customers") == 0
 
@@ -590,10 +803,20 @@ async def test_an_unexpected_error_is_masked_with_an_id_in_the_log(
     errors = response.errors
     assert errors is not None and len(errors) == 1
     error_id = errors[0]["extensions"]["errorId"]
-    assert (response.status, response.body) == (200, {"data": None, "errors": [{
-        "message": f"Internal server error (error id {error_id})",
-        "locations": [{"line": 1, "column": 3}], "path": ["customers"],
-        "extensions": {"code": "INTERNAL_SERVER_ERROR", "errorId": error_id}}]})
+    assert (response.status, response.body) == (
+        200,
+        {
+            "data": None,
+            "errors": [
+                {
+                    "message": f"Internal server error (error id {error_id})",
+                    "locations": [{"line": 1, "column": 3}],
+                    "path": ["customers"],
+                    "extensions": {"code": "INTERNAL_SERVER_ERROR", "errorId": error_id},
+                }
+            ],
+        },
+    )
     assert len(error_id) == 32
     assert "secret_table" not in json.dumps(response.body)
     logged = [r for r in caplog.records if getattr(r, "error_id", None) == error_id]
@@ -614,15 +837,27 @@ async def test_an_error_in_an_extension_hook_is_masked_too(
         response = await http.post("/graphql", json=TYPENAME)
     body = response.json()
     error_id = body["errors"][0]["extensions"]["errorId"]
-    assert (response.status_code, body) == (200, {"data": None, "errors": [{
-        "message": f"Internal server error (error id {error_id})",
-        "extensions": {"code": "INTERNAL_SERVER_ERROR", "errorId": error_id}}]})
+    assert (response.status_code, body) == (
+        200,
+        {
+            "data": None,
+            "errors": [
+                {
+                    "message": f"Internal server error (error id {error_id})",
+                    "extensions": {"code": "INTERNAL_SERVER_ERROR", "errorId": error_id},
+                }
+            ],
+        },
+    )
     assert [r.name for r in caplog.records if getattr(r, "error_id", None) == error_id] == [
-        "gateway.errors"]
+        "gateway.errors"
+    ]
 
 
 async def test_an_unexpected_http_error_is_a_masked_json_500(
-    app: FastAPI, db: Database, monkeypatch: pytest.MonkeyPatch,
+    app: FastAPI,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def broken(*_args: Any) -> Any:
@@ -635,12 +870,21 @@ async def test_an_unexpected_http_error_is_a_masked_json_500(
             response = await client.post("/graphql", json=TYPENAME)
     body = response.json()
     error_id = body["errors"][0]["extensions"]["errorId"]
-    assert (response.status_code, body) == (500, {"errors": [{
-        "message": f"Internal server error (error id {error_id})",
-        "extensions": {"code": "INTERNAL_SERVER_ERROR", "errorId": error_id}}]})
+    assert (response.status_code, body) == (
+        500,
+        {
+            "errors": [
+                {
+                    "message": f"Internal server error (error id {error_id})",
+                    "extensions": {"code": "INTERNAL_SERVER_ERROR", "errorId": error_id},
+                }
+            ]
+        },
+    )
     assert "10.1.2.3" not in response.text
     assert [r.name for r in caplog.records if getattr(r, "error_id", None) == error_id] == [
-        "gateway.http"]
+        "gateway.http"
+    ]
 
 
 async def test_expected_errors_are_not_logged_as_stack_traces(
@@ -657,15 +901,24 @@ async def test_expected_errors_are_not_logged_as_stack_traces(
             ("{ billing { customer { id } } }", None, None),  # UNAUTHENTICATED
             ("{ customers { edges { cursor } } }", None, token),  # FORBIDDEN
             ("{ customers(first: 1000) { edges { cursor } } }", None, "default"),  # resolver
-            ("query($n: Int) { customers(first: $n) { edges { cursor } } }", {"n": "x"},
-             "default"),  # variables
+            (
+                "query($n: Int) { customers(first: $n) { edges { cursor } } }",
+                {"n": "x"},
+                "default",
+            ),  # variables
             ("{ nope }", None, "default"),  # validation
             ("{ nope", None, "default"),  # parse
         ):
             response = await gql(query, variables, token=bearer_token)
             codes.append((response.errors or [{}])[0]["extensions"]["code"])
-    assert codes == ["UNAUTHENTICATED", "FORBIDDEN", "BAD_USER_INPUT", "BAD_USER_INPUT",
-                     "GRAPHQL_VALIDATION_FAILED", "GRAPHQL_PARSE_FAILED"]
+    assert codes == [
+        "UNAUTHENTICATED",
+        "FORBIDDEN",
+        "BAD_USER_INPUT",
+        "BAD_USER_INPUT",
+        "GRAPHQL_VALIDATION_FAILED",
+        "GRAPHQL_PARSE_FAILED",
+    ]
     assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING] == []
 
 
@@ -686,7 +939,8 @@ async def test_customer_sessions_are_keyed_by_customer(settings: Settings) -> No
     customer = uuid.uuid4()
     key = uuid.uuid4()
     assert RateLimiter.key(Caller(kind="customer", customer_id=customer), request) == (
-        f"customer:{customer}")
+        f"customer:{customer}"
+    )
     assert RateLimiter.key(Caller(kind="secret_key", key_id=key), request) == f"key:{key}"
     assert RateLimiter.key(ANONYMOUS, request) == "ip:192.0.2.7"
     assert RateLimiter.key(None, request) == "ip:192.0.2.7"
@@ -709,8 +963,12 @@ def repeated(kind: str, n: int) -> str:
 
 @pytest.mark.parametrize(
     ("kind", "name"),
-    [("fields", "__typename"), ("fields with arguments", "billing"),
-     ("inline fragments", "billing"), ("fragment spreads", "billing")],
+    [
+        ("fields", "__typename"),
+        ("fields with arguments", "billing"),
+        ("inline fragments", "billing"),
+        ("fragment spreads", "billing"),
+    ],
 )
 async def test_repeated_selections_are_refused_before_validation(
     kind: str, name: str, gql: GraphQLClient
@@ -720,14 +978,27 @@ async def test_repeated_selections_are_refused_before_validation(
     assert response.status == 200
     assert "errors" not in response.body, response.body
     response = await gql(repeated(kind, 17))
-    assert (response.status, response.body) == (200, {"data": None, "errors": [{
-        "message": f"'{name}' is selected 17 times in one selection set; at most 16"
-                   " (use aliases for distinct lookups)",
-        "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]})
+    assert (response.status, response.body) == (
+        200,
+        {
+            "data": None,
+            "errors": [
+                {
+                    "message": f"'{name}' is selected 17 times in one selection set; at most 16"
+                    " (use aliases for distinct lookups)",
+                    "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
+                }
+            ],
+        },
+    )
     # Aliases make distinct lookups: 17 of them are fine.
-    aliased = "{ " + " ".join(
-        f'b{i}: billing(customerExternalId: "x") {{ customer {{ id }} }}' for i in range(17)
-    ) + " }"
+    aliased = (
+        "{ "
+        + " ".join(
+            f'b{i}: billing(customerExternalId: "x") {{ customer {{ id }} }}' for i in range(17)
+        )
+        + " }"
+    )
     response = await gql(aliased)
     assert (response.status, response.body) == (200, {"data": {f"b{i}": None for i in range(17)}})
 
@@ -742,8 +1013,9 @@ def test_there_is_no_websocket_endpoint(settings: Settings) -> None:
         from starlette.testclient import TestClient
 
     client = TestClient(create_app(settings, settings.database_url or ""))
-    with pytest.raises(WebSocketDisconnect), client.websocket_connect(
-        "/graphql", subprotocols=["graphql-transport-ws"]
+    with (
+        pytest.raises(WebSocketDisconnect),
+        client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]),
     ):
         pass
 
@@ -753,13 +1025,25 @@ async def test_fragment_cycles_and_unknown_fragments_are_validation_errors(
 ) -> None:
     cycle = await gql("{ ...F } fragment F on Query { ...G } fragment G on Query { ...F }")
     assert (cycle.status, [e["extensions"]["code"] for e in cycle.errors or []]) == (
-        200, ["GRAPHQL_VALIDATION_FAILED"])
+        200,
+        ["GRAPHQL_VALIDATION_FAILED"],
+    )
     assert cycle.errors is not None
     assert cycle.errors[0]["message"] == "Cannot spread fragment 'F' within itself via 'G'."
     unknown = await gql("{ ...Missing }")
-    assert (unknown.status, unknown.body) == (200, {"data": None, "errors": [{
-        "message": "Unknown fragment 'Missing'.", "locations": [{"line": 1, "column": 6}],
-        "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]})
+    assert (unknown.status, unknown.body) == (
+        200,
+        {
+            "data": None,
+            "errors": [
+                {
+                    "message": "Unknown fragment 'Missing'.",
+                    "locations": [{"line": 1, "column": 6}],
+                    "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
+                }
+            ],
+        },
+    )
 
 
 async def test_the_validation_cache_is_used(gql: GraphQLClient) -> None:

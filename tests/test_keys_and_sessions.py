@@ -26,8 +26,12 @@ from tests.test_auth_matrix import PLAN_A, new_customer, setup_model
 SECRET = "s" * 40
 DASHBOARD = {"query": "{ customers(first: 1) { pageInfo { hasNextPage } } }"}
 DASHBOARD_OK = {"data": {"customers": {"pageInfo": {"hasNextPage": False}}}}
-REVOKED = {"data": None, "errors": [{"message": "unknown or revoked secret key",
-                                     "extensions": {"code": "UNAUTHENTICATED"}}]}
+REVOKED = {
+    "data": None,
+    "errors": [
+        {"message": "unknown or revoked secret key", "extensions": {"code": "UNAUTHENTICATED"}}
+    ],
+}
 
 
 @pytest.fixture
@@ -61,30 +65,41 @@ async def test_keys_create_list_revoke(
     key_id, key = match.groups()
 
     # Stored as its SHA-256 only: the key itself is nowhere in the table.
-    row = await db.fetchrow("SELECT name, prefix, key_hash, revoked_at FROM api_keys WHERE id = $1",
-                            uuid.UUID(key_id))
+    row = await db.fetchrow(
+        "SELECT name, prefix, key_hash, revoked_at FROM api_keys WHERE id = $1", uuid.UUID(key_id)
+    )
     assert row is not None
-    assert dict(row) == {"name": "backend", "prefix": key[:10],
-                         "key_hash": hashlib.sha256(key.encode()).hexdigest(), "revoked_at": None}
+    assert dict(row) == {
+        "name": "backend",
+        "prefix": key[:10],
+        "key_hash": hashlib.sha256(key.encode()).hexdigest(),
+        "revoked_at": None,
+    }
     assert key not in str(await db.fetch("SELECT t::text FROM api_keys t"))
 
-    response = await http.post("/graphql", json=DASHBOARD, headers={"authorization": f"Bearer {key}"})
+    response = await http.post(
+        "/graphql", json=DASHBOARD, headers={"authorization": f"Bearer {key}"}
+    )
     assert (response.status_code, response.json()) == (200, DASHBOARD_OK)
 
     code, out, _ = await run_cli(capsys, "keys", "list")
     assert code == 0
-    assert re.fullmatch(rf"{key_id}  {re.escape(key[:10])}\.\.\.  backend  created \S+  active\n",
-                        out), out
+    assert re.fullmatch(
+        rf"{key_id}  {re.escape(key[:10])}\.\.\.  backend  created \S+  active\n", out
+    ), out
 
     code, out, _ = await run_cli(capsys, "keys", "revoke", key_id)
     assert (code, out) == (0, f"revoked key {key_id}\n")
     # The very next request is refused.
-    response = await http.post("/graphql", json=DASHBOARD, headers={"authorization": f"Bearer {key}"})
+    response = await http.post(
+        "/graphql", json=DASHBOARD, headers={"authorization": f"Bearer {key}"}
+    )
     assert (response.status_code, response.json()) == (401, REVOKED)
 
     code, out, _ = await run_cli(capsys, "keys", "list")
-    assert re.fullmatch(rf"{key_id}  {re.escape(key[:10])}\.\.\.  backend  created \S+  revoked \S+\n",
-                        out), out
+    assert re.fullmatch(
+        rf"{key_id}  {re.escape(key[:10])}\.\.\.  backend  created \S+  revoked \S+\n", out
+    ), out
     code, out, err = await run_cli(capsys, "keys", "revoke", key_id)
     assert (code, out, err) == (1, "", f"error: no active key {key_id}\n")
     code, out, err = await run_cli(capsys, "keys", "revoke", "not-a-uuid")
@@ -125,15 +140,21 @@ async def test_revocation_takes_effect_on_every_gateway_process(
 async def test_bad_credentials_are_401(
     authorization: str, message: str, http: httpx.AsyncClient, db: Database
 ) -> None:
-    response = await http.post("/graphql", json={"query": "{ __typename }"},
-                               headers={"authorization": authorization})
-    assert (response.status_code, response.json()) == (401, {"data": None, "errors": [{
-        "message": message, "extensions": {"code": "UNAUTHENTICATED"}}]})
+    response = await http.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"authorization": authorization}
+    )
+    assert (response.status_code, response.json()) == (
+        401,
+        {"data": None, "errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]},
+    )
 
 
-async def test_the_bearer_scheme_is_case_insensitive(http: httpx.AsyncClient, secret_key: str) -> None:
-    response = await http.post("/graphql", json=DASHBOARD,
-                               headers={"authorization": f"bearer {secret_key}"})
+async def test_the_bearer_scheme_is_case_insensitive(
+    http: httpx.AsyncClient, secret_key: str
+) -> None:
+    response = await http.post(
+        "/graphql", json=DASHBOARD, headers={"authorization": f"bearer {secret_key}"}
+    )
     assert (response.status_code, response.json()) == (200, DASHBOARD_OK)
 
 
@@ -175,14 +196,27 @@ async def test_create_customer_session_checks_its_input(gql: GraphQLClient, db: 
         ... on UserError { code message field } } }"""
     for seconds in (0, -5, 7 * 24 * 3600 + 1):
         response = await gql(document, {"e": "sess", "s": seconds})
-        assert response.body == {"data": {"createCustomerSession": {
-            "__typename": "InvalidInput", "code": "INVALID_INPUT",
-            "message": "expiresInSeconds must be between 1 and 604800",
-            "field": ["input", "expiresInSeconds"]}}}
+        assert response.body == {
+            "data": {
+                "createCustomerSession": {
+                    "__typename": "InvalidInput",
+                    "code": "INVALID_INPUT",
+                    "message": "expiresInSeconds must be between 1 and 604800",
+                    "field": ["input", "expiresInSeconds"],
+                }
+            }
+        }
     response = await gql(document, {"e": "nobody", "s": 60})
-    assert response.body == {"data": {"createCustomerSession": {
-        "__typename": "NotFound", "code": "NOT_FOUND",
-        "message": "no customer with externalId 'nobody'", "field": ["input", "customerExternalId"]}}}
+    assert response.body == {
+        "data": {
+            "createCustomerSession": {
+                "__typename": "NotFound",
+                "code": "NOT_FOUND",
+                "message": "no customer with externalId 'nobody'",
+                "field": ["input", "customerExternalId"],
+            }
+        }
+    }
 
     before = datetime.now(UTC).replace(microsecond=0)
     created = (await gql(document, {"e": "sess", "s": 120})).body["data"]["createCustomerSession"]
@@ -190,8 +224,9 @@ async def test_create_customer_session_checks_its_input(gql: GraphQLClient, db: 
     expires_at = datetime.fromisoformat(created["expiresAt"])
     assert before + timedelta(seconds=120) <= expires_at <= after + timedelta(seconds=120)
     response = await gql("{ billing { customer { id externalId } } }", token=created["token"])
-    assert response.body == {"data": {"billing": {"customer": {"id": customer_id,
-                                                               "externalId": "sess"}}}}
+    assert response.body == {
+        "data": {"billing": {"customer": {"id": customer_id, "externalId": "sess"}}}
+    }
     # The default lifetime is an hour.
     created = (await gql(document, {"e": "sess", "s": None})).body["data"]["createCustomerSession"]
     lifetime = datetime.fromisoformat(created["expiresAt"]) - datetime.now(UTC)

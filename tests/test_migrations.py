@@ -70,8 +70,9 @@ def test_processes_starting_together_migrate_once(database_url: str) -> None:
     try:
         # Separate processes, as on a real deployment (alembic's context is per process).
         code = f"from gateway.migrate import upgrade; upgrade({url!r})"
-        procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
-                 for _ in range(3)]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(3)
+        ]
         for proc in procs:
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err.decode()  # no "relation already exists"

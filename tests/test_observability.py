@@ -65,10 +65,14 @@ async def demo(db: Database, settings: Settings) -> Any:
 
 
 def _generation(subscription_id: object, transaction_id: str) -> dict[str, Any]:
-    return {"input": {
-        "target": {"usageMeterSlug": "ai_generations"}, "amount": 1,
-        "subscriptionId": str(subscription_id), "transactionId": transaction_id,
-    }}
+    return {
+        "input": {
+            "target": {"usageMeterSlug": "ai_generations"},
+            "amount": 1,
+            "subscriptionId": str(subscription_id),
+            "transactionId": transaction_id,
+        }
+    }
 
 
 # --- health and readiness ---------------------------------------------------------------------
@@ -100,8 +104,11 @@ async def test_readyz_is_503_when_the_database_is_behind_the_code(
         await db.execute("UPDATE alembic_version SET version_num = $1", head)
     assert response.status_code == 503
     assert response.json() == {
-        "status": "unavailable", "database": "ok", "migration": "older",
-        "expected_migration": head, "reason": "the database is not at this version's migration",
+        "status": "unavailable",
+        "database": "ok",
+        "migration": "older",
+        "expected_migration": head,
+        "reason": "the database is not at this version's migration",
     }
     assert (await http.get("/readyz")).status_code == 200
 
@@ -117,8 +124,11 @@ async def test_readyz_is_503_when_migrations_were_never_applied(database_url: st
         await db.close()
     assert status == 503
     assert body == {
-        "status": "unavailable", "database": "ok", "migration": None,
-        "expected_migration": current_head(), "reason": "migrations were never applied",
+        "status": "unavailable",
+        "database": "ok",
+        "migration": None,
+        "expected_migration": current_head(),
+        "reason": "migrations were never applied",
     }
 
 
@@ -131,7 +141,8 @@ async def test_readyz_is_503_when_the_database_is_unreachable() -> None:
     status, body = await readiness(_Unreachable())
     assert status == 503
     assert body == {
-        "status": "unavailable", "database": "unreachable",
+        "status": "unavailable",
+        "database": "unreachable",
         "reason": "ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 1)",
     }
 
@@ -151,20 +162,25 @@ async def test_metrics_count_operations_outcomes_and_usage_results(
         "recorded": sample("gateway_usage_events_total", result="recorded"),
         "replayed": sample("gateway_usage_events_total", result="replayed"),
         "conflict": sample("gateway_usage_events_total", result="idempotency_conflict"),
-        "http": sample("gateway_http_requests_total", route="/graphql", method="POST",
-                       status="200"),
+        "http": sample(
+            "gateway_http_requests_total", route="/graphql", method="POST", status="200"
+        ),
         "queries": sample("gateway_db_queries_total"),
     }
     body: dict[str, Any] = {
-        "query": RECORD, "variables": _generation(demo.subscription_id, "metrics-1")}
+        "query": RECORD,
+        "variables": _generation(demo.subscription_id, "metrics-1"),
+    }
     first = await http.post("/graphql", json=body, headers=headers)
     again = await http.post("/graphql", json=body, headers=headers)
     body["variables"]["input"]["amount"] = 2
     conflict = await http.post("/graphql", json=body, headers=headers)
-    invalid = await http.post("/graphql", json={"query": RECORD, "variables": {"input": {}}},
-                              headers=headers)
+    invalid = await http.post(
+        "/graphql", json={"query": RECORD, "variables": {"input": {}}}, headers=headers
+    )
     assert first.json()["data"]["createUsageEvent"] == {
-        "__typename": "UsageEventRecorded", "replayed": False,
+        "__typename": "UsageEventRecorded",
+        "replayed": False,
         "balance": {"availableBalance": 96, "usedBalance": 4},
     }
     assert again.json()["data"]["createUsageEvent"]["replayed"] is True
@@ -182,8 +198,9 @@ async def test_metrics_count_operations_outcomes_and_usage_results(
         before["conflict"] + 1
     )
     statuses = [r.status_code for r in (first, again, conflict, invalid)]
-    assert sample("gateway_http_requests_total", route="/graphql", method="POST",
-                  status="200") == before["http"] + statuses.count(200)
+    assert sample(
+        "gateway_http_requests_total", route="/graphql", method="POST", status="200"
+    ) == before["http"] + statuses.count(200)
     # Each recorded, replayed or conflicting event: the key lookup and one statement.
     assert sample("gateway_db_queries_total") >= before["queries"] + 6
 
@@ -192,12 +209,16 @@ async def test_metrics_count_operations_outcomes_and_usage_results(
     assert response.headers["content-type"].startswith("text/plain; version=")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
     assert {
-        "gateway_db_queries", "gateway_http_requests", "gateway_http_request_duration_seconds",
-        "gateway_graphql_operations", "gateway_graphql_operation_duration_seconds",
+        "gateway_db_queries",
+        "gateway_http_requests",
+        "gateway_http_request_duration_seconds",
+        "gateway_graphql_operations",
+        "gateway_graphql_operation_duration_seconds",
         "gateway_usage_events",
     } <= families.keys()
     exposed = {
-        s.labels["result"]: s.value for s in families["gateway_usage_events"].samples
+        s.labels["result"]: s.value
+        for s in families["gateway_usage_events"].samples
         if s.name == "gateway_usage_events_total"
     }
     assert exposed["recorded"] == sample("gateway_usage_events_total", result="recorded")
@@ -209,20 +230,25 @@ async def test_anonymous_operations_unauthenticated_and_unknown_routes(
 ) -> None:
     anonymous = {"operation": "anonymous", "type": "query", "outcome": "ok"}
     before_anonymous = sample("gateway_graphql_operations_total", **anonymous)
-    before_401 = sample("gateway_http_requests_total", route="/graphql", method="POST",
-                        status="401")
-    before_other = sample("gateway_http_requests_total", route="other", method="GET",
-                          status="404")
+    before_401 = sample(
+        "gateway_http_requests_total", route="/graphql", method="POST", status="401"
+    )
+    before_other = sample("gateway_http_requests_total", route="other", method="GET", status="404")
     assert (await http.post("/graphql", json={"query": "{ __typename }"})).status_code == 200
-    refused = await http.post("/graphql", json={"query": "{ __typename }"},
-                              headers={"Authorization": "Bearer sk_unknown"})
+    refused = await http.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"Authorization": "Bearer sk_unknown"}
+    )
     assert refused.status_code == 401
     assert (await http.get("/no/such/page")).status_code == 404
     assert sample("gateway_graphql_operations_total", **anonymous) == before_anonymous + 1
-    assert sample("gateway_http_requests_total", route="/graphql", method="POST",
-                  status="401") == before_401 + 1
-    assert sample("gateway_http_requests_total", route="other", method="GET",
-                  status="404") == before_other + 1
+    assert (
+        sample("gateway_http_requests_total", route="/graphql", method="POST", status="401")
+        == before_401 + 1
+    )
+    assert (
+        sample("gateway_http_requests_total", route="other", method="GET", status="404")
+        == before_other + 1
+    )
 
 
 # --- request ids and logs ---------------------------------------------------------------------
@@ -264,18 +290,35 @@ async def test_access_log_is_json_with_the_request_id(
     records = [r for r in json_log() if r["logger"] == "gateway.access"]
     assert len(records) == 1
     record = records[0]
-    assert set(record) == {"time", "level", "logger", "message", "pid", "request_id", "method",
-                           "path", "status", "duration_ms"}
+    assert set(record) == {
+        "time",
+        "level",
+        "logger",
+        "message",
+        "pid",
+        "request_id",
+        "method",
+        "path",
+        "status",
+        "duration_ms",
+    }
     assert record["pid"] == os.getpid()
     assert record["message"] == "GET /readyz 200"
-    assert (record["level"], record["request_id"], record["method"], record["path"],
-            record["status"]) == ("info", "trace-7", "GET", "/readyz", 200)
+    assert (
+        record["level"],
+        record["request_id"],
+        record["method"],
+        record["path"],
+        record["status"],
+    ) == ("info", "trace-7", "GET", "/readyz", 200)
     assert record["duration_ms"] > 0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", record["time"])
 
 
 async def test_masked_errors_are_logged_with_the_request_id(
-    http: httpx.AsyncClient, demo: Any, json_log: Callable[[], list[dict[str, Any]]],
+    http: httpx.AsyncClient,
+    demo: Any,
+    json_log: Callable[[], list[dict[str, Any]]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from gateway import usage
@@ -303,8 +346,9 @@ async def test_masked_errors_are_logged_with_the_request_id(
 
 
 @pytest.fixture
-async def proxied_app(settings: Settings, database_url: str) -> AsyncIterator[
-        tuple[httpx.AsyncClient, StatementRecorder]]:
+async def proxied_app(
+    settings: Settings, database_url: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, StatementRecorder]]:
     """The app connected through the statement recorder, with a fixed-size pool (so that no
     connection is opened, and no driver set-up runs, in the middle of a measured request)."""
     recorder = StatementRecorder(database_url)
@@ -332,7 +376,9 @@ def _normal(sql: str) -> str:
 
 @pytest.mark.parametrize("operation", ["mutation", "query"])
 async def test_sql_counter_equals_the_statements_the_server_ran(
-    db: Database, demo: Any, proxied_app: tuple[httpx.AsyncClient, StatementRecorder],
+    db: Database,
+    demo: Any,
+    proxied_app: tuple[httpx.AsyncClient, StatementRecorder],
     operation: str,
 ) -> None:
     client, recorder = proxied_app
@@ -388,7 +434,10 @@ def test_workers_log_json_and_metrics_add_up_over_all_of_them(
     with log.open("w") as log_file:
         server = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--workers", "2", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     probe = {"query": "query WorkerProbe { __typename }"}
     try:
@@ -405,8 +454,7 @@ def test_workers_log_json_and_metrics_add_up_over_all_of_them(
         while True:  # until both workers have answered some (each request on a new connection)
             assert httpx.post(base + "/graphql", json=probe, timeout=10).status_code == 200
             sent += 1
-            pids = {r["pid"] for r in _records(log, "gateway.access")
-                    if r["path"] == "/graphql"}
+            pids = {r["pid"] for r in _records(log, "gateway.access") if r["path"] == "/graphql"}
             if len(pids) == 2 and sent >= 10:
                 break
             assert sent < 300, "one worker answered everything"
@@ -418,7 +466,8 @@ def test_workers_log_json_and_metrics_add_up_over_all_of_them(
         s.labels["operation"]: s.value
         for family in text_string_to_metric_families(metrics)
         if family.name == "gateway_graphql_operations"
-        for s in family.samples if s.name == "gateway_graphql_operations_total"
+        for s in family.samples
+        if s.name == "gateway_graphql_operations_total"
     }
     assert counted["WorkerProbe"] == sent
     access = [r for r in _records(log, "gateway.access") if r["path"] == "/graphql"]
@@ -428,5 +477,8 @@ def test_workers_log_json_and_metrics_add_up_over_all_of_them(
 
 def _records(log: Path, logger: str) -> list[dict[str, Any]]:
     lines = log.read_text().splitlines()
-    return [r for r in (json.loads(line) for line in lines if line.startswith("{"))
-            if r["logger"] == logger]
+    return [
+        r
+        for r in (json.loads(line) for line in lines if line.startswith("{"))
+        if r["logger"] == logger
+    ]

@@ -31,8 +31,14 @@ async def _customers_with_usage(gql: GraphQLClient, count: int) -> None:
     items = []
     for i in range(count):
         sub_id = await customer_on_plan(gql, f"user-{i:03d}", "pro_monthly")
-        items.append({"target": {"usageMeterSlug": "api_calls"}, "subscriptionId": sub_id,
-                      "amount": i + 1, "transactionId": f"t{i}"})
+        items.append(
+            {
+                "target": {"usageMeterSlug": "api_calls"},
+                "subscriptionId": sub_id,
+                "amount": i + 1,
+                "transactionId": f"t{i}",
+            }
+        )
     results = ok(await gql(CREATE_USAGE_EVENTS, {"input": items}), "createUsageEvents")
     assert {r["__typename"] for r in results} == {"UsageEventRecorded"}
 
@@ -46,8 +52,10 @@ async def test_dashboard_costs_a_fixed_number_of_round_trips(gql, customers: int
     assert len(data["edges"]) == customers
     last = data["edges"][-1]["node"]["billing"]
     assert last["currentSubscription"]["usageBalances"][1] == {
-        "usageMeter": {"slug": "api_calls"}, "availableBalance": -customers,
-        "usedBalance": customers, "percentUsed": None,
+        "usageMeter": {"slug": "api_calls"},
+        "availableBalance": -customers,
+        "usedBalance": customers,
+        "percentUsed": None,
     }
     # key lookup, customers page, subscriptions, balances, charges
     assert counter.count == 5, counter.statements
@@ -60,8 +68,10 @@ async def test_fifty_aliased_balances_cost_a_fixed_number_of_round_trips(gql) ->
         " { availableBalance }"
         for i in range(50)
     )
-    await gql("{ usageBalance(meterSlug: \"api_calls\", customerExternalId: \"user-000\")"
-              " { availableBalance } }")  # warm the catalog cache
+    await gql(
+        '{ usageBalance(meterSlug: "api_calls", customerExternalId: "user-000")'
+        " { availableBalance } }"
+    )  # warm the catalog cache
     counter = start_counting()
     data = ok(await gql(f"query {{ {fields} }}"), "b49")
     assert data == {"availableBalance": -50}

@@ -46,8 +46,13 @@ def _contract_differences() -> list[str]:
         if otype is None:
             problems.append(f"missing type {name}")
             continue
-        kinds = (GraphQLObjectType, GraphQLInterfaceType, GraphQLInputObjectType,
-                 GraphQLEnumType, GraphQLUnionType)
+        kinds = (
+            GraphQLObjectType,
+            GraphQLInterfaceType,
+            GraphQLInputObjectType,
+            GraphQLEnumType,
+            GraphQLUnionType,
+        )
         ckind = next((k for k in kinds if isinstance(ctype, k)), type(ctype))
         if not isinstance(otype, ckind):
             problems.append(f"{name}: kind {type(otype).__name__} != {type(ctype).__name__}")

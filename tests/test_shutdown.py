@@ -50,7 +50,10 @@ def _serve(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     with log.open("w") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", *args],
-            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -65,9 +68,12 @@ async def test_a_request_in_flight_at_sigterm_completes(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
-    env = {**os.environ, "DATABASE_URL": database_url,
-           "GATEWAY_TOKEN_SECRET": settings.token_secret(),
-           "GATEWAY_DATA_DIR": str(tmp_path / "data")}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "GATEWAY_TOKEN_SECRET": settings.token_secret(),
+        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+    }
     server = _serve(["--host", "127.0.0.1", "--port", str(port)], env, log)
     locker = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
@@ -87,21 +93,34 @@ async def test_a_request_in_flight_at_sigterm_completes(
             transaction = locker.transaction()
             await transaction.start()
             await locker.execute("LOCK TABLE usage_events IN ACCESS EXCLUSIVE MODE")
-            in_flight = asyncio.create_task(client.post(
-                "/graphql",
-                json={"query": RECORD, "variables": {"input": {
-                    "target": {"usageMeterSlug": "ai_generations"}, "amount": 2,
-                    "subscriptionId": str(demo.subscription_id), "transactionId": "sigterm-1",
-                }}},
-                headers={"Authorization": f"Bearer {demo.secret_key}",
-                         "X-Request-ID": "in-flight"},
-            ))
+            in_flight = asyncio.create_task(
+                client.post(
+                    "/graphql",
+                    json={
+                        "query": RECORD,
+                        "variables": {
+                            "input": {
+                                "target": {"usageMeterSlug": "ai_generations"},
+                                "amount": 2,
+                                "subscriptionId": str(demo.subscription_id),
+                                "transactionId": "sigterm-1",
+                            }
+                        },
+                    },
+                    headers={
+                        "Authorization": f"Bearer {demo.secret_key}",
+                        "X-Request-ID": "in-flight",
+                    },
+                )
+            )
 
             async def waiting_on_the_lock() -> bool:
-                return bool(await db.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock' AND query LIKE '%record_usage_event(%'"
-                ))
+                return bool(
+                    await db.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock' AND query LIKE '%record_usage_event(%'"
+                    )
+                )
 
             await _wait_until(waiting_on_the_lock, 10, "the request to wait on the lock")
             server.send_signal(signal.SIGTERM)
@@ -132,13 +151,20 @@ async def test_a_request_in_flight_at_sigterm_completes(
 
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "in-flight"
-    assert response.json() == {"data": {"createUsageEvent": {
-        "__typename": "UsageEventRecorded", "replayed": False, "balance": {"usedBalance": 5},
-    }}}
+    assert response.json() == {
+        "data": {
+            "createUsageEvent": {
+                "__typename": "UsageEventRecorded",
+                "replayed": False,
+                "balance": {"usedBalance": 5},
+            }
+        }
+    }
     assert server.returncode == 0
-    assert await db.fetchval(
-        "SELECT count(*) FROM usage_events WHERE transaction_id = 'sigterm-1'"
-    ) == 1
+    assert (
+        await db.fetchval("SELECT count(*) FROM usage_events WHERE transaction_id = 'sigterm-1'")
+        == 1
+    )
 
     messages = [(m["logger"], m["message"]) for m in _log_messages(log)]
     access = ("gateway.access", "POST /graphql 200")
@@ -155,8 +181,11 @@ async def test_serve_exits_cleanly_on_signals(
     settings: Settings, database_url: str, tmp_path: Path, signal_number: int
 ) -> None:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url,
-           "GATEWAY_TOKEN_SECRET": settings.token_secret()}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "GATEWAY_TOKEN_SECRET": settings.token_secret(),
+    }
     log = tmp_path / "server.log"
     server = _serve(["--port", str(port)], env, log)
     try:

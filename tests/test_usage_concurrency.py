@@ -41,15 +41,19 @@ async def test_concurrent_duplicates_across_processes_are_recorded_once(
     await setup_pricing(gql)
     sub_id = await customer_on_plan(gql, "user-1", "pro_monthly")
     payloads = [
-        {"target": {"usageMeterSlug": "generations"}, "subscriptionId": sub_id, "amount": 7,
-         "transactionId": f"op-{i % 20}"}
+        {
+            "target": {"usageMeterSlug": "generations"},
+            "subscriptionId": sub_id,
+            "amount": 7,
+            "transactionId": f"op-{i % 20}",
+        }
         for i in range(200)
     ]
     limits = httpx.Limits(max_connections=200)
     async with httpx.AsyncClient(limits=limits) as client:
-        results = await asyncio.gather(*(
-            _post(client, servers[i % 2], secret_key, p) for i, p in enumerate(payloads)
-        ))
+        results = await asyncio.gather(
+            *(_post(client, servers[i % 2], secret_key, p) for i, p in enumerate(payloads))
+        )
     assert Counter(r["__typename"] for r in results) == {"UsageEventRecorded": 200}
     assert Counter(r["replayed"] for r in results) == {False: 20, True: 180}
     assert await db.fetchval("SELECT count(*) FROM usage_events") == 20
@@ -71,19 +75,26 @@ async def test_require_balance_race_records_exactly_what_the_credits_cover(
     await setup_pricing(gql)
     sub_id = await customer_on_plan(gql, "user-1", "free_monthly")  # 10 credits a month
     payloads = [
-        {"target": {"usageMeterSlug": "generations"}, "subscriptionId": sub_id, "amount": 1,
-         "transactionId": f"race-{i}", "requireBalance": True}
+        {
+            "target": {"usageMeterSlug": "generations"},
+            "subscriptionId": sub_id,
+            "amount": 1,
+            "transactionId": f"race-{i}",
+            "requireBalance": True,
+        }
         for i in range(100)
     ]
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=100)) as client:
-        results = await asyncio.gather(*(
-            _post(client, servers[i % 2], secret_key, p) for i, p in enumerate(payloads)
-        ))
+        results = await asyncio.gather(
+            *(_post(client, servers[i % 2], secret_key, p) for i, p in enumerate(payloads))
+        )
     assert Counter(r["__typename"] for r in results) == {
-        "UsageEventRecorded": 10, "InsufficientBalance": 90,
+        "UsageEventRecorded": 10,
+        "InsufficientBalance": 90,
     }
-    assert {r["availableBalance"] for r in results if r["__typename"] == "InsufficientBalance"} \
-        == {0}
+    assert {r["availableBalance"] for r in results if r["__typename"] == "InsufficientBalance"} == {
+        0
+    }
     assert await db.fetchval("SELECT count(*) FROM usage_events") == 10
     bal = await balance(gql)
     assert bal is not None
@@ -97,8 +108,12 @@ async def test_a_cancelled_request_retried_is_charged_once(
     """A client times out mid-flight and retries with the same transactionId."""
     await setup_pricing(gql)
     sub_id = await customer_on_plan(gql, "user-1", "pro_monthly")
-    payload = {"target": {"usageMeterSlug": "generations"}, "subscriptionId": sub_id,
-               "amount": 5, "transactionId": "gen_timeout"}
+    payload = {
+        "target": {"usageMeterSlug": "generations"},
+        "subscriptionId": sub_id,
+        "amount": 5,
+        "transactionId": "gen_timeout",
+    }
     # Hold the (subscription, meter) lock so the first request is stuck in the database.
     async with db.transaction() as conn:
         await conn.execute(

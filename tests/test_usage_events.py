@@ -47,8 +47,13 @@ async def pro(gql) -> dict[str, Any]:
 
 
 def secret_input(pro: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return {"target": {"usageMeterSlug": "generations"}, "subscriptionId": pro["sub"],
-            "amount": 1, "transactionId": "tx-1", **fields}
+    return {
+        "target": {"usageMeterSlug": "generations"},
+        "subscriptionId": pro["sub"],
+        "amount": 1,
+        "transactionId": "tx-1",
+        **fields,
+    }
 
 
 async def test_meter_slug_resolves_to_the_default_price(gql, pro) -> None:
@@ -70,8 +75,10 @@ async def test_meter_slug_resolves_to_the_default_price(gql, pro) -> None:
 
 
 async def test_meter_without_a_paid_default_resolves_to_no_charge(gql, pro) -> None:
-    result = await record(gql, **secret_input(pro, target={"usageMeterSlug": "unique_users"},
-                                              properties={"user": "a"}))
+    result = await record(
+        gql,
+        **secret_input(pro, target={"usageMeterSlug": "unique_users"}, properties={"user": "a"}),
+    )
     assert result["usageEvent"]["priceId"] == pro["prices"]["unique_users_no_charge"]
 
 
@@ -149,22 +156,38 @@ async def test_customer_token_may_target_only_meters_and_default_prices(gql, db,
     [
         ({"amount": 0}, "amount must be a positive integer", ["input", "amount"]),
         ({"amount": -3}, "amount must be a positive integer", ["input", "amount"]),
-        ({"transactionId": ""}, "transactionId must be 1 to 255 characters",
-         ["input", "transactionId"]),
-        ({"transactionId": "x" * 256}, "transactionId must be 1 to 255 characters",
-         ["input", "transactionId"]),
+        (
+            {"transactionId": ""},
+            "transactionId must be 1 to 255 characters",
+            ["input", "transactionId"],
+        ),
+        (
+            {"transactionId": "x" * 256},
+            "transactionId must be 1 to 255 characters",
+            ["input", "transactionId"],
+        ),
         ({"properties": [1, 2]}, "properties must be a JSON object", ["input", "properties"]),
-        ({"properties": {"blob": "x" * 9000}},
-         "properties must be at most 8192 bytes of JSON (got 9011)", ["input", "properties"]),
-        ({"target": {"priceSlug": "pro_monthly"}}, "price pro_monthly is not a usage price",
-         ["input", "target", "priceSlug"]),
+        (
+            {"properties": {"blob": "x" * 9000}},
+            "properties must be at most 8192 bytes of JSON (got 9011)",
+            ["input", "properties"],
+        ),
+        (
+            {"target": {"priceSlug": "pro_monthly"}},
+            "price pro_monthly is not a usage price",
+            ["input", "target", "priceSlug"],
+        ),
     ],
 )
 async def test_invalid_input(gql, db, pro, fields, message, field) -> None:
     before = await snapshot(db)
     result = await record(gql, **secret_input(pro, **fields))
-    assert result == {"__typename": "InvalidInput", "code": "INVALID_INPUT",
-                      "message": message, "field": field}
+    assert result == {
+        "__typename": "InvalidInput",
+        "code": "INVALID_INPUT",
+        "message": message,
+        "field": field,
+    }
     assert await snapshot(db) == before
 
 
@@ -181,10 +204,13 @@ async def test_usage_date_window(gql, db, offset, message) -> None:
     sub_id = await customer_on_plan(gql, "user-1", "pro_monthly", start_date=start)
     before = await snapshot(db)
     date = (datetime.now(UTC) + offset).isoformat()
-    result = await record(gql, subscriptionId=sub_id, amount=1, transactionId="t",
-                          usageDate=date)
-    assert result == {"__typename": "InvalidInput", "code": "INVALID_INPUT",
-                      "message": message, "field": ["input", "usageDate"]}
+    result = await record(gql, subscriptionId=sub_id, amount=1, transactionId="t", usageDate=date)
+    assert result == {
+        "__typename": "InvalidInput",
+        "code": "INVALID_INPUT",
+        "message": message,
+        "field": ["input", "usageDate"],
+    }
     assert await snapshot(db) == before
 
 
@@ -202,8 +228,9 @@ async def test_backdated_event_lands_in_its_own_billing_period(gql, db) -> None:
     start = datetime.now(UTC) - timedelta(days=45)
     sub_id = await customer_on_plan(gql, "user-1", "pro_monthly", start_date=start.isoformat())
     previous = (datetime.now(UTC) - timedelta(days=20)).isoformat()
-    result = await record(gql, subscriptionId=sub_id, amount=7, transactionId="old",
-                          usageDate=previous)
+    result = await record(
+        gql, subscriptionId=sub_id, amount=7, transactionId="old", usageDate=previous
+    )
     assert result["__typename"] == "UsageEventRecorded"
     # The event belongs to the previous period; the current period has no usage.
     assert result["balance"]["usedBalance"] == 0
@@ -223,7 +250,8 @@ async def test_unknown_subscription_and_target_are_not_found(gql, db, pro) -> No
     assert bad_id["code"] == "NOT_FOUND"
     missing_meter = await record(gql, **secret_input(pro, target={"usageMeterSlug": "nope"}))
     assert missing_meter == {
-        "__typename": "NotFound", "code": "NOT_FOUND",
+        "__typename": "NotFound",
+        "code": "NOT_FOUND",
         "message": "no usage meter nope in the customer's pricing model",
         "field": ["input", "target", "usageMeterSlug"],
     }
@@ -232,8 +260,12 @@ async def test_unknown_subscription_and_target_are_not_found(gql, db, pro) -> No
 
 async def test_price_of_another_pricing_model_is_not_found(gql, db, pro) -> None:
     other = await setup_pricing(gql, (await _renamed_pricing()))
-    foreign_price = next(p["id"] for m in other["usageMeters"] for p in m["prices"]
-                         if p["slug"] == "generations_overage")
+    foreign_price = next(
+        p["id"]
+        for m in other["usageMeters"]
+        for p in m["prices"]
+        if p["slug"] == "generations_overage"
+    )
     before = await snapshot(db)
     result = await record(gql, **secret_input(pro, target={"priceId": foreign_price}))
     assert result["code"] == "NOT_FOUND"
@@ -259,8 +291,10 @@ async def test_canceled_subscription_has_no_current_subscription(gql, db, pro) -
     token = await session_token(gql, "user-1")
     by_token = await record(gql, token=token)
     assert by_token == {
-        "__typename": "NoCurrentSubscription", "code": "NO_CURRENT_SUBSCRIPTION",
-        "message": "the customer has no current subscription", "field": ["input", "subscriptionId"],
+        "__typename": "NoCurrentSubscription",
+        "code": "NO_CURRENT_SUBSCRIPTION",
+        "message": "the customer has no current subscription",
+        "field": ["input", "subscriptionId"],
     }
     assert await snapshot(db) == before
 
@@ -283,10 +317,14 @@ async def test_count_distinct_properties(gql, db, pro) -> None:
     )
     assert await db.fetchval("SELECT count(*) FROM usage_events") == 0
     used = []
-    for tx, props in [("a", {"user": "u1", "team": "t"}), ("b", {"team": "t", "user": "u1"}),
-                      ("c", {"user": "u2"})]:
-        result = await record(gql, **secret_input(pro, target=target, transactionId=tx,
-                                                  properties=props, amount=4))
+    for tx, props in [
+        ("a", {"user": "u1", "team": "t"}),
+        ("b", {"team": "t", "user": "u1"}),
+        ("c", {"user": "u2"}),
+    ]:
+        result = await record(
+            gql, **secret_input(pro, target=target, transactionId=tx, properties=props, amount=4)
+        )
         used.append(result["balance"]["usedBalance"])
     # Keys are compared after sorting: a and b are the same set of properties.
     assert used == [1, 1, 2]
@@ -305,8 +343,12 @@ async def test_replay_and_conflict(gql, db, pro) -> None:
     assert conflict["code"] == "IDEMPOTENCY_CONFLICT"
     assert conflict["field"] == ["input", "transactionId"]
     assert conflict["existingEvent"] == first["usageEvent"]
-    other_price = await record(gql, **secret_input(pro, amount=3, properties={"model": "x"},
-                                                   target={"priceSlug": "generations_discount"}))
+    other_price = await record(
+        gql,
+        **secret_input(
+            pro, amount=3, properties={"model": "x"}, target={"priceSlug": "generations_discount"}
+        ),
+    )
     assert other_price["code"] == "IDEMPOTENCY_CONFLICT"
     assert await snapshot(db) == before
     # The key is per (customer, meter): the same transactionId on another meter is new.
@@ -316,8 +358,10 @@ async def test_replay_and_conflict(gql, db, pro) -> None:
 
 async def test_replay_is_answered_even_after_the_subscription_ended(gql, pro) -> None:
     first = await record(gql, **secret_input(pro))
-    await gql("mutation($s: ID!) { cancelSubscription(input: {subscriptionId: $s}) { __typename } }",
-              {"s": pro["sub"]})
+    await gql(
+        "mutation($s: ID!) { cancelSubscription(input: {subscriptionId: $s}) { __typename } }",
+        {"s": pro["sub"]},
+    )
     again = await record(gql, **secret_input(pro))
     assert again["replayed"] is True
     assert again["usageEvent"]["id"] == first["usageEvent"]["id"]
@@ -326,16 +370,22 @@ async def test_replay_is_answered_even_after_the_subscription_ended(gql, pro) ->
 async def test_require_balance_refuses_what_the_balance_does_not_cover(gql, db) -> None:
     await setup_pricing(gql)
     sub_id = await customer_on_plan(gql, "user-1", "free_monthly")  # 10 credits a month
-    ok_result = await record(gql, subscriptionId=sub_id, amount=8, transactionId="a",
-                             requireBalance=True)
+    ok_result = await record(
+        gql, subscriptionId=sub_id, amount=8, transactionId="a", requireBalance=True
+    )
     assert ok_result["balance"]["availableBalance"] == 2
     before = await snapshot(db)
-    refused = await record(gql, subscriptionId=sub_id, amount=3, transactionId="b",
-                           requireBalance=True)
+    refused = await record(
+        gql, subscriptionId=sub_id, amount=3, transactionId="b", requireBalance=True
+    )
     assert refused == {
-        "__typename": "InsufficientBalance", "code": "INSUFFICIENT_BALANCE",
-        "message": "meter generations has 2 available, 3 required", "field": ["input", "amount"],
-        "meterSlug": "generations", "availableBalance": 2, "required": 3,
+        "__typename": "InsufficientBalance",
+        "code": "INSUFFICIENT_BALANCE",
+        "message": "meter generations has 2 available, 3 required",
+        "field": ["input", "amount"],
+        "meterSlug": "generations",
+        "availableBalance": 2,
+        "required": 3,
         "upgradeOptions": [{"slug": "pro"}],
     }
     assert await snapshot(db) == before
@@ -355,8 +405,12 @@ async def test_batch_results_are_in_order_and_independent(gql, db, pro) -> None:
     ]
     results = ok(await gql(CREATE_USAGE_EVENTS, {"input": items}), "createUsageEvents")
     assert [r["__typename"] for r in results] == [
-        "UsageEventRecorded", "InvalidInput", "NotFound", "UsageEventRecorded",
-        "IdempotencyConflict", "InvalidInput",
+        "UsageEventRecorded",
+        "InvalidInput",
+        "NotFound",
+        "UsageEventRecorded",
+        "IdempotencyConflict",
+        "InvalidInput",
     ]
     assert results[0]["replayed"] is False
     assert results[3]["replayed"] is True

@@ -102,9 +102,13 @@ async def prepare_demo(db: Database, settings: Settings, token_secret: str) -> D
     period = subscription.period_start.strftime("%Y%m%dT%H%M%S")
     for name, meter, amount in SEED_USAGE:
         result = await record_usage_event(
-            db, settings, caller,
+            db,
+            settings,
+            caller,
             UsageInput(
-                target_kind="usageMeterSlug", target=meter, amount=amount,
+                target_kind="usageMeterSlug",
+                target=meter,
+                amount=amount,
                 subscription_id=str(subscription.id),
                 transaction_id=f"demo-seed-{name}-{subscription.id}-{period}",
             ),
@@ -114,9 +118,13 @@ async def prepare_demo(db: Database, settings: Settings, token_secret: str) -> D
 
     token, expires_at = issue_customer_token(token_secret, customer.id, TOKEN_LIFETIME)
     return DemoSetup(
-        pricing_model_id=customer.pricing_model_id, customer_id=customer.id,
-        subscription_id=subscription.id, secret_key=secret_key, customer_token=token,
-        token_expires_at=expires_at, created=created,
+        pricing_model_id=customer.pricing_model_id,
+        customer_id=customer.id,
+        subscription_id=subscription.id,
+        secret_key=secret_key,
+        customer_token=token,
+        token_expires_at=expires_at,
+        created=created,
     )
 
 
@@ -152,10 +160,15 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.observability import run_server
 
     data_dir = Path(args.data_dir) if args.data_dir else settings.gateway_data_dir / "demo"
-    demo_settings = settings.model_copy(update={
-        "database_url": None, "gateway_data_dir": data_dir, "gateway_env": "development",
-        "gateway_graphiql": True, "gateway_introspection": True,
-    })
+    demo_settings = settings.model_copy(
+        update={
+            "database_url": None,
+            "gateway_data_dir": data_dir,
+            "gateway_env": "development",
+            "gateway_graphiql": True,
+            "gateway_introspection": True,
+        }
+    )
     host = args.host or settings.gateway_host
     port = args.port or settings.gateway_port
     url, server = resolve_database_url(None, data_dir)
