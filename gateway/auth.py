@@ -21,6 +21,7 @@ from typing import Literal
 import orjson
 
 from gateway.db import Database
+from gateway.errors import UserError, invalid, not_found
 
 SECRET_KEY_PREFIX = "sk_"
 TOKEN_PREFIX = "cst_"
@@ -149,3 +150,26 @@ async def authenticate(db: Database, token_secret: str, authorization: str | Non
     if not exists:
         raise AuthenticationError("the session's customer no longer exists")
     return Caller(kind="customer", customer_id=customer_id)
+
+
+MAX_SESSION_SECONDS = 7 * 24 * 3600
+
+
+async def create_customer_session(
+    db: Database, token_secret: str, customer_external_id: str, expires_in_seconds: int
+) -> tuple[str, datetime] | UserError:
+    """A session token for one customer, valid for ``expires_in_seconds`` (at most a week)."""
+    if not 0 < expires_in_seconds <= MAX_SESSION_SECONDS:
+        return invalid(
+            f"expiresInSeconds must be between 1 and {MAX_SESSION_SECONDS}",
+            "input",
+            "expiresInSeconds",
+        )
+    customer_id = await db.fetchval(
+        "SELECT id FROM customers WHERE external_id = $1", customer_external_id
+    )
+    if customer_id is None:
+        return not_found(
+            f"no customer with externalId {customer_external_id!r}", "input", "customerExternalId"
+        )
+    return issue_customer_token(token_secret, customer_id, timedelta(seconds=expires_in_seconds))

@@ -54,12 +54,16 @@ async def balances(db: Database, keys: Sequence[BalanceKey]) -> dict[BalanceKey,
 
 async def grant_usage_credits(
     db: Database,
-    subscription_id: uuid.UUID,
+    subscription_id: str,
     meter_slug: str,
     amount: int,
     expires_at: datetime | None,
 ) -> BalanceRow | UserError:
     """A manual grant, available from now until ``expires_at`` (or forever)."""
+    try:
+        sub_id = uuid.UUID(subscription_id)
+    except ValueError:
+        return not_found(f"no subscription {subscription_id}", "input", "subscriptionId")
     if amount <= 0:
         return invalid("amount must be a positive integer", "input", "amount")
     if expires_at is not None:
@@ -85,7 +89,7 @@ async def grant_usage_credits(
         SELECT t.subscription_id, t.meter_id, (SELECT count(*) FROM granted) AS granted
           FROM target t
         """,
-        subscription_id,
+        sub_id,
         meter_slug,
         amount,
         expires_at,
@@ -98,8 +102,8 @@ async def grant_usage_credits(
             "input",
             "usageMeterSlug",
         )
-    found = await balances(db, [(subscription_id, row["meter_id"])])
-    return found[(subscription_id, row["meter_id"])]
+    found = await balances(db, [(sub_id, row["meter_id"])])
+    return found[(sub_id, row["meter_id"])]
 
 
 async def current_charges(

@@ -1,15 +1,14 @@
-"""Administration mutations (secret key only)."""
+"""Administration mutations (secret key only): parse, authorize, call one gateway function,
+map the result."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import strawberry
 
-from gateway import authz, balances, catalog_setup, customers, subscriptions
-from gateway.auth import issue_customer_token
-from gateway.errors import UserError, invalid, not_found
+from gateway import auth, authz, balances, catalog_setup, customers, subscriptions
+from gateway.errors import UserError
 from resolvers._args import opt
 from schema.admin import (
     CancelSubscriptionInput,
@@ -27,9 +26,7 @@ from schema.admin import (
 )
 from schema.billing import Customer, Subscription, UsageBalance
 from schema.catalog import PricingModel
-from schema.errors import to_graphql
-
-MAX_SESSION_SECONDS = 7 * 24 * 3600
+from schema.errors import respond, to_graphql
 
 
 async def setup_pricing_model(info: strawberry.Info, input: SetupPricingModelInput) -> Any:
@@ -39,9 +36,8 @@ async def setup_pricing_model(info: strawberry.Info, input: SetupPricingModelInp
     if isinstance(result, UserError):
         return to_graphql(result)
     ctx.catalogs.invalidate(result)
-    return PricingModelSetUp(
-        pricing_model=PricingModel(catalog=await ctx.loaders.catalog.load(result))
-    )
+    catalog = await ctx.loaders.catalog.load(result)
+    return PricingModelSetUp(pricing_model=PricingModel(catalog=catalog))
 
 
 async def create_customer(info: strawberry.Info, input: CreateCustomerInput) -> Any:
@@ -50,9 +46,7 @@ async def create_customer(info: strawberry.Info, input: CreateCustomerInput) -> 
     result = await customers.create_customer(
         ctx.db, input.external_id, opt(input.name), opt(input.email)
     )
-    if isinstance(result, UserError):
-        return to_graphql(result)
-    return CustomerCreated(customer=Customer(row=result))
+    return respond(result, lambda row: CustomerCreated(customer=Customer(row=row)))
 
 
 async def create_subscription(info: strawberry.Info, input: CreateSubscriptionInput) -> Any:
@@ -61,58 +55,37 @@ async def create_subscription(info: strawberry.Info, input: CreateSubscriptionIn
     result = await subscriptions.create_subscription(
         ctx.db, ctx.catalogs, input.customer_external_id, input.price_slug, opt(input.start_date)
     )
-    if isinstance(result, UserError):
-        return to_graphql(result)
-    return SubscriptionCreated(subscription=Subscription(row=result))
+    return respond(result, lambda row: SubscriptionCreated(subscription=Subscription(row=row)))
 
 
 async def cancel_subscription(info: strawberry.Info, input: CancelSubscriptionInput) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     result = await subscriptions.cancel_subscription(ctx.db, str(input.subscription_id))
-    if isinstance(result, UserError):
-        return to_graphql(result)
-    return SubscriptionCanceled(subscription=Subscription(row=result))
+    return respond(result, lambda row: SubscriptionCanceled(subscription=Subscription(row=row)))
 
 
 async def grant_usage_credits(info: strawberry.Info, input: GrantUsageCreditsInput) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
-    sub_id = subscriptions.parse_id(str(input.subscription_id))
-    if sub_id is None:
-        return to_graphql(
-            not_found(f"no subscription {input.subscription_id}", "input", "subscriptionId")
-        )
     result = await balances.grant_usage_credits(
-        ctx.db, sub_id, input.usage_meter_slug, input.amount, opt(input.expires_at)
+        ctx.db,
+        str(input.subscription_id),
+        input.usage_meter_slug,
+        input.amount,
+        opt(input.expires_at),
     )
-    if isinstance(result, UserError):
-        return to_graphql(result)
-    return UsageCreditsGranted(balance=UsageBalance(row=result))
+    return respond(result, lambda row: UsageCreditsGranted(balance=UsageBalance(row=row)))
 
 
 async def create_customer_session(info: strawberry.Info, input: CreateCustomerSessionInput) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
-    seconds = 3600 if input.expires_in_seconds is None else input.expires_in_seconds
-    if seconds <= 0 or seconds > MAX_SESSION_SECONDS:
-        return to_graphql(
-            invalid(
-                f"expiresInSeconds must be between 1 and {MAX_SESSION_SECONDS}",
-                "input",
-                "expiresInSeconds",
-            )
-        )
-    customer = await ctx.loaders.customer_by_external_id.load(input.customer_external_id)
-    if customer is None:
-        return to_graphql(
-            not_found(
-                f"no customer with externalId {input.customer_external_id!r}",
-                "input",
-                "customerExternalId",
-            )
-        )
-    token, expires_at = issue_customer_token(
-        ctx.services.token_secret, customer.id, timedelta(seconds=seconds)
+    seconds = opt(input.expires_in_seconds)
+    result = await auth.create_customer_session(
+        ctx.db,
+        ctx.services.token_secret,
+        input.customer_external_id,
+        3600 if seconds is None else seconds,
     )
-    return CustomerSessionCreated(token=token, expires_at=expires_at)
+    return respond(result, lambda t: CustomerSessionCreated(token=t[0], expires_at=t[1]))

@@ -32,7 +32,7 @@ class UsageBalance:
     @strawberry.field
     async def usage_meter(self, info: strawberry.Info) -> UsageMeter:
         catalog = await info.context.loaders.catalog.load(self.row.pricing_model_id)
-        return UsageMeter(row=catalog.meter_by_id[self.row.usage_meter_id], catalog=catalog)
+        return UsageMeter.of(catalog.meter_by_id[self.row.usage_meter_id], catalog)
 
     @strawberry.field
     def subscription_id(self) -> strawberry.ID:
@@ -101,7 +101,7 @@ class Subscription:
     @strawberry.field(description="The subscription price it was started on.")
     async def price(self, info: strawberry.Info) -> Price:
         catalog = await info.context.loaders.catalog.load(self.row.pricing_model_id)
-        return Price(row=catalog.price_by_id[self.row.price_id], catalog=catalog)
+        return Price.of(catalog.price_by_id[self.row.price_id], catalog)
 
     @strawberry.field
     def current_billing_period_start(self) -> datetime:
@@ -133,7 +133,7 @@ class UsageCharge:
     @strawberry.field
     async def price(self, info: strawberry.Info) -> Price:
         catalog = await info.context.loaders.catalog.load(self.pricing_model_id)
-        return Price(row=catalog.price_by_id[self.row.price_id], catalog=catalog)
+        return Price.of(catalog.price_by_id[self.row.price_id], catalog)
 
     @strawberry.field(description="Events not covered by credits.")
     def overage_events(self) -> int:

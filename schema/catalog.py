@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from enum import Enum
 
 import strawberry
@@ -42,171 +43,142 @@ class IntervalUnit(Enum):
     YEAR = "year"
 
 
+def _meter(catalog: Catalog, meter_id: uuid.UUID | None) -> UsageMeter | None:
+    return None if meter_id is None else UsageMeter.of(catalog.meter_by_id[meter_id], catalog)
+
+
 @strawberry.type
 class Price:
+    id: strawberry.ID
+    slug: str
+    name: str | None
+    type: PriceType
+    unit_price: int = strawberry.field(description="Minor currency units (cents).")
+    currency: str = strawberry.field(description="ISO 4217, e.g. USD.")
+    usage_events_per_unit: int | None = strawberry.field(
+        description="Usage prices only: events per charged unit."
+    )
+    is_default: bool
+    active: bool
+    interval_unit: IntervalUnit | None = strawberry.field(description="Subscription prices only.")
+    interval_count: int | None = strawberry.field(description="Subscription prices only.")
     row: strawberry.Private[PriceRow]
     catalog: strawberry.Private[Catalog]
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(str(self.row.id))
-
-    @strawberry.field
-    def slug(self) -> str:
-        return self.row.slug
-
-    @strawberry.field
-    def name(self) -> str | None:
-        return self.row.name
-
-    @strawberry.field
-    def type(self) -> PriceType:
-        return PriceType(self.row.type)
-
-    @strawberry.field(description="Minor currency units (cents).")
-    def unit_price(self) -> int:
-        return self.row.unit_price
-
-    @strawberry.field(description="ISO 4217, e.g. USD.")
-    def currency(self) -> str:
-        return self.row.currency
-
-    @strawberry.field(description="Usage prices only: events per charged unit.")
-    def usage_events_per_unit(self) -> int | None:
-        return self.row.usage_events_per_unit
-
-    @strawberry.field
-    def is_default(self) -> bool:
-        return self.row.is_default
-
-    @strawberry.field
-    def active(self) -> bool:
-        return self.row.active
-
-    @strawberry.field(description="Subscription prices only.")
-    def interval_unit(self) -> IntervalUnit | None:
-        return None if self.row.interval_unit is None else IntervalUnit(self.row.interval_unit)
-
-    @strawberry.field(description="Subscription prices only.")
-    def interval_count(self) -> int | None:
-        return self.row.interval_count
+    @classmethod
+    def of(cls, row: PriceRow, catalog: Catalog) -> Price:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            slug=row.slug,
+            name=row.name,
+            type=PriceType(row.type),
+            unit_price=row.unit_price,
+            currency=row.currency,
+            usage_events_per_unit=row.usage_events_per_unit,
+            is_default=row.is_default,
+            active=row.active,
+            interval_unit=None if row.interval_unit is None else IntervalUnit(row.interval_unit),
+            interval_count=row.interval_count,
+            row=row,
+            catalog=catalog,
+        )
 
     @strawberry.field(description="Usage prices only.")
     def usage_meter(self) -> UsageMeter | None:
-        if self.row.usage_meter_id is None:
-            return None
-        return UsageMeter(
-            row=self.catalog.meter_by_id[self.row.usage_meter_id], catalog=self.catalog
-        )
+        return _meter(self.catalog, self.row.usage_meter_id)
 
 
 @strawberry.type
 class UsageMeter:
+    id: strawberry.ID
+    slug: str
+    name: str
+    aggregation_type: UsageMeterAggregationType
     row: strawberry.Private[UsageMeterRow]
     catalog: strawberry.Private[Catalog]
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(str(self.row.id))
-
-    @strawberry.field
-    def slug(self) -> str:
-        return self.row.slug
-
-    @strawberry.field
-    def name(self) -> str:
-        return self.row.name
-
-    @strawberry.field
-    def aggregation_type(self) -> UsageMeterAggregationType:
-        return UsageMeterAggregationType(self.row.aggregation_type)
+    @classmethod
+    def of(cls, row: UsageMeterRow, catalog: Catalog) -> UsageMeter:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            slug=row.slug,
+            name=row.name,
+            aggregation_type=UsageMeterAggregationType(row.aggregation_type),
+            row=row,
+            catalog=catalog,
+        )
 
     @strawberry.field
     def prices(self) -> list[Price]:
-        return [Price(row=p, catalog=self.catalog) for p in self.catalog.meter_prices(self.row.id)]
+        return [Price.of(p, self.catalog) for p in self.catalog.meter_prices(self.row.id)]
 
     @strawberry.field(description="The default usage price; {slug}_no_charge when none is set.")
     def default_price(self) -> Price:
-        return Price(row=self.catalog.meter_default_price(self.row.id), catalog=self.catalog)
+        return Price.of(self.catalog.meter_default_price(self.row.id), self.catalog)
 
 
 @strawberry.type
 class Feature:
+    id: strawberry.ID
+    slug: str
+    name: str
+    type: FeatureType
+    amount: int | None
+    renewal_frequency: RenewalFrequency | None
     row: strawberry.Private[FeatureRow]
     catalog: strawberry.Private[Catalog]
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(str(self.row.id))
-
-    @strawberry.field
-    def slug(self) -> str:
-        return self.row.slug
-
-    @strawberry.field
-    def name(self) -> str:
-        return self.row.name
-
-    @strawberry.field
-    def type(self) -> FeatureType:
-        return FeatureType(self.row.type)
-
-    @strawberry.field
-    def amount(self) -> int | None:
-        return self.row.amount
-
-    @strawberry.field
-    def usage_meter(self) -> UsageMeter | None:
-        if self.row.usage_meter_id is None:
-            return None
-        return UsageMeter(
-            row=self.catalog.meter_by_id[self.row.usage_meter_id], catalog=self.catalog
+    @classmethod
+    def of(cls, row: FeatureRow, catalog: Catalog) -> Feature:
+        renewal = row.renewal_frequency
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            slug=row.slug,
+            name=row.name,
+            type=FeatureType(row.type),
+            amount=row.amount,
+            renewal_frequency=None if renewal is None else RenewalFrequency(renewal),
+            row=row,
+            catalog=catalog,
         )
 
     @strawberry.field
-    def renewal_frequency(self) -> RenewalFrequency | None:
-        if self.row.renewal_frequency is None:
-            return None
-        return RenewalFrequency(self.row.renewal_frequency)
+    def usage_meter(self) -> UsageMeter | None:
+        return _meter(self.catalog, self.row.usage_meter_id)
 
 
 @strawberry.type
 class Product:
+    id: strawberry.ID
+    slug: str
+    name: str
+    is_default: bool
     row: strawberry.Private[ProductRow]
     catalog: strawberry.Private[Catalog]
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(str(self.row.id))
-
-    @strawberry.field
-    def slug(self) -> str:
-        return self.row.slug
-
-    @strawberry.field
-    def name(self) -> str:
-        return self.row.name
-
-    @strawberry.field
-    def is_default(self) -> bool:
-        return self.row.is_default
+    @classmethod
+    def of(cls, row: ProductRow, catalog: Catalog) -> Product:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            slug=row.slug,
+            name=row.name,
+            is_default=row.is_default,
+            row=row,
+            catalog=catalog,
+        )
 
     @strawberry.field
     def prices(self) -> list[Price]:
-        return [
-            Price(row=p, catalog=self.catalog) for p in self.catalog.product_prices(self.row.id)
-        ]
+        return [Price.of(p, self.catalog) for p in self.catalog.product_prices(self.row.id)]
 
     @strawberry.field
     def default_price(self) -> Price | None:
         price = self.catalog.product_default_price(self.row.id)
-        return None if price is None else Price(row=price, catalog=self.catalog)
+        return None if price is None else Price.of(price, self.catalog)
 
     @strawberry.field
     def features(self) -> list[Feature]:
-        return [
-            Feature(row=f, catalog=self.catalog) for f in self.catalog.product_features(self.row.id)
-        ]
+        return [Feature.of(f, self.catalog) for f in self.catalog.product_features(self.row.id)]
 
 
 @strawberry.type
@@ -227,12 +199,12 @@ class PricingModel:
 
     @strawberry.field
     def products(self) -> list[Product]:
-        return [Product(row=p, catalog=self.catalog) for p in self.catalog.products]
+        return [Product.of(p, self.catalog) for p in self.catalog.products]
 
     @strawberry.field
     def usage_meters(self) -> list[UsageMeter]:
-        return [UsageMeter(row=m, catalog=self.catalog) for m in self.catalog.meters]
+        return [UsageMeter.of(m, self.catalog) for m in self.catalog.meters]
 
     @strawberry.field
     def features(self) -> list[Feature]:
-        return [Feature(row=f, catalog=self.catalog) for f in self.catalog.features]
+        return [Feature.of(f, self.catalog) for f in self.catalog.features]

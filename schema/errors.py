@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import strawberry
 
 from gateway import errors
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from schema.catalog import Product
@@ -81,7 +84,7 @@ class InsufficientBalance(UserError):
 
         catalog = await info.context.loaders.catalog.load(self.pricing_model_id)
         options = catalog.upgrade_options(self.meter_id, self.product_id)
-        return [Product(row=p, catalog=catalog) for p in options]
+        return [Product.of(p, catalog) for p in options]
 
 
 _SIMPLE: dict[errors.ErrorCode, Any] = {
@@ -117,3 +120,10 @@ def to_graphql(error: errors.UserError) -> Any:
             product_id=error.extra.get("product_id"),
         )
     return _SIMPLE[error.code](code=code, message=error.message, field=error.field)
+
+
+def respond(result: T | errors.UserError, success: Callable[[T], Any]) -> Any:
+    """A mutation's answer: the GraphQL error type of a failure, else ``success(result)``."""
+    if isinstance(result, errors.UserError):
+        return to_graphql(result)
+    return success(result)
