@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -74,6 +75,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             settings=settings, db=db, catalogs=catalogs, token_secret=settings.token_secret()
         )
         _app.state.services = services_holder["services"]
+        # What exists now (schema, modules, pool) lives as long as the process: keep it out of
+        # the collector's full passes, which otherwise walk ~135,000 objects (~40 ms each, a
+        # pause for every request in flight). bench/RESULTS.md: p99 -40%, CPU -14%.
+        gc.freeze()
         try:
             yield
         finally:

@@ -1,0 +1,1 @@
+"""The benchmark suite: `bench/run` or `python -m bench` (see bench/README.md)."""
