@@ -326,6 +326,8 @@ class MeterBalance(SQLModel, table=True):
     )
     customer_id: uuid.UUID = _fk("customers.id")
     event_seq: int = _bigint(default=0)
+    # The latest billing period whose recurring credit grants have been issued.
+    grants_period_start: datetime | None = _ts(nullable=True)
 
 
 class UsageTotal(SQLModel, table=True):
