@@ -49,8 +49,13 @@ async def load_targets(conn: Any, meter_slug: str) -> dict[str, tuple[Any, ...]]
     rows = await conn.fetch(TARGETS, meter_slug)
     return {
         r["subscription_id"]: (
-            r["customer_id"], uuid.UUID(r["subscription_id"]), r["meter_id"], r["price_id"],
-            r["period_id"], r["period_start"], r["period_end"],
+            r["customer_id"],
+            uuid.UUID(r["subscription_id"]),
+            r["meter_id"],
+            r["price_id"],
+            r["period_id"],
+            r["period_start"],
+            r["period_end"],
         )
         for r in rows
     }
@@ -90,12 +95,22 @@ def create_app() -> FastAPI:
         data = orjson.loads(await request.body())
         target = state["targets"].get(data["subscriptionId"])
         if target is None:
-            return Response(b'{"error":"unknown subscription"}', status_code=404,
-                            media_type="application/json")
+            return Response(
+                b'{"error":"unknown subscription"}', status_code=404, media_type="application/json"
+            )
         customer, sub, meter_id, price, period, start, end = target
         await state["pool"].execute(
-            INSERT, uuid.UUID(bytes=uuid_utils.uuid7().bytes), customer, sub, meter_id, price,
-            period, start, end, int(data["amount"]), data["transactionId"],
+            INSERT,
+            uuid.UUID(bytes=uuid_utils.uuid7().bytes),
+            customer,
+            sub,
+            meter_id,
+            price,
+            period,
+            start,
+            end,
+            int(data["amount"]),
+            data["transactionId"],
         )
         return Response(b'{"ok":true}', media_type="application/json")
 

@@ -197,8 +197,14 @@ async def closed_loop(spec: dict[str, Any]) -> dict[str, Any]:
                     good = _ok(status, answer, expect, expect_count)
                     if not good and not first_error:
                         first_error.append(f"HTTP {status}: {answer[:300]!r}")
-                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                        TimeoutError, HttpError, ValueError) as exc:
+                except (
+                    OSError,
+                    asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError,
+                    TimeoutError,
+                    HttpError,
+                    ValueError,
+                ) as exc:
                     good = False
                     if not first_error:
                         first_error.append(repr(exc)[:300])
@@ -265,8 +271,11 @@ async def blocks(spec: dict[str, Any]) -> dict[str, Any]:
             results.append(latencies)
     finally:
         conn.close()
-    return {"blocks": results, "errors": errors,
-            "first_error": first_error[0] if first_error else None}
+    return {
+        "blocks": results,
+        "errors": errors,
+        "first_error": first_error[0] if first_error else None,
+    }
 
 
 def main() -> int:

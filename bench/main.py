@@ -61,9 +61,19 @@ class Config:
 
 
 FULL = Config(rounds=5, warmup=2.0, duration=8.0, batch_duration=8.0)
-QUICK = Config(rounds=2, warmup=1.5, duration=4.0, batch_warmup=1.0, batch_duration=4.0,
-               history_large=100_000, balance_blocks=4, balance_per_block=30,
-               dashboard_blocks=3, dashboard_per_block=5, verify_history=False)
+QUICK = Config(
+    rounds=2,
+    warmup=1.5,
+    duration=4.0,
+    batch_warmup=1.0,
+    batch_duration=4.0,
+    history_large=100_000,
+    balance_blocks=4,
+    balance_per_block=30,
+    dashboard_blocks=3,
+    dashboard_per_block=5,
+    verify_history=False,
+)
 
 
 def log(message: str) -> None:
@@ -106,9 +116,12 @@ def _cpu_used(start: dict[str, Any], end: dict[str, Any]) -> dict[str, float]:
     return used
 
 
-def run_loadgen(spec: dict[str, Any], watch: list[int] | None = None,
-                profile: Callable[[], Any] | None = None,
-                groups: Groups | None = None) -> dict[str, Any]:
+def run_loadgen(
+    spec: dict[str, Any],
+    watch: list[int] | None = None,
+    profile: Callable[[], Any] | None = None,
+    groups: Groups | None = None,
+) -> dict[str, Any]:
     """Run the load generator process; sample the RSS of `watch` pids while it runs, and the
     CPU used by each group of processes (and the load generator) in the measured window."""
     warmup = float(spec.get("warmup", 0))
@@ -116,8 +129,12 @@ def run_loadgen(spec: dict[str, Any], watch: list[int] | None = None,
     budget = warmup + window + float(spec.get("deadline", 0)) + 60
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen"], stdin=subprocess.PIPE, stdout=out,
-            stderr=err, cwd=servers.REPO, env={**os.environ, "PYTHONPATH": str(servers.REPO)},
+            [sys.executable, "-m", "bench.loadgen"],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
+            cwd=servers.REPO,
+            env={**os.environ, "PYTHONPATH": str(servers.REPO)},
         )
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(spec).encode())
@@ -155,8 +172,12 @@ def run_loadgen(spec: dict[str, Any], watch: list[int] | None = None,
 
 
 class Bench:
-    def __init__(self, config: Config, profile_dir: Path | None,
-                 postgres_pids: Callable[[], list[int]] = list) -> None:
+    def __init__(
+        self,
+        config: Config,
+        profile_dir: Path | None,
+        postgres_pids: Callable[[], list[int]] = list,
+    ) -> None:
         self.config = config
         self.postgres_pids = postgres_pids
         self.profile_dir = profile_dir
@@ -168,11 +189,18 @@ class Bench:
     # ---------------------------------------------------------------- helpers
 
     def closed(self, server: servers.Server, **spec: Any) -> dict[str, Any]:
-        return {"mode": "closed", "host": "127.0.0.1", "port": server.port, "cpu": self.cpu,
-                "meter": scenario.METER, **spec}
+        return {
+            "mode": "closed",
+            "host": "127.0.0.1",
+            "port": server.port,
+            "cpu": self.cpu,
+            "meter": scenario.METER,
+            **spec,
+        }
 
-    def profiler(self, server: servers.Server, name: str,
-                 seconds: float) -> Callable[[], Any] | None:
+    def profiler(
+        self, server: servers.Server, name: str, seconds: float
+    ) -> Callable[[], Any] | None:
         if self.profile_dir is None:
             return None
         pyspy = Path(sys.executable).with_name("py-spy")
@@ -185,9 +213,21 @@ class Bench:
         def start() -> subprocess.Popen[bytes]:
             out = self.profile_dir / f"{name}.svg"  # type: ignore[operator]
             return subprocess.Popen(
-                [str(pyspy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                 "--rate", "200", "--nonblocking", "--output", str(out)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    str(pyspy),
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    str(int(seconds)),
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "--output",
+                    str(out),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
 
         self.notes.append(f"profile of one worker: {self.profile_dir / (name + '.svg')}")
@@ -195,17 +235,29 @@ class Bench:
 
     # ---------------------------------------------------------------- 1 and 5
 
-    def usage_event(self, gateway: servers.Server, baseline: servers.Server,
-                    sc: scenario.Scenario) -> None:
+    def usage_event(
+        self, gateway: servers.Server, baseline: servers.Server, sc: scenario.Scenario
+    ) -> None:
         c = self.config
-        common = {"connections": c.connections, "warmup": c.warmup, "duration": c.duration,
-                  "subscriptions": sc.dashboard_subscriptions}
+        common = {
+            "connections": c.connections,
+            "warmup": c.warmup,
+            "duration": c.duration,
+            "subscriptions": sc.dashboard_subscriptions,
+        }
         specs = {
-            "gateway": self.closed(gateway, path="/graphql", token=sc.token, kind="usage_event",
-                                   query=scenario.CREATE_USAGE_EVENT,
-                                   expect='"UsageEventRecorded"', **common),
-            "baseline": self.closed(baseline, path="/event", kind="baseline_event",
-                                    expect='"ok"', **common),
+            "gateway": self.closed(
+                gateway,
+                path="/graphql",
+                token=sc.token,
+                kind="usage_event",
+                query=scenario.CREATE_USAGE_EVENT,
+                expect='"UsageEventRecorded"',
+                **common,
+            ),
+            "baseline": self.closed(
+                baseline, path="/event", kind="baseline_event", expect='"ok"', **common
+            ),
         }
         runs: dict[str, list[dict[str, Any]]] = {"gateway": [], "baseline": []}
         idle_rss = max(psutil.Process(p).memory_info().rss for p in gateway.worker_pids)
@@ -214,47 +266,75 @@ class Bench:
             for name in order:
                 spec = {**specs[name], "run_id": f"b1{name[0]}{r}-{uuid.uuid4().hex[:6]}"}
                 is_gateway = name == "gateway"
-                profile = (self.profiler(gateway, "1-createUsageEvent", c.duration)
-                           if is_gateway and r == c.rounds - 1 else None)
+                profile = (
+                    self.profiler(gateway, "1-createUsageEvent", c.duration)
+                    if is_gateway and r == c.rounds - 1
+                    else None
+                )
                 server = gateway if is_gateway else baseline
                 groups: Groups = {
                     "server": lambda s=server: [s.process.pid, *s.worker_pids],  # type: ignore[misc]
                     "postgres": self.postgres_pids,
                 }
-                result = run_loadgen(spec, watch=gateway.worker_pids if is_gateway else None,
-                                     profile=profile, groups=groups)
+                result = run_loadgen(
+                    spec,
+                    watch=gateway.worker_pids if is_gateway else None,
+                    profile=profile,
+                    groups=groups,
+                )
                 lat = result.pop("latencies")
                 result["p50"] = percentile(lat, 50)
                 result["p99"] = percentile(lat, 99)
                 runs[name].append(result)
-                log(f"  1 {name:8s} round {r + 1}: {result['throughput']:,.0f} req/s,"
+                log(
+                    f"  1 {name:8s} round {r + 1}: {result['throughput']:,.0f} req/s,"
                     f" p50 {result['p50'] * MS:.1f} ms, p99 {result['p99'] * MS:.1f} ms,"
-                    f" errors {result['errors']}, client cpu {result['client_cpu']:.0%}")
+                    f" errors {result['errors']}, client cpu {result['client_cpu']:.0%}"
+                )
                 if result["errors"]:
-                    self.notes.append(f"1 {name} round {r + 1}: {result['errors']} errors,"
-                                      f" first: {result['first_error']}")
+                    self.notes.append(
+                        f"1 {name} round {r + 1}: {result['errors']} errors,"
+                        f" first: {result['first_error']}"
+                    )
         self.raw["1"] = runs
         g, b = runs["gateway"], runs["baseline"]
         tput = Spread.of([x["throughput"] for x in g])
         base = Spread.of([x["throughput"] for x in b])
         ratio = Spread.of([x["throughput"] / y["throughput"] for x, y in zip(g, b, strict=True)])
-        self.rows.append(Row("1 createUsageEvent throughput (64 clients)", tput.fmt(" req/s"),
-                             base.fmt(" req/s"), ratio_fmt(ratio), ">= 0.80x",
-                             ratio.median >= 0.8))
+        self.rows.append(
+            Row(
+                "1 createUsageEvent throughput (64 clients)",
+                tput.fmt(" req/s"),
+                base.fmt(" req/s"),
+                ratio_fmt(ratio),
+                ">= 0.80x",
+                ratio.median >= 0.8,
+            )
+        )
         p50 = Spread.of([x["p50"] for x in g])
         bp50 = Spread.of([x["p50"] for x in b])
-        self.rows.append(Row("1 createUsageEvent p50 latency", p50.fmt(" ms", 1, MS),
-                             bp50.fmt(" ms", 1, MS),
-                             ratio_fmt(Spread.of([x["p50"] / y["p50"]
-                                                  for x, y in zip(g, b, strict=True)])),
-                             "", None))
+        self.rows.append(
+            Row(
+                "1 createUsageEvent p50 latency",
+                p50.fmt(" ms", 1, MS),
+                bp50.fmt(" ms", 1, MS),
+                ratio_fmt(Spread.of([x["p50"] / y["p50"] for x, y in zip(g, b, strict=True)])),
+                "",
+                None,
+            )
+        )
         p99 = Spread.of([x["p99"] for x in g])
         bp99 = Spread.of([x["p99"] for x in b])
-        self.rows.append(Row("1 createUsageEvent p99 latency", p99.fmt(" ms", 1, MS),
-                             bp99.fmt(" ms", 1, MS),
-                             ratio_fmt(Spread.of([x["p99"] / y["p99"]
-                                                  for x, y in zip(g, b, strict=True)])),
-                             "<= 50 ms", p99.median <= 0.050))
+        self.rows.append(
+            Row(
+                "1 createUsageEvent p99 latency",
+                p99.fmt(" ms", 1, MS),
+                bp99.fmt(" ms", 1, MS),
+                ratio_fmt(Spread.of([x["p99"] / y["p99"] for x, y in zip(g, b, strict=True)])),
+                "<= 50 ms",
+                p99.median <= 0.050,
+            )
+        )
         self.cpu_rows("1", g, b)
         cpu = Spread.of([x["client_cpu"] for x in g + b])
         self.notes.append(
@@ -265,9 +345,16 @@ class Bench:
         hwm = [servers.peak_rss(p) for p in gateway.worker_pids]
         sampled = max(x["rss_peak"] for x in g)
         peak = max([h for h in hwm if h is not None] or [sampled])
-        self.rows.append(Row("5 peak RSS of one gateway worker (under 1)",
-                             f"{peak / MB:,.0f} MB", f"idle {idle_rss / MB:,.0f} MB", "",
-                             "< 250 MB", peak < 250 * MB))
+        self.rows.append(
+            Row(
+                "5 peak RSS of one gateway worker (under 1)",
+                f"{peak / MB:,.0f} MB",
+                f"idle {idle_rss / MB:,.0f} MB",
+                "",
+                "< 250 MB",
+                peak < 250 * MB,
+            )
+        )
         self.raw["5"] = {"vmhwm": hwm, "sampled_peak": sampled, "idle": idle_rss}
 
     def cpu_rows(self, figure: str, g: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
@@ -280,22 +367,32 @@ class Bench:
 
         gs, gp = per_request(g, "server"), per_request(g, "postgres")
         bs, bp = per_request(b, "server"), per_request(b, "postgres")
-        self.rows.append(Row(
-            f"{figure} CPU per request: server + PostgreSQL",
-            f"{gs.median * MS:.2f} + {gp.median * MS:.2f} ms",
-            f"{bs.median * MS:.2f} + {bp.median * MS:.2f} ms",
-            f"{(gs.median + gp.median) / (bs.median + bp.median):.2f}x", "", None))
+        self.rows.append(
+            Row(
+                f"{figure} CPU per request: server + PostgreSQL",
+                f"{gs.median * MS:.2f} + {gp.median * MS:.2f} ms",
+                f"{bs.median * MS:.2f} + {bp.median * MS:.2f} ms",
+                f"{(gs.median + gp.median) / (bs.median + bp.median):.2f}x",
+                "",
+                None,
+            )
+        )
         if not gp.median:
-            self.notes.append(f"{figure}: PostgreSQL is not embedded: its CPU is not measured"
-                              " (it counts as 'other')")
+            self.notes.append(
+                f"{figure}: PostgreSQL is not embedded: its CPU is not measured"
+                " (it counts as 'other')"
+            )
         for name, runs in (("gateway", g), ("baseline", b)):
-            cores = {k: median([x["cores"][k] for x in runs])
-                     for k in ("server", "postgres", "client", "other", "machine")}
+            cores = {
+                k: median([x["cores"][k] for x in runs])
+                for k in ("server", "postgres", "client", "other", "machine")
+            }
             self.notes.append(
                 f"{figure} {name}: cores used (median of rounds): server {cores['server']:.2f},"
                 f" PostgreSQL {cores['postgres']:.2f}, load generator {cores['client']:.2f},"
                 f" other processes {cores['other']:.2f}, machine {cores['machine']:.2f}"
-                f" of {os.cpu_count()}")
+                f" of {os.cpu_count()}"
+            )
 
     async def check_writes(self, database_url: str) -> None:
         """Every answered createUsageEvent wrote exactly one event."""
@@ -303,25 +400,36 @@ class Bench:
         try:
             for name, prefix in (("gateway", "b1g"), ("baseline", "b1b")):
                 rows = await conn.fetchval(
-                    "SELECT count(*) FROM usage_events WHERE transaction_id LIKE $1",
-                    prefix + "%")
+                    "SELECT count(*) FROM usage_events WHERE transaction_id LIKE $1", prefix + "%"
+                )
                 answered = sum(x["ok_total"] for x in self.raw["1"][name])
-                self.notes.append(f"1 {name}: {answered:,} successful answers in all,"
-                                  f" {rows:,} events written")
+                self.notes.append(
+                    f"1 {name}: {answered:,} successful answers in all, {rows:,} events written"
+                )
         finally:
             await conn.close()
 
     # ---------------------------------------------------------------- 2
 
-    def usage_events(self, gateway: servers.Server, sc: scenario.Scenario,
-                     database_url: str) -> None:
+    def usage_events(
+        self, gateway: servers.Server, sc: scenario.Scenario, database_url: str
+    ) -> None:
         c = self.config
         spec = self.closed(
-            gateway, path="/graphql", token=sc.token, kind="usage_events",
-            query=scenario.CREATE_USAGE_EVENTS, batch=c.batch_size, stride=c.batch_connections,
-            connections=c.batch_connections, warmup=c.batch_warmup, duration=c.batch_duration,
-            subscriptions=sc.dashboard_subscriptions, expect='"UsageEventRecorded"',
-            expect_count=c.batch_size, timeout=30,
+            gateway,
+            path="/graphql",
+            token=sc.token,
+            kind="usage_events",
+            query=scenario.CREATE_USAGE_EVENTS,
+            batch=c.batch_size,
+            stride=c.batch_connections,
+            connections=c.batch_connections,
+            warmup=c.batch_warmup,
+            duration=c.batch_duration,
+            subscriptions=sc.dashboard_subscriptions,
+            expect='"UsageEventRecorded"',
+            expect_count=c.batch_size,
+            timeout=30,
         )
         g: list[float] = []
         b: list[float] = []
@@ -329,14 +437,18 @@ class Bench:
         lat: list[dict[str, float]] = []
         cores: list[dict[str, float]] = []
         for r in range(c.rounds):
-            profile = (self.profiler(gateway, "2-createUsageEvents", c.batch_duration)
-                       if r == c.rounds - 1 else None)
+            profile = (
+                self.profiler(gateway, "2-createUsageEvents", c.batch_duration)
+                if r == c.rounds - 1
+                else None
+            )
             groups: Groups = {
                 "server": lambda: [gateway.process.pid, *gateway.worker_pids],
                 "postgres": self.postgres_pids,
             }
-            result = run_loadgen({**spec, "run_id": f"b2g{r}-{uuid.uuid4().hex[:6]}"},
-                                 profile=profile, groups=groups)
+            result = run_loadgen(
+                {**spec, "run_id": f"b2g{r}-{uuid.uuid4().hex[:6]}"}, profile=profile, groups=groups
+            )
             if "cores" in result:
                 cores.append(result["cores"])
             latencies = result.pop("latencies")
@@ -344,41 +456,80 @@ class Bench:
             g.append(events)
             lat.append({"p50": percentile(latencies, 50), "p99": percentile(latencies, 99)})
             if result["errors"]:
-                self.notes.append(f"2 round {r + 1}: {result['errors']} errors,"
-                                  f" first: {result['first_error']}")
-            rows, copied = asyncio.run(baseline_batches(
-                database_url, sc.dashboard_subscriptions, c.batch_connections, c.batch_size,
-                c.batch_warmup, c.batch_duration / 2, f"b2b{r}"))
+                self.notes.append(
+                    f"2 round {r + 1}: {result['errors']} errors, first: {result['first_error']}"
+                )
+            rows, copied = asyncio.run(
+                baseline_batches(
+                    database_url,
+                    sc.dashboard_subscriptions,
+                    c.batch_connections,
+                    c.batch_size,
+                    c.batch_warmup,
+                    c.batch_duration / 2,
+                    f"b2b{r}",
+                )
+            )
             b.append(rows)
             copy.append(copied)
-            log(f"  2 round {r + 1}: gateway {events:,.0f} events/s (batch p50"
+            log(
+                f"  2 round {r + 1}: gateway {events:,.0f} events/s (batch p50"
                 f" {lat[-1]['p50'] * MS:.0f} ms), executemany {rows:,.0f} rows/s,"
-                f" COPY {copied:,.0f} rows/s")
+                f" COPY {copied:,.0f} rows/s"
+            )
         self.raw["2"] = {"gateway": g, "executemany": b, "copy": copy, "latency": lat}
         ev = Spread.of(g)
         ratio = Spread.of([x / y for x, y in zip(g, b, strict=True)])
-        self.rows.append(Row(f"2 createUsageEvents x{c.batch_size} ({c.batch_connections}"
-                             " clients)", ev.fmt(" ev/s"), Spread.of(b).fmt(" rows/s"),
-                             ratio_fmt(ratio), ">= 25,000/s, >= 0.40x",
-                             ev.median >= 25_000 and ratio.median >= 0.4))
-        self.rows.append(Row("2 createUsageEvents batch latency p50 / p99",
-                             f"{median([x['p50'] for x in lat]) * MS:,.0f} /"
-                             f" {median([x['p99'] for x in lat]) * MS:,.0f} ms", "", "", "",
-                             None))
+        self.rows.append(
+            Row(
+                f"2 createUsageEvents x{c.batch_size} ({c.batch_connections} clients)",
+                ev.fmt(" ev/s"),
+                Spread.of(b).fmt(" rows/s"),
+                ratio_fmt(ratio),
+                ">= 25,000/s, >= 0.40x",
+                ev.median >= 25_000 and ratio.median >= 0.4,
+            )
+        )
+        self.rows.append(
+            Row(
+                "2 createUsageEvents batch latency p50 / p99",
+                f"{median([x['p50'] for x in lat]) * MS:,.0f} /"
+                f" {median([x['p99'] for x in lat]) * MS:,.0f} ms",
+                "",
+                "",
+                "",
+                None,
+            )
+        )
         if cores:
             server = median([x["server"] / e for x, e in zip(cores, g, strict=False)])
             pg = median([x["postgres"] / e for x, e in zip(cores, g, strict=False)])
-            self.rows.append(Row("2 CPU per event: server + PostgreSQL",
-                                 f"{server * MS:.3f} + {pg * MS:.3f} ms", "", "", "", None))
+            self.rows.append(
+                Row(
+                    "2 CPU per event: server + PostgreSQL",
+                    f"{server * MS:.3f} + {pg * MS:.3f} ms",
+                    "",
+                    "",
+                    "",
+                    None,
+                )
+            )
             self.notes.append(
                 "2 gateway: cores used (median of rounds): server"
                 f" {median([x['server'] for x in cores]):.2f}, PostgreSQL"
                 f" {median([x['postgres'] for x in cores]):.2f}, other processes"
-                f" {median([x['other'] for x in cores]):.2f}")
-        self.rows.append(Row("2 (info) same rows by COPY, no conflict handling", "",
-                             Spread.of(copy).fmt(" rows/s"),
-                             ratio_fmt(Spread.of([x / y for x, y in zip(g, copy, strict=True)])),
-                             "", None))
+                f" {median([x['other'] for x in cores]):.2f}"
+            )
+        self.rows.append(
+            Row(
+                "2 (info) same rows by COPY, no conflict handling",
+                "",
+                Spread.of(copy).fmt(" rows/s"),
+                ratio_fmt(Spread.of([x / y for x, y in zip(g, copy, strict=True)])),
+                "",
+                None,
+            )
+        )
 
     # ---------------------------------------------------------------- 3
 
@@ -398,17 +549,34 @@ class Bench:
         checked = ["hist-small"] + (["hist-large"] if c.verify_history else [])
         for name in checked:
             drifts = asyncio.run(scenario.verify_history(database_url, name))
-            self.notes.append(f"3: gateway.reconcile on {name}: {len(drifts)} drifts"
-                              + (f", first: {drifts[0]}" if drifts else ""))
+            self.notes.append(
+                f"3: gateway.reconcile on {name}: {len(drifts)} drifts"
+                + (f", first: {drifts[0]}" if drifts else "")
+            )
         blocks = []
         for _ in range(c.balance_blocks):
             for name in ("hist-small", "hist-large"):
-                blocks.append({"count": c.balance_per_block, "kind": "static",
-                               "variables": {"meter": scenario.METER, "customer": name}})
-        result = run_loadgen({"mode": "blocks", "host": "127.0.0.1", "port": gateway.port,
-                              "cpu": self.cpu, "path": "/graphql", "token": sc.token,
-                              "query": scenario.USAGE_BALANCE, "expect": '"availableBalance"',
-                              "blocks": blocks, "deadline": 240})
+                blocks.append(
+                    {
+                        "count": c.balance_per_block,
+                        "kind": "static",
+                        "variables": {"meter": scenario.METER, "customer": name},
+                    }
+                )
+        result = run_loadgen(
+            {
+                "mode": "blocks",
+                "host": "127.0.0.1",
+                "port": gateway.port,
+                "cpu": self.cpu,
+                "path": "/graphql",
+                "token": sc.token,
+                "query": scenario.USAGE_BALANCE,
+                "expect": '"availableBalance"',
+                "blocks": blocks,
+                "deadline": 240,
+            }
+        )
         small = result["blocks"][0::2]
         large = result["blocks"][1::2]
         small_all = [x for blk in small for x in blk]
@@ -417,94 +585,191 @@ class Bench:
         ratio = median(large_all) / median(small_all)
         self.raw["3"] = {"small": small, "large": large}
         label = f"{c.history_large:,}"
-        self.rows.append(Row(f"3 usageBalance median, {c.history_small:,} events",
-                             f"{median(small_all) * MS:.2f} ms", "", "", "", None))
-        self.rows.append(Row(f"3 usageBalance median, {label} events",
-                             f"{median(large_all) * MS:.2f} ms",
-                             f"{median(small_all) * MS:.2f} ms", f"{ratio:.2f}x"
-                             f" ({per_block.low:.2f}-{per_block.high:.2f})", "<= 1.20x",
-                             ratio <= 1.2))
-        sql_small, sql_large = asyncio.run(sql_balance_latency(
-            database_url, subs["hist-small"], subs["hist-large"], c.balance_blocks,
-            c.balance_per_block))
-        self.rows.append(Row(f"3 (info) SQL usage_balance() median, {label} events",
-                             f"{sql_large * MS:.3f} ms", f"{sql_small * MS:.3f} ms",
-                             f"{sql_large / sql_small:.2f}x", "", None))
+        self.rows.append(
+            Row(
+                f"3 usageBalance median, {c.history_small:,} events",
+                f"{median(small_all) * MS:.2f} ms",
+                "",
+                "",
+                "",
+                None,
+            )
+        )
+        self.rows.append(
+            Row(
+                f"3 usageBalance median, {label} events",
+                f"{median(large_all) * MS:.2f} ms",
+                f"{median(small_all) * MS:.2f} ms",
+                f"{ratio:.2f}x ({per_block.low:.2f}-{per_block.high:.2f})",
+                "<= 1.20x",
+                ratio <= 1.2,
+            )
+        )
+        sql_small, sql_large = asyncio.run(
+            sql_balance_latency(
+                database_url,
+                subs["hist-small"],
+                subs["hist-large"],
+                c.balance_blocks,
+                c.balance_per_block,
+            )
+        )
+        self.rows.append(
+            Row(
+                f"3 (info) SQL usage_balance() median, {label} events",
+                f"{sql_large * MS:.3f} ms",
+                f"{sql_small * MS:.3f} ms",
+                f"{sql_large / sql_small:.2f}x",
+                "",
+                None,
+            )
+        )
         if result["errors"]:
             self.notes.append(f"3: {result['errors']} errors, first: {result['first_error']}")
 
     # ---------------------------------------------------------------- 4
 
-    def dashboard(self, gateway: servers.Server, sc: scenario.Scenario, database_url: str,
-                  workdir: Path) -> None:
+    def dashboard(
+        self, gateway: servers.Server, sc: scenario.Scenario, database_url: str, workdir: Path
+    ) -> None:
         c = self.config
         blocks = []
         for _ in range(c.dashboard_blocks):
             for first in (scenario.DASHBOARD_CUSTOMERS, 1):
-                blocks.append({"count": c.dashboard_per_block, "kind": "static",
-                               "variables": {"first": first},
-                               "expect": '"externalId"', "expect_count": first})
-        result = run_loadgen({"mode": "blocks", "host": "127.0.0.1", "port": gateway.port,
-                              "cpu": self.cpu, "path": "/graphql", "token": sc.token,
-                              "query": scenario.DASHBOARD, "blocks": blocks, "deadline": 240})
+                blocks.append(
+                    {
+                        "count": c.dashboard_per_block,
+                        "kind": "static",
+                        "variables": {"first": first},
+                        "expect": '"externalId"',
+                        "expect_count": first,
+                    }
+                )
+        result = run_loadgen(
+            {
+                "mode": "blocks",
+                "host": "127.0.0.1",
+                "port": gateway.port,
+                "cpu": self.cpu,
+                "path": "/graphql",
+                "token": sc.token,
+                "query": scenario.DASHBOARD,
+                "blocks": blocks,
+                "deadline": 240,
+            }
+        )
         many = [x for blk in result["blocks"][0::2] for x in blk]
         one = [x for blk in result["blocks"][1::2] for x in blk]
-        per_block = Spread.of([median(y) / median(x) for x, y in
-                               zip(result["blocks"][1::2], result["blocks"][0::2], strict=True)])
+        per_block = Spread.of(
+            [
+                median(y) / median(x)
+                for x, y in zip(result["blocks"][1::2], result["blocks"][0::2], strict=True)
+            ]
+        )
         if result["errors"]:
             self.notes.append(f"4: {result['errors']} errors, first: {result['first_error']}")
         self.raw["4"] = {"many": many, "one": one}
         counts = asyncio.run(count_round_trips(database_url, sc, workdir))
         self.raw["round_trips"] = counts
         n = scenario.DASHBOARD_CUSTOMERS
-        self.rows.append(Row(f"4 dashboard ({n} customers) median latency",
-                             f"{median(many) * MS:.1f} ms", f"1 customer {median(one) * MS:.1f} ms",
-                             f"{median(many) / median(one):.2f}x"
-                             f" ({per_block.low:.2f}-{per_block.high:.2f})", "", None))
+        self.rows.append(
+            Row(
+                f"4 dashboard ({n} customers) median latency",
+                f"{median(many) * MS:.1f} ms",
+                f"1 customer {median(one) * MS:.1f} ms",
+                f"{median(many) / median(one):.2f}x ({per_block.low:.2f}-{per_block.high:.2f})",
+                "",
+                None,
+            )
+        )
         scraped = metrics_round_trips(gateway.url, sc)
         self.raw["round_trips_metrics"] = scraped
         source = counts if scraped is None else scraped
         rt_many = source[f"dashboard ({n} customers)"]
         rt_one = source["dashboard (1 customer)"]
-        self.rows.append(Row(f"4 dashboard ({n} customers) SQL round trips", f"{rt_many:g}",
-                             f"1 customer {rt_one:g}", f"{rt_many / rt_one:.2f}x", "no growth",
-                             rt_many == rt_one))
+        self.rows.append(
+            Row(
+                f"4 dashboard ({n} customers) SQL round trips",
+                f"{rt_many:g}",
+                f"1 customer {rt_one:g}",
+                f"{rt_many / rt_one:.2f}x",
+                "no growth",
+                rt_many == rt_one,
+            )
+        )
         self.notes.append(
             "4/info: SQL round trips per request, "
-            + ("from gateway_db_queries_total on /metrics (summed over the workers; 10"
-               " requests between two scrapes): " + ", ".join(
-                   f"{k} {v:g}" for k, v in scraped.items()) + "; " if scraped else
-               "(/metrics has no gateway_db_queries_total) ")
+            + (
+                "from gateway_db_queries_total on /metrics (summed over the workers; 10"
+                " requests between two scrapes): "
+                + ", ".join(f"{k} {v:g}" for k, v in scraped.items())
+                + "; "
+                if scraped
+                else "(/metrics has no gateway_db_queries_total) "
+            )
             + "counted in-process (gateway.db.start_counting() around one request to"
             " create_app() over ASGI, catalog cache warm): "
             + ", ".join(f"{k} {v}" for k, v in counts.items())
         )
 
 
-async def baseline_batches(database_url: str, subscriptions: list[str], connections: int,
-                           batch: int, warmup: float, duration: float,
-                           run_id: str) -> tuple[float, float]:
+async def baseline_batches(
+    database_url: str,
+    subscriptions: list[str],
+    connections: int,
+    batch: int,
+    warmup: float,
+    duration: float,
+    run_id: str,
+) -> tuple[float, float]:
     """Rows/s of the same rows by executemany (ON CONFLICT DO NOTHING) and by COPY."""
     from bench.baseline_app import INSERT, load_targets
     from gateway.db import asyncpg_dsn
 
     url = asyncpg_dsn(database_url)
-    conns = [await asyncpg.connect(url, server_settings={"timezone": "UTC"})
-             for _ in range(connections)]
+    conns = [
+        await asyncpg.connect(url, server_settings={"timezone": "UTC"}) for _ in range(connections)
+    ]
     try:
         targets = await load_targets(conns[0], scenario.METER)
         ordered = [targets[s] for s in subscriptions]
-        columns = ["id", "customer_id", "subscription_id", "usage_meter_id", "price_id",
-                   "billing_period_id", "period_start", "period_end", "amount", "consumed",
-                   "covered", "seq", "transaction_id", "usage_date"]
+        columns = [
+            "id",
+            "customer_id",
+            "subscription_id",
+            "usage_meter_id",
+            "price_id",
+            "billing_period_id",
+            "period_start",
+            "period_end",
+            "amount",
+            "consumed",
+            "covered",
+            "seq",
+            "transaction_id",
+            "usage_date",
+        ]
 
         def rows(client: int, seq: int, tag: str) -> list[tuple[Any, ...]]:
             out = []
             for i in range(batch):
                 customer, sub, meter, price, period, start, end = ordered[
-                    (client + i * connections) % len(ordered)]
-                out.append((uuid.UUID(bytes=uuid_utils.uuid7().bytes), customer, sub, meter,
-                            price, period, start, end, 1, f"{run_id}{tag}-{client}-{seq}-{i}"))
+                    (client + i * connections) % len(ordered)
+                ]
+                out.append(
+                    (
+                        uuid.UUID(bytes=uuid_utils.uuid7().bytes),
+                        customer,
+                        sub,
+                        meter,
+                        price,
+                        period,
+                        start,
+                        end,
+                        1,
+                        f"{run_id}{tag}-{client}-{seq}-{i}",
+                    )
+                )
             return out
 
         async def run(use_copy: bool) -> float:
@@ -522,8 +787,10 @@ async def baseline_batches(database_url: str, subscriptions: list[str], connecti
                     seq += 1
                     if use_copy:
                         await conn.copy_records_to_table(
-                            "usage_events", columns=columns,
-                            records=[(*r[:8], 1, 1, 0, 0, r[9], now) for r in data])
+                            "usage_events",
+                            columns=columns,
+                            records=[(*r[:8], 1, 1, 0, 0, r[9], now) for r in data],
+                        )
                     else:
                         await conn.executemany(INSERT, data)
                     if start <= loop.time() <= end:
@@ -538,8 +805,9 @@ async def baseline_batches(database_url: str, subscriptions: list[str], connecti
             await conn.close()
 
 
-async def sql_balance_latency(database_url: str, small: str, large: str, blocks: int,
-                              per_block: int) -> tuple[float, float]:
+async def sql_balance_latency(
+    database_url: str, small: str, large: str, blocks: int, per_block: int
+) -> tuple[float, float]:
     from gateway.db import asyncpg_dsn
 
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
@@ -547,7 +815,10 @@ async def sql_balance_latency(database_url: str, small: str, large: str, blocks:
         meter = await conn.fetchval(
             "SELECT m.id FROM usage_meters m JOIN subscriptions s ON true"
             " JOIN customers c ON c.id = s.customer_id AND c.pricing_model_id = m.pricing_model_id"
-            " WHERE s.id = $1 AND m.slug = $2", uuid.UUID(small), scenario.METER)
+            " WHERE s.id = $1 AND m.slug = $2",
+            uuid.UUID(small),
+            scenario.METER,
+        )
         statement = await conn.prepare("SELECT * FROM usage_balance($1, $2)")
         times: dict[str, list[float]] = {small: [], large: []}
         for _ in range(blocks * 2):
@@ -562,29 +833,41 @@ async def sql_balance_latency(database_url: str, small: str, large: str, blocks:
         await conn.close()
 
 
-async def count_round_trips(database_url: str, sc: scenario.Scenario,
-                            workdir: Path) -> dict[str, int]:
+async def count_round_trips(
+    database_url: str, sc: scenario.Scenario, workdir: Path
+) -> dict[str, int]:
     """SQL round trips of one request of each kind, counted in-process."""
     from gateway.app import create_app
     from gateway.db import start_counting
     from gateway.settings import Settings
 
-    settings = Settings(database_url=database_url, gateway_token_secret=servers.TOKEN_SECRET,
-                        gateway_data_dir=workdir / "in-process")
+    settings = Settings(
+        database_url=database_url,
+        gateway_token_secret=servers.TOKEN_SECRET,
+        gateway_data_dir=workdir / "in-process",
+    )
     app = create_app(settings, database_url)
     sub = sc.dashboard_subscriptions[0]
 
     def event(tag: str, i: int = 0) -> dict[str, Any]:
-        return {"target": {"usageMeterSlug": scenario.METER}, "subscriptionId": sub,
-                "amount": 1, "transactionId": f"rt-{tag}-{i}-{uuid.uuid4().hex[:8]}"}
+        return {
+            "target": {"usageMeterSlug": scenario.METER},
+            "subscriptionId": sub,
+            "amount": 1,
+            "transactionId": f"rt-{tag}-{i}-{uuid.uuid4().hex[:8]}",
+        }
 
     n = scenario.DASHBOARD_CUSTOMERS
     cases: dict[str, Callable[[str], tuple[str, dict[str, Any]]]] = {
         "createUsageEvent": lambda t: (scenario.CREATE_USAGE_EVENT, {"input": event(t)}),
-        "createUsageEvents x100": lambda t: (scenario.CREATE_USAGE_EVENTS,
-                                             {"input": [event(t, i) for i in range(100)]}),
-        "usageBalance": lambda t: (scenario.USAGE_BALANCE,
-                                   {"meter": scenario.METER, "customer": "dash-000"}),
+        "createUsageEvents x100": lambda t: (
+            scenario.CREATE_USAGE_EVENTS,
+            {"input": [event(t, i) for i in range(100)]},
+        ),
+        "usageBalance": lambda t: (
+            scenario.USAGE_BALANCE,
+            {"meter": scenario.METER, "customer": "dash-000"},
+        ),
         f"dashboard ({n} customers)": lambda t: (scenario.DASHBOARD, {"first": n}),
         "dashboard (1 customer)": lambda t: (scenario.DASHBOARD, {"first": 1}),
     }
@@ -597,8 +880,9 @@ async def count_round_trips(database_url: str, sc: scenario.Scenario,
                 for attempt in ("warm", "count"):
                     query, variables = make(attempt)
                     counter = start_counting()
-                    answer = await http.post("/graphql", headers=headers,
-                                             json={"query": query, "variables": variables})
+                    answer = await http.post(
+                        "/graphql", headers=headers, json={"query": query, "variables": variables}
+                    )
                     body = answer.json()
                     if answer.status_code != 200 or body.get("errors"):
                         raise RuntimeError(f"{name}: {body}")
@@ -613,34 +897,47 @@ def scrape_db_queries(base_url: str) -> float | None:
             text = answer.read().decode()
     except OSError:
         return None
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith(("gateway_db_queries_total ", "gateway_db_queries_total{"))]
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(("gateway_db_queries_total ", "gateway_db_queries_total{"))
+    ]
     return sum(values) if values else None
 
 
-def metrics_round_trips(base_url: str, sc: scenario.Scenario,
-                        repeat: int = 10) -> dict[str, float] | None:
+def metrics_round_trips(
+    base_url: str, sc: scenario.Scenario, repeat: int = 10
+) -> dict[str, float] | None:
     """Round trips per request from the gateway's own counter: scrape, requests, scrape."""
     if scrape_db_queries(base_url) is None:
         return None
     n = scenario.DASHBOARD_CUSTOMERS
     cases = {
-        "createUsageEvent": lambda i: (scenario.CREATE_USAGE_EVENT, {"input": {
-            "target": {"usageMeterSlug": scenario.METER},
-            "subscriptionId": sc.dashboard_subscriptions[0], "amount": 1,
-            "transactionId": f"rtm-{uuid.uuid4().hex}"}}),
-        "usageBalance": lambda i: (scenario.USAGE_BALANCE,
-                                   {"meter": scenario.METER, "customer": "dash-000"}),
+        "createUsageEvent": lambda i: (
+            scenario.CREATE_USAGE_EVENT,
+            {
+                "input": {
+                    "target": {"usageMeterSlug": scenario.METER},
+                    "subscriptionId": sc.dashboard_subscriptions[0],
+                    "amount": 1,
+                    "transactionId": f"rtm-{uuid.uuid4().hex}",
+                }
+            },
+        ),
+        "usageBalance": lambda i: (
+            scenario.USAGE_BALANCE,
+            {"meter": scenario.METER, "customer": "dash-000"},
+        ),
         f"dashboard ({n} customers)": lambda i: (scenario.DASHBOARD, {"first": n}),
         "dashboard (1 customer)": lambda i: (scenario.DASHBOARD, {"first": 1}),
     }
     found: dict[str, float] = {}
-    with httpx.Client(base_url=base_url, timeout=60,
-                      headers={"Authorization": f"Bearer {sc.token}"}) as http:
+    with httpx.Client(
+        base_url=base_url, timeout=60, headers={"Authorization": f"Bearer {sc.token}"}
+    ) as http:
         for name, make in cases.items():
             for i in range(4):  # every worker's catalog cache warm
-                http.post("/graphql", json=dict(zip(("query", "variables"), make(i),
-                                                    strict=True)))
+                http.post("/graphql", json=dict(zip(("query", "variables"), make(i), strict=True)))
             before = scrape_db_queries(base_url)
             for i in range(repeat):
                 query, variables = make(i)
@@ -664,7 +961,8 @@ def machine() -> dict[str, str]:
         "arch": platform.machine(),
         "cpu": _cpu_model(),
         "python": platform.python_version(),
-        "uvicorn loop/http": ("uvloop" if installed("uvloop") else "asyncio") + "/"
+        "uvicorn loop/http": ("uvloop" if installed("uvloop") else "asyncio")
+        + "/"
         + ("httptools" if installed("httptools") else "h11"),
     }
 
@@ -686,18 +984,27 @@ def stage(name: str) -> Iterator[None]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="everything smaller (about 1-2 minutes; 100,000 events of history)")
+    parser = argparse.ArgumentParser(
+        prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="everything smaller (about 1-2 minutes; 100,000 events of history)",
+    )
     parser.add_argument("--workers", type=int, help="gateway (and baseline) worker processes")
     parser.add_argument("--rounds", type=int, help="interleaved rounds of benchmarks 1 and 2")
     parser.add_argument("--duration", type=float, help="seconds measured per round of 1")
-    parser.add_argument("--only", default="1,2,3,4",
-                        help="benchmarks to run, e.g. 1 or 3,4 (5 comes with 1)")
+    parser.add_argument(
+        "--only", default="1,2,3,4", help="benchmarks to run, e.g. 1 or 3,4 (5 comes with 1)"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="py-spy flame graphs of one gateway worker during 1 and 2")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy flame graphs of one gateway worker during 1 and 2",
+    )
     return parser.parse_args(argv)
 
 
@@ -717,15 +1024,27 @@ def main(argv: list[str] | None = None) -> int:
         env = servers.server_env(db.url, db.workdir)
         with contextlib.ExitStack() as stack:
             with stage(f"starting the gateway ({config.workers} workers)"):
-                gateway = stack.enter_context(servers.server(
-                    "gateway", servers.gateway_command(config.workers), env, config.workers,
-                    db.workdir))
+                gateway = stack.enter_context(
+                    servers.server(
+                        "gateway",
+                        servers.gateway_command(config.workers),
+                        env,
+                        config.workers,
+                        db.workdir,
+                    )
+                )
             with stage("setting up data through GraphQL"):
                 sc = asyncio.run(scenario.setup(gateway.url, db.url))
             if "1" in only:
-                baseline = stack.enter_context(servers.server(
-                    "baseline", servers.baseline_command(config.workers),
-                    {**env, "BENCH_METER": scenario.METER}, config.workers, db.workdir))
+                baseline = stack.enter_context(
+                    servers.server(
+                        "baseline",
+                        servers.baseline_command(config.workers),
+                        {**env, "BENCH_METER": scenario.METER},
+                        config.workers,
+                        db.workdir,
+                    )
+                )
                 with stage("1 createUsageEvent vs bare endpoint (and 5 memory)"):
                     bench.usage_event(gateway, baseline, sc)
                     asyncio.run(bench.check_writes(db.url))
@@ -743,8 +1062,11 @@ def main(argv: list[str] | None = None) -> int:
     info["elapsed"] = f"{time.monotonic() - started:.0f} s"
     print(render(info, config, bench))
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "config": asdict(config),
-                                         "raw": bench.raw}, indent=1, default=str))
+        args.json.write_text(
+            json.dumps(
+                {"machine": info, "config": asdict(config), "raw": bench.raw}, indent=1, default=str
+            )
+        )
     return 0
 
 

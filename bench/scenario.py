@@ -37,11 +37,13 @@ RESULT = """__typename
   ... on UserError { code message }"""
 CREATE_USAGE_EVENT = (
     "mutation($input: CreateUsageEventInput!) { createUsageEvent(input: $input) { "
-    + RESULT + " } }"
+    + RESULT
+    + " } }"
 )
 CREATE_USAGE_EVENTS = (
     "mutation($input: [CreateUsageEventInput!]!) { createUsageEvents(input: $input) { "
-    + RESULT + " } }"
+    + RESULT
+    + " } }"
 )
 USAGE_BALANCE = """query($meter: String!, $customer: String) {
   usageBalance(meterSlug: $meter, customerExternalId: $customer) {
@@ -80,7 +82,8 @@ class GraphQL:
 
     async def __call__(self, query: str, variables: dict[str, Any] | None = None) -> Any:
         answer = await self.http.post(
-            "/graphql", json={"query": query, "variables": variables or {}},
+            "/graphql",
+            json={"query": query, "variables": variables or {}},
             headers={"Authorization": f"Bearer {self.token}"},
         )
         body = answer.json()
@@ -123,8 +126,9 @@ async def _customer(gql: GraphQL, external_id: str, start: str | None) -> str:
                ... on UserError { message } } }""",
         {"e": external_id, "d": start},
     )
-    return str(_expect(subscribed["createSubscription"], "SubscriptionCreated")
-               ["subscription"]["id"])
+    return str(
+        _expect(subscribed["createSubscription"], "SubscriptionCreated")["subscription"]["id"]
+    )
 
 
 async def setup(base_url: str, database_url: str) -> Scenario:
@@ -140,17 +144,31 @@ async def setup(base_url: str, database_url: str) -> Scenario:
         # Created one after the other: the dashboard's first page is exactly these customers.
         subs = [await _customer(gql, f"dash-{i:03d}", None) for i in range(DASHBOARD_CUSTOMERS)]
         year_ago = (datetime.now(UTC) - timedelta(days=350)).isoformat()
-        history = {name: await _customer(gql, name, year_ago)
-                   for name in ("hist-small", "hist-large")}
+        history = {
+            name: await _customer(gql, name, year_ago) for name in ("hist-small", "hist-large")
+        }
         seed = []
         for i, sub in enumerate(subs):
             seed += [
-                {"target": {"usageMeterSlug": "generations"}, "subscriptionId": sub,
-                 "amount": 1, "transactionId": f"seed-g-{i}"},
-                {"target": {"usageMeterSlug": "api_calls"}, "subscriptionId": sub,
-                 "amount": i + 1, "transactionId": f"seed-a-{i}"},
-                {"target": {"usageMeterSlug": "unique_users"}, "subscriptionId": sub,
-                 "amount": 1, "transactionId": f"seed-u-{i}", "properties": {"user": "u1"}},
+                {
+                    "target": {"usageMeterSlug": "generations"},
+                    "subscriptionId": sub,
+                    "amount": 1,
+                    "transactionId": f"seed-g-{i}",
+                },
+                {
+                    "target": {"usageMeterSlug": "api_calls"},
+                    "subscriptionId": sub,
+                    "amount": i + 1,
+                    "transactionId": f"seed-a-{i}",
+                },
+                {
+                    "target": {"usageMeterSlug": "unique_users"},
+                    "subscriptionId": sub,
+                    "amount": 1,
+                    "transactionId": f"seed-u-{i}",
+                    "properties": {"user": "u1"},
+                },
             ]
         results = (await gql(CREATE_USAGE_EVENTS, {"input": seed}))["createUsageEvents"]
         for result in results:
@@ -158,14 +176,14 @@ async def setup(base_url: str, database_url: str) -> Scenario:
     return Scenario(token=token, dashboard_subscriptions=subs, history_customers=history)
 
 
-async def make_history(database_url: str, subscription_id: str, events: int,
-                       meter_slug: str = METER) -> float:
+async def make_history(
+    database_url: str, subscription_id: str, events: int, meter_slug: str = METER
+) -> float:
     """N events of history on (subscription, meter), set-based; returns seconds taken."""
     from gateway.db import asyncpg_dsn
 
     started = asyncio.get_running_loop().time()
-    conn = await asyncpg.connect(asyncpg_dsn(database_url),
-                                 server_settings={"timezone": "UTC"})
+    conn = await asyncpg.connect(asyncpg_dsn(database_url), server_settings={"timezone": "UTC"})
     try:
         await _make_history(conn, uuid.UUID(subscription_id), events, meter_slug)
         await conn.execute("VACUUM (ANALYZE) usage_events")
@@ -175,8 +193,9 @@ async def make_history(database_url: str, subscription_id: str, events: int,
     return asyncio.get_running_loop().time() - started
 
 
-async def _make_history(conn: asyncpg.Connection, sub_id: uuid.UUID, n: int,
-                        meter_slug: str) -> None:
+async def _make_history(
+    conn: asyncpg.Connection, sub_id: uuid.UUID, n: int, meter_slug: str
+) -> None:
     sub = await conn.fetchrow(
         """SELECT s.*, m.id AS meter_id, pr.id AS usage_price_id, now() - interval '1 minute'
                   AS last_at
@@ -184,24 +203,30 @@ async def _make_history(conn: asyncpg.Connection, sub_id: uuid.UUID, n: int,
              JOIN usage_meters m ON m.pricing_model_id = c.pricing_model_id AND m.slug = $2
              JOIN prices pr ON pr.usage_meter_id = m.id AND pr.is_default AND pr.type = 'usage'
             WHERE s.id = $1""",
-        sub_id, meter_slug,
+        sub_id,
+        meter_slug,
     )
     assert sub is not None
     meter_id = sub["meter_id"]
     if await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM usage_events WHERE subscription_id = $1"
-        " AND usage_meter_id = $2)", sub_id, meter_id,
+        " AND usage_meter_id = $2)",
+        sub_id,
+        meter_id,
     ):
         raise RuntimeError("make_history needs a (subscription, meter) without events")
     recurring = await conn.fetch(
         """SELECT f.id, f.amount FROM product_features pf JOIN features f ON f.id = pf.feature_id
             WHERE pf.product_id = $1 AND f.usage_meter_id = $2
               AND f.renewal_frequency = 'every_billing_period'""",
-        sub["product_id"], meter_id,
+        sub["product_id"],
+        meter_id,
     )
     once = await conn.fetch(
         "SELECT id, amount FROM credit_grants WHERE subscription_id = $1"
-        " AND usage_meter_id = $2 AND source = 'once'", sub_id, meter_id,
+        " AND usage_meter_id = $2 AND source = 'once'",
+        sub_id,
+        meter_id,
     )
     if len(recurring) > 1 or len(once) > 1:
         raise RuntimeError("make_history handles one recurring and one one-time grant")
@@ -231,16 +256,31 @@ async def _make_history(conn: asyncpg.Connection, sub_id: uuid.UUID, n: int,
                        false, true, {when}
                   FROM generate_series($10::bigint, $12::bigint) g
                 """,
-                sub_id, sub["start_date"], sub["last_at"], float(n), sub["customer_id"],
-                meter_id, sub["usage_price_id"], p["period_start"], p["period_end"], p["lo"],
-                covered, p["hi"],
+                sub_id,
+                sub["start_date"],
+                sub["last_at"],
+                float(n),
+                sub["customer_id"],
+                meter_id,
+                sub["usage_price_id"],
+                p["period_start"],
+                p["period_end"],
+                p["lo"],
+                covered,
+                p["hi"],
             )
             await conn.execute(
                 """INSERT INTO usage_totals (subscription_id, usage_meter_id, period_start,
                      price_id, customer_id, period_end, used, covered, uncovered)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7::bigint - $8::bigint)""",
-                sub_id, meter_id, p["period_start"], sub["usage_price_id"], sub["customer_id"],
-                p["period_end"], count, covered,
+                sub_id,
+                meter_id,
+                p["period_start"],
+                sub["usage_price_id"],
+                sub["customer_id"],
+                p["period_end"],
+                count,
+                covered,
             )
             if recurring:
                 await conn.execute(
@@ -249,21 +289,30 @@ async def _make_history(conn: asyncpg.Connection, sub_id: uuid.UUID, n: int,
                          expires_at)
                        VALUES (uuid_v7(), $1, $2, $3, $4, 'every_billing_period', $5, $6, $7,
                                $8)""",
-                    sub["customer_id"], sub_id, meter_id, recurring[0]["id"], per_period,
-                    by_period, p["period_start"], p["period_end"],
+                    sub["customer_id"],
+                    sub_id,
+                    meter_id,
+                    recurring[0]["id"],
+                    per_period,
+                    by_period,
+                    p["period_start"],
+                    p["period_end"],
                 )
         if once:
-            await conn.execute("UPDATE credit_grants SET consumed = $2 WHERE id = $1",
-                               once[0]["id"], once_taken)
+            await conn.execute(
+                "UPDATE credit_grants SET consumed = $2 WHERE id = $1", once[0]["id"], once_taken
+            )
         await conn.execute(
             """INSERT INTO meter_balances (subscription_id, usage_meter_id, customer_id,
                  event_seq) VALUES ($1, $2, $3, $4)""",
-            sub_id, meter_id, sub["customer_id"], n,
+            sub_id,
+            meter_id,
+            sub["customer_id"],
+            n,
         )
 
 
-async def _periods(conn: asyncpg.Connection, sub: Any, n: int,
-                   when: str) -> list[dict[str, Any]]:
+async def _periods(conn: asyncpg.Connection, sub: Any, n: int, when: str) -> list[dict[str, Any]]:
     """The periods and their event ranges without computing a period per event: the period
     of g is monotonic in g, so each boundary is found by bisection (a few dozen queries)."""
 
@@ -271,7 +320,11 @@ async def _periods(conn: asyncpg.Connection, sub: Any, n: int,
         row = await conn.fetchrow(
             f"""SELECT p.period_start, p.period_end FROM (SELECT $1::bigint AS g) x
                   CROSS JOIN LATERAL billing_period($2, $5, $6, {when}) p""",
-            g, sub["start_date"], sub["last_at"], float(n), sub["interval_unit"],
+            g,
+            sub["start_date"],
+            sub["last_at"],
+            float(n),
+            sub["interval_unit"],
             sub["interval_count"],
         )
         assert row is not None
@@ -301,8 +354,7 @@ async def verify_history(database_url: str, external_id: str) -> list[str]:
     db = Database(database_url, min_size=1, max_size=1)
     await db.connect()
     try:
-        customer = await db.fetchval("SELECT id FROM customers WHERE external_id = $1",
-                                     external_id)
+        customer = await db.fetchval("SELECT id FROM customers WHERE external_id = $1", external_id)
         return [str(d) for d in await reconcile(db, [customer])]
     finally:
         await db.close()

@@ -51,8 +51,10 @@ def _with_database(url: str, name: str) -> str:
 async def _admin(url: str, sql: str) -> str:
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
-        return str(await conn.fetchval(sql)) if sql.startswith("SELECT") else str(
-            await conn.execute(sql)
+        return (
+            str(await conn.fetchval(sql))
+            if sql.startswith("SELECT")
+            else str(await conn.execute(sql))
         )
     finally:
         await conn.close()
@@ -105,8 +107,13 @@ def database(log: Callable[[str], None] = print) -> Iterator[Database]:
         if server is not None:
             with contextlib.suppress(OSError, ValueError, IndexError):
                 postmaster = int((server.pgdata / "postmaster.pid").read_text().split()[0])
-        yield Database(url=url, server_version=version, embedded=server is not None,
-                       workdir=workdir, postmaster_pid=postmaster)
+        yield Database(
+            url=url,
+            server_version=version,
+            embedded=server is not None,
+            workdir=workdir,
+            postmaster_pid=postmaster,
+        )
     finally:
         if created:
             with contextlib.suppress(Exception):
@@ -131,7 +138,8 @@ class Server:
         try:
             parent = psutil.Process(self.process.pid)
             children = [
-                c for c in parent.children(recursive=False)
+                c
+                for c in parent.children(recursive=False)
                 if "resource_tracker" not in " ".join(c.cmdline())
             ]
         except psutil.Error:
@@ -148,8 +156,14 @@ def _healthy(url: str) -> bool:
 
 
 @contextmanager
-def server(name: str, command: list[str], env: dict[str, str], workers: int,
-           workdir: Path, source: Path = REPO) -> Iterator[Server]:
+def server(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    workers: int,
+    workdir: Path,
+    source: Path = REPO,
+) -> Iterator[Server]:
     """`source`: the tree whose code is served (another checkout to compare two versions)."""
     port = free_port()
     log_path = workdir / f"{name}.log"
@@ -157,11 +171,22 @@ def server(name: str, command: list[str], env: dict[str, str], workers: int,
     argv = [sys.executable, *command, "--host", "127.0.0.1", "--port", str(port)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            argv, env=environment, cwd=source, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            argv,
+            env=environment,
+            cwd=source,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
-    handle = Server(name=name, url=f"http://127.0.0.1:{port}", port=port, process=process,
-                    workers=workers, log_path=log_path)
+    handle = Server(
+        name=name,
+        url=f"http://127.0.0.1:{port}",
+        port=port,
+        process=process,
+        workers=workers,
+        log_path=log_path,
+    )
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -203,8 +228,17 @@ def gateway_command(workers: int) -> list[str]:
 
 def baseline_command(workers: int) -> list[str]:
     """The baseline: bare uvicorn (the gateway's loop and HTTP parser, no access log)."""
-    command = ["-m", "uvicorn", "--factory", "bench.baseline_app:create_app",
-               "--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "30"]
+    command = [
+        "-m",
+        "uvicorn",
+        "--factory",
+        "bench.baseline_app:create_app",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "30",
+    ]
     if workers > 1:
         command += ["--workers", str(workers)]
     return command

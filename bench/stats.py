@@ -60,8 +60,14 @@ def ratio_fmt(spread: Spread) -> str:
 def table(rows: Sequence[Row]) -> str:
     header = ("Figure", "Measured", "Baseline", "Ratio", "Target", "Met")
     cells = [header] + [
-        (r.figure, r.measured, r.baseline, r.ratio, r.target,
-         "-" if r.met is None else ("yes" if r.met else "NO"))
+        (
+            r.figure,
+            r.measured,
+            r.baseline,
+            r.ratio,
+            r.target,
+            "-" if r.met is None else ("yes" if r.met else "NO"),
+        )
         for r in rows
     ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
