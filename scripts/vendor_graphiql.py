@@ -134,14 +134,26 @@ def main() -> int:
         tree = work / "tree"
         tree.mkdir()
         (tree / "package.json").write_text('{"name": "vendor", "private": true}')
-        npm("install", f"graphiql@{GRAPHIQL}", "graphql@16", f"react@{REACT}",
-            f"react-dom@{REACT}", "--ignore-scripts", "--no-audit", "--no-fund", cwd=tree)
+        npm(
+            "install",
+            f"graphiql@{GRAPHIQL}",
+            "graphql@16",
+            f"react@{REACT}",
+            f"react-dom@{REACT}",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+            cwd=tree,
+        )
         sources = source_map.get("sources")
         assert isinstance(sources, list)
-        monorepo = sorted({
-            str(s).split("/")[2] for s in sources
-            if str(s).startswith("../../") and "node_modules" not in str(s)
-        })
+        monorepo = sorted(
+            {
+                str(s).split("/")[2]
+                for s in sources
+                if str(s).startswith("../../") and "node_modules" not in str(s)
+            }
+        )
         packages = [p for p in bundled_packages(source_map) if p not in ("react", "react-dom")]
         (TARGET / "THIRD_PARTY_LICENSES.txt").write_text(third_party(tree, packages, monorepo))
         (TARGET / "VERSIONS.json").write_text(json.dumps(VERSIONS, indent=2) + "\n")
