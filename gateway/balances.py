@@ -79,10 +79,20 @@ async def grant_usage_credits(
             JOIN customers c ON c.id = s.customer_id
             LEFT JOIN usage_meters m ON m.pricing_model_id = c.pricing_model_id AND m.slug = $2
            WHERE s.id = $1
+        ), locked AS (
+          -- Take the (subscription, meter) lock usage events take, and a place in their order:
+          -- the grant covers the events written after it.
+          INSERT INTO meter_balances AS mb (subscription_id, usage_meter_id, customer_id,
+                                            event_seq)
+          SELECT subscription_id, meter_id, customer_id, 1 FROM target WHERE meter_id IS NOT NULL
+          ON CONFLICT (subscription_id, usage_meter_id)
+          DO UPDATE SET event_seq = mb.event_seq + 1
+          RETURNING mb.event_seq
         ), granted AS (
           INSERT INTO credit_grants (customer_id, subscription_id, usage_meter_id, source,
-                                     amount, granted_at, expires_at)
-          SELECT customer_id, subscription_id, meter_id, 'manual', $3, now(), $4
+                                     amount, granted_at, expires_at, issued_seq)
+          SELECT customer_id, subscription_id, meter_id, 'manual', $3, now(), $4,
+                 (SELECT event_seq FROM locked)
             FROM target WHERE meter_id IS NOT NULL
           RETURNING id
         )

@@ -310,6 +310,9 @@ class CreditGrant(SQLModel, table=True):
     consumed: int = _bigint(default=0)
     granted_at: datetime = _ts()
     expires_at: datetime | None = _ts(nullable=True)
+    # Position in the (subscription, meter) serialisation order (meter_balances.event_seq) when
+    # the grant was issued: it covers only events written after it (seq > issued_seq).
+    issued_seq: int = _bigint(default=0)
     created_at: datetime | None = _ts(now=True)
 
 

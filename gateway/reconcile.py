@@ -42,10 +42,16 @@ class _Grant:
     consumed: int
     granted_at: datetime
     expires_at: datetime | None
+    issued_seq: int
     remaining: int = 0
 
-    def valid_at(self, moment: datetime) -> bool:
-        return self.granted_at <= moment and (self.expires_at is None or self.expires_at > moment)
+    def covers(self, moment: datetime, seq: int) -> bool:
+        """Valid at the event's date, and issued before the event was written."""
+        return (
+            self.issued_seq < seq
+            and self.granted_at <= moment
+            and (self.expires_at is None or self.expires_at > moment)
+        )
 
 
 async def reconcile(db: Database, customer_ids: list[uuid.UUID] | None = None) -> list[Drift]:
@@ -78,10 +84,11 @@ async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) 
             consumed=r["consumed"],
             granted_at=r["granted_at"],
             expires_at=r["expires_at"],
+            issued_seq=r["issued_seq"],
             remaining=r["amount"],
         )
         for r in await db.fetch(
-            "SELECT id, amount, consumed, granted_at, expires_at FROM credit_grants"
+            "SELECT id, amount, consumed, granted_at, expires_at, issued_seq FROM credit_grants"
             " WHERE subscription_id = $1 AND usage_meter_id = $2",
             sub_id,
             meter_id,
@@ -117,7 +124,7 @@ async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) 
         for g in grants:
             if left == 0:
                 break
-            if g.remaining > 0 and g.valid_at(e["usage_date"]):
+            if g.remaining > 0 and g.covers(e["usage_date"], e["seq"]):
                 take = min(left, g.remaining)
                 g.remaining -= take
                 left -= take

@@ -59,6 +59,21 @@ def new_event_id() -> uuid.UUID:
     return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
 
 
+def canonical_json(value: Any) -> Any:
+    """JSON with every integral number written as an integer (1.0 -> 1).
+
+    PostgreSQL's jsonb treats 1 and 1.0 as equal but keeps their text apart; distinct
+    property sets are keyed by text, so equal sets must have one text.
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: canonical_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canonical_json(v) for v in value]
+    return value
+
+
 def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, Any] | UserError:
     """Validate what needs no data and apply the caller's defaults."""
     if caller.is_secret_key:
@@ -104,6 +119,7 @@ def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, 
     if properties is not None:
         if not isinstance(properties, dict):
             return invalid("properties must be a JSON object", "input", "properties")
+        properties = canonical_json(properties)
         size = len(orjson.dumps(properties))
         if size > settings.gateway_max_properties_bytes:
             return invalid(
