@@ -17,6 +17,7 @@ from typing import Any
 from gateway.db import Database
 from gateway.errors import UserError, invalid, not_found
 from gateway.records import BalanceRow, ChargeRow
+from gateway.subscriptions import parse_id
 
 BalanceKey = tuple[uuid.UUID, uuid.UUID]  # (subscription id, usage meter id)
 
@@ -60,9 +61,8 @@ async def grant_usage_credits(
     expires_at: datetime | None,
 ) -> BalanceRow | UserError:
     """A manual grant, available from now until ``expires_at`` (or forever)."""
-    try:
-        sub_id = uuid.UUID(subscription_id)
-    except ValueError:
+    sub_id = parse_id(subscription_id)
+    if sub_id is None:
         return not_found(f"no subscription {subscription_id}", "input", "subscriptionId")
     if amount <= 0:
         return invalid("amount must be a positive integer", "input", "amount")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -198,9 +198,7 @@ async def _with_retry(call: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-def _intervals(settings: Settings) -> tuple[Any, Any]:
-    from datetime import timedelta
-
+def _intervals(settings: Settings) -> tuple[timedelta, timedelta]:
     return (
         timedelta(days=settings.gateway_backdating_days),
         timedelta(seconds=settings.gateway_future_tolerance_seconds),

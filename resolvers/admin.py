@@ -35,7 +35,6 @@ async def setup_pricing_model(info: strawberry.Info, input: SetupPricingModelInp
     result = await catalog_setup.setup_pricing_model(ctx.db, input.definition)
     if isinstance(result, UserError):
         return to_graphql(result)
-    ctx.catalogs.invalidate(result)
     catalog = await ctx.loaders.catalog.load(result)
     return PricingModelSetUp(pricing_model=PricingModel(catalog=catalog))
 
