@@ -105,7 +105,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         rate_limit_per_minute=settings.gateway_rate_limit_per_minute,
     )
     router = GatewayRouter(
-        build_schema(graphql_extensions(settings)),
+        build_schema(graphql_extensions(settings), fast=settings.gateway_compiled_execution),
         context_getter=get_context,
         graphql_ide=None,  # our own offline page: gateway.graphiql
         allow_queries_via_get=True,

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
         default=6000, ge=0, description="Requests per caller per minute per process; 0 disables."
     )
 
+    # createUsageEvent(s) documents executed by the compiled path (gateway.graphql_fast).
+    gateway_compiled_execution: bool = True
+
     # Cache of the catalog (slug -> id maps); invalidated by LISTEN/NOTIFY, bounded by this TTL.
     gateway_catalog_cache_seconds: float = 60.0
 
