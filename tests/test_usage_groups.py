@@ -1,0 +1,309 @@
+"""Batches: the grouped path (_record_usage_group, migration 0005) against item by item.
+
+Every batch runs twice from the same state, each time in a transaction that is rolled back:
+once as the gateway runs it, and once with ``_record_usage_group()`` replaced, inside that
+transaction, by a function that declines every group. The second run is the item-by-item path
+of 0003. Both runs must give the same results and leave the same rows. Timestamps taken from
+``now()`` differ between the two transactions, so they are compared apart: an event's
+``usage_date`` and ``created_at`` must be its transaction's ``now()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gateway.auth import Caller
+from gateway.db import Database
+from gateway.reconcile import reconcile
+from gateway.usage import UsageInput, _intervals, _prepare
+from tests.conftest import GraphQLClient
+from tests.factories import (
+    CREATE_USAGE_EVENTS,
+    customer_on_plan,
+    ok,
+    record,
+    session_token,
+    setup_pricing,
+    subscribe,
+)
+
+DECLINE = """CREATE OR REPLACE FUNCTION _record_usage_group(
+  p_items jsonb, p_caller_customer_id uuid, p_subscription_id uuid, p_meter_id uuid)
+RETURNS TABLE (item_position integer, result jsonb)
+LANGUAGE sql AS 'SELECT NULL::integer, NULL::jsonb WHERE false'"""
+
+STATE = {
+    "events": """SELECT id, customer_id, subscription_id, usage_meter_id, price_id,
+                        billing_period_id, period_start, period_end, amount, consumed, covered,
+                        seq, transaction_id, properties, properties_given, usage_date_given,
+                        usage_date = now() AS dated_now, created_at = now() AS created_now
+                   FROM usage_events ORDER BY id""",
+    "totals": "SELECT * FROM usage_totals ORDER BY subscription_id, usage_meter_id, price_id",
+    # Grant ids are left out: a grant issued during the batch gets a new id in each run.
+    "grants": """SELECT subscription_id, usage_meter_id, feature_id, source, granted_at,
+                        expires_at, amount, consumed, issued_seq
+                   FROM credit_grants
+                  ORDER BY subscription_id, usage_meter_id, feature_id, granted_at""",
+    "locks": "SELECT * FROM meter_balances ORDER BY subscription_id, usage_meter_id",
+    "distinct": "SELECT * FROM usage_distinct_keys ORDER BY 1, 2, 3, 4",
+    "grouped": "SELECT calls FROM pg_stat_xact_user_functions"
+    " WHERE funcname = '_record_usage_group'",
+}
+
+
+def _normalise(value: Any, now: datetime) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key in ("usage_date", "created_at"):
+                out[key] = datetime.fromisoformat(item) == now
+            else:
+                out[key] = _normalise(item, now)
+        return out
+    if isinstance(value, list):
+        return [_normalise(v, now) for v in value]
+    return value
+
+
+async def _run(
+    db: Database, settings: Any, caller: Caller, prepared: list[Any], *, grouped: bool
+) -> dict[str, Any]:
+    backdating, future = _intervals(settings)
+    async with db.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute("SET LOCAL track_functions = 'pl'")
+            if not grouped:
+                await conn.execute(DECLINE)
+            now = await conn.fetchval("SELECT now()")
+            rows = await conn.fetch(
+                "SELECT item_position, result FROM record_usage_events($1::jsonb, $2, $3, $4)",
+                prepared,
+                caller.customer_id,
+                backdating,
+                future,
+            )
+            results = {r["item_position"]: _normalise(r["result"], now) for r in rows}
+            state = {name: [dict(r) for r in await conn.fetch(sql)] for name, sql in STATE.items()}
+        finally:
+            await tx.rollback()
+    grouped_calls = state.pop("grouped")
+    return {
+        "results": [results[i + 1] for i in range(len(prepared))],
+        "state": state,
+        "grouped_calls": grouped_calls[0]["calls"] if grouped_calls else 0,
+    }
+
+
+async def _compare(
+    db: Database, settings: Any, caller: Caller, items: list[UsageInput]
+) -> dict[str, Any]:
+    # Prepared once: event ids and generated transactionIds are the same in both runs.
+    prepared = [_prepare(caller, item, settings) for item in items]
+    assert all(isinstance(p, dict) for p in prepared), prepared
+    grouped = await _run(db, settings, caller, prepared, grouped=True)
+    plain = await _run(db, settings, caller, prepared, grouped=False)
+    assert grouped["results"] == plain["results"]
+    assert grouped["state"] == plain["state"]
+    return grouped
+
+
+def _meter(sub: str, tx: str, amount: int = 1, **fields: Any) -> UsageInput:
+    return UsageInput(
+        target_kind=fields.pop("kind", "usageMeterSlug"),
+        target=fields.pop("target", "generations"),
+        amount=amount,
+        subscription_id=sub,
+        transaction_id=tx,
+        **fields,
+    )
+
+
+@pytest.fixture
+async def plans(gql: GraphQLClient, db: Database) -> dict[str, Any]:
+    model = await setup_pricing(gql)
+    pro = await customer_on_plan(gql, "user-1", "pro_monthly")
+    other = await customer_on_plan(gql, "user-2", "pro_monthly")
+    free = await customer_on_plan(gql, "user-3", "free_monthly")
+    for sub, n in ((pro, 1), (other, 2), (free, 3)):  # the period's grants are issued
+        for meter in ("generations", "api_calls"):
+            await record(
+                gql,
+                target={"usageMeterSlug": meter},
+                subscriptionId=sub,
+                amount=n,
+                transactionId=f"seed-{meter}",
+            )
+    prices = {p["slug"]: p["id"] for m in model["usageMeters"] for p in m["prices"]}
+    return {"pro": pro, "other": other, "free": free, "prices": prices}
+
+
+SECRET = Caller(kind="secret_key", key_id=uuid.uuid4())
+
+
+async def test_steady_groups_are_recorded_at_once_and_equal_item_by_item(
+    db: Database, settings: Any, plans: dict[str, Any], gql: GraphQLClient
+) -> None:
+    pro, other, free = plans["pro"], plans["other"], plans["free"]
+    # A manual grant expiring within the hour: taken before the monthly grant.
+    granted = await gql(
+        """mutation($s: ID!, $e: DateTime) { grantUsageCredits(input: {subscriptionId: $s,
+         usageMeterSlug: "generations", amount: 50, expiresAt: $e}) { __typename } }""",
+        {"s": other, "e": (datetime.now(UTC) + timedelta(hours=1)).isoformat()},
+    )
+    assert granted.data == {"grantUsageCredits": {"__typename": "UsageCreditsGranted"}}
+    items = [
+        # crosses from the monthly grant into the one-time grant, then into overage
+        _meter(pro, "a", 400),
+        _meter(other, "b", 3),
+        _meter(pro, "c", 650, properties={"model": "large", "n": 2.0}),
+        _meter(pro, "d", 100),
+        _meter(pro, "e", 7, kind="priceSlug", target="generations_overage"),
+        _meter(pro, "f", 1, kind="priceId", target=plans["prices"]["generations_discount"]),
+        _meter(other, "g", 5, kind="usageMeterSlug", target="api_calls"),
+        _meter(other, "h", 2, kind="usageMeterSlug", target="api_calls"),
+        _meter(free, "i", 4),  # no grants on the free plan: no balance limit
+        _meter(free, "j", 6),
+        _meter(other, "k", 1),
+    ]
+    outcome = await _compare(db, settings, SECRET, items)
+    assert outcome["grouped_calls"] == 4  # pro/generations, other x2, free/generations
+    statuses = [r["status"] for r in outcome["results"]]
+    assert statuses == ["recorded"] * len(items)
+    used = [r["balance"]["used_balance"] for r in outcome["results"]]
+    assert used == [401, 5, 1051, 1151, 1158, 1159, 7, 9, 7, 13, 6]
+    # 1,100 credits (1,000 monthly + 100 one-time), 1 used by the seed event.
+    covered = [r["covered"] for r in outcome["state"]["events"] if r["transaction_id"] in "acdef"]
+    assert sorted(covered) == [0, 0, 49, 400, 650]
+    manual = [g for g in outcome["state"]["grants"] if g["source"] == "manual"]
+    assert [(g["amount"], g["consumed"]) for g in manual] == [(50, 4)]
+
+
+async def test_groups_that_are_not_steady_run_item_by_item_with_the_same_answers(
+    db: Database, settings: Any, plans: dict[str, Any], gql: GraphQLClient
+) -> None:
+    pro, other = plans["pro"], plans["other"]
+    token = await session_token(gql, "user-1")
+    assert token
+    cases = [
+        [_meter(pro, "x", 2), _meter(pro, "x", 2)],  # repeated in the group
+        [_meter(pro, "seed-generations", 1), _meter(pro, "y", 1)],  # already recorded
+        [_meter(pro, "z1", 5), _meter(pro, "z2", 5000, require_balance=True)],
+        [
+            _meter(pro, "u1", 1, usage_date=datetime.fromisoformat("2000-01-01T00:00:00+00:00")),
+            _meter(pro, "u2", 1),
+        ],
+        [
+            _meter(pro, "d1", 1, target="unique_users", properties={"u": 1}),
+            _meter(pro, "d2", 1, target="unique_users", properties={"u": 1.0}),
+        ],  # distinct meter
+        [_meter(pro, "n1", 1, kind="priceSlug", target="nope"), _meter(pro, "n2", 1)],
+        [
+            _meter(pro, "p1", 1, target="api_calls"),
+            _meter(other, "p2", 1, target="api_calls"),
+            _meter(str(uuid.uuid4()), "p3", 1),
+            _meter(str(uuid.uuid4()), "p4", 1),
+        ],
+    ]
+    for items in cases:
+        await _compare(db, settings, SECRET, items)
+    # A customer session: its own subscription by default, non-default prices refused.
+    customer = await db.fetchval("SELECT id FROM customers WHERE external_id = 'user-1'")
+    session = Caller(kind="customer", customer_id=customer)
+    items = [
+        UsageInput(target_kind="usageMeterSlug", target="generations", amount=3),
+        UsageInput(target_kind="usageMeterSlug", target="generations", amount=4),
+        UsageInput(target_kind="priceSlug", target="generations_discount", amount=1),
+    ]
+    outcome = await _compare(db, settings, session, items)
+    assert [r["status"] for r in outcome["results"]] == ["recorded", "recorded", "error"]
+
+
+async def test_a_key_claimed_meanwhile_undoes_the_group_and_replays_item_by_item(
+    db: Database, settings: Any, plans: dict[str, Any], gql: GraphQLClient
+) -> None:
+    """Another subscription of the customer claims a transactionId of the group while the
+    group waits: the group's writes are undone and its items run one by one."""
+    pro = plans["pro"]
+    second = str((await subscribe(gql, "user-1", "pro_monthly"))["id"])
+    await record(gql, subscriptionId=second, amount=1, transactionId="seed-2")  # grants issued
+    backdating, future = _intervals(settings)
+    one = _prepare(SECRET, _meter(second, "t", 2), settings)
+    batch = [_prepare(SECRET, _meter(pro, tx, 2), settings) for tx in ("s", "t")]
+    async with db.pool.acquire() as holder, db.pool.acquire() as batcher:
+        claim = holder.transaction()
+        await claim.start()
+        claimed = await holder.fetch(
+            "SELECT result FROM record_usage_events($1::jsonb, NULL, $2, $3)",
+            [one],
+            backdating,
+            future,
+        )
+        assert claimed[0]["result"]["status"] == "recorded"
+        work = batcher.transaction()
+        await work.start()
+        await batcher.execute("SET LOCAL track_functions = 'pl'")
+        running = asyncio.ensure_future(
+            batcher.fetch(
+                "SELECT item_position, result FROM record_usage_events($1::jsonb, NULL, $2, $3)",
+                batch,
+                backdating,
+                future,
+            )
+        )
+        await asyncio.sleep(0.3)  # the batch now waits for the claim on "t"
+        assert not running.done()
+        await claim.commit()
+        rows = await asyncio.wait_for(running, 10)
+        tried = await batcher.fetchval(
+            "SELECT calls FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage_group'"
+        )
+        await work.commit()
+    assert tried == 1  # the group was tried, undone, then run item by item
+    results = {r["item_position"]: r["result"] for r in rows}
+    assert results[1]["status"] == "recorded"
+    assert (results[2]["status"], results[2]["code"]) == ("error", "IDEMPOTENCY_CONFLICT")
+    assert results[2]["event"]["subscription_id"] == second
+    events = await db.fetch(
+        "SELECT subscription_id::text AS sub, transaction_id, seq FROM usage_events"
+        " WHERE transaction_id IN ('s', 't') ORDER BY transaction_id"
+    )
+    assert [tuple(e) for e in events] == [(pro, "s", 2), (second, "t", 2)]
+    totals = await db.fetchval(
+        "SELECT sum(used) FROM usage_totals WHERE subscription_id = $1::uuid"
+        " AND usage_meter_id = (SELECT usage_meter_id FROM usage_events WHERE transaction_id = 's')",
+        pro,
+    )
+    assert totals == 1 + 2  # the seed event and "s": nothing of the undone group remains
+
+
+async def test_grouped_batches_reconcile(
+    db: Database, plans: dict[str, Any], gql: GraphQLClient
+) -> None:
+    """Batches through the API, grouped, in several rounds: the replay of every event by
+    ``reconcile`` finds the balances the groups wrote."""
+    for round_ in range(3):
+        batch = [
+            {
+                "target": {"usageMeterSlug": meter},
+                "subscriptionId": plans[sub],
+                "amount": 97 * (i + 1),
+                "transactionId": f"r{round_}-{i}",
+            }
+            for i, (sub, meter) in enumerate(
+                [("pro", "generations"), ("other", "generations"), ("pro", "api_calls")] * 4
+            )
+        ]
+        results = ok(await gql(CREATE_USAGE_EVENTS, {"input": batch}), "createUsageEvents")
+        assert [r["__typename"] for r in results] == ["UsageEventRecorded"] * 12
+    assert await reconcile(db) == []
+    used = await db.fetchval(
+        "SELECT sum(used) FROM usage_totals WHERE subscription_id = $1::uuid", plans["pro"]
+    )
+    assert used == 1 + 1 + 3 * sum(97 * (i + 1) for i in range(12) if i % 3 != 1)
