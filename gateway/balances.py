@@ -10,7 +10,7 @@ database function ``usage_balance()`` is the single definition of a balance.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,11 +31,15 @@ SELECT b.subscription_id, b.usage_meter_id, c.pricing_model_id, b.available_bala
 """
 
 
-def balance_from_json(data: dict[str, Any], pricing_model_id: uuid.UUID) -> BalanceRow:
+def balance_from_json(
+    data: dict[str, Any],
+    pricing_model_id: uuid.UUID,
+    parse_id: Callable[[str], uuid.UUID] = uuid.UUID,
+) -> BalanceRow:
     """A balance as returned inside record_usage_event()'s JSON result."""
     return BalanceRow(
-        subscription_id=uuid.UUID(data["subscription_id"]),
-        usage_meter_id=uuid.UUID(data["usage_meter_id"]),
+        subscription_id=parse_id(data["subscription_id"]),
+        usage_meter_id=parse_id(data["usage_meter_id"]),
         pricing_model_id=pricing_model_id,
         available_balance=int(data["available_balance"]),
         used_balance=int(data["used_balance"]),

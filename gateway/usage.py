@@ -14,6 +14,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 import asyncpg
@@ -47,16 +48,23 @@ class UsageInput:
 
 @dataclass(frozen=True)
 class UsageRecorded:
-    event: UsageEventRow
+    event_data: dict[str, Any]  # the event as the database returned it (JSON)
     replayed: bool
     balance: BalanceRow | None
+
+    @property
+    def event(self) -> UsageEventRow:
+        """The event, parsed (the GraphQL answer reads ``event_data`` directly)."""
+        return _event(self.event_data)
 
 
 UsageResult = UsageRecorded | UserError
 
 
-def new_event_id() -> uuid.UUID:
-    return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
+@lru_cache(maxsize=4096)
+def _uuid(text: str) -> uuid.UUID:
+    """A parsed id that recurs across results (pricing models, subscriptions, meters)."""
+    return uuid.UUID(text)
 
 
 def canonical_json(value: Any) -> Any:
@@ -97,7 +105,7 @@ def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, 
         return invalid("amount must be a positive integer", "input", "amount")
     transaction_id = item.transaction_id
     if transaction_id is None:
-        transaction_id = f"gen_{new_event_id()}"
+        transaction_id = f"gen_{uuid_utils.uuid7()}"
     elif not transaction_id.strip() or len(transaction_id) > MAX_TRANSACTION_ID:
         return invalid(
             f"transactionId must be 1 to {MAX_TRANSACTION_ID} characters", "input", "transactionId"
@@ -132,7 +140,7 @@ def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, 
     if usage_date is not None and usage_date.tzinfo is None:
         usage_date = usage_date.replace(tzinfo=UTC)
     return {
-        "event_id": str(new_event_id()),
+        "event_id": str(uuid_utils.uuid7()),
         "subscription_id": None if subscription_id is None else str(subscription_id),
         "target_kind": item.target_kind,
         "target": item.target,
@@ -177,12 +185,12 @@ def _result(data: dict[str, Any]) -> UsageResult:
                 "product_id": uuid.UUID(data["product_id"]),
             }
         return UserError(code, data["message"], data["field"], extra)
-    pricing_model_id = uuid.UUID(data["pricing_model_id"])
+    pricing_model_id = _uuid(data["pricing_model_id"])
     balance = data.get("balance")
     return UsageRecorded(
-        event=_event(data["event"]),
+        event_data=data["event"],
         replayed=status == "replayed",
-        balance=None if balance is None else balance_from_json(balance, pricing_model_id),
+        balance=None if balance is None else balance_from_json(balance, pricing_model_id, _uuid),
     )
 
 

@@ -43,7 +43,7 @@ def _map(result: usage.UsageResult) -> Any:
     if isinstance(result, UserError):
         return to_graphql(result)
     return UsageEventRecorded(
-        usage_event=UsageEvent.from_row(result.event),
+        usage_event=UsageEvent.from_json(result.event_data),
         replayed=result.replayed,
         balance=None if result.balance is None else UsageBalance(row=result.balance),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -33,6 +33,25 @@ class UsageEvent:
     usage_date: datetime
     properties: JSON
     created_at: datetime
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UsageEvent:
+        """From the JSON of record_usage_event(): its ids are already canonical text."""
+        return cls(
+            id=strawberry.ID(data["id"]),
+            customer_id=strawberry.ID(data["customer_id"]),
+            subscription_id=strawberry.ID(data["subscription_id"]),
+            usage_meter_id=strawberry.ID(data["usage_meter_id"]),
+            price_id=strawberry.ID(data["price_id"]),
+            billing_period_id=None
+            if data["billing_period_id"] is None
+            else strawberry.ID(data["billing_period_id"]),
+            amount=int(data["amount"]),
+            transaction_id=data["transaction_id"],
+            usage_date=datetime.fromisoformat(data["usage_date"]),
+            properties=cast(JSON, data["properties"]),
+            created_at=datetime.fromisoformat(data["created_at"]),
+        )
 
     @classmethod
     def from_row(cls, row: UsageEventRow) -> UsageEvent:
