@@ -1,7 +1,7 @@
-"""Batches: the grouped path (_record_usage_group, migration 0005) against item by item.
+"""Batches: the steady path (_record_usage_steady, migration 0005) against item by item.
 
 Every batch runs twice from the same state, each time in a transaction that is rolled back:
-once as the gateway runs it, and once with ``_record_usage_group()`` replaced, inside that
+once as the gateway runs it, and once with ``_record_usage_steady()`` replaced, inside that
 transaction, by a function that declines every group. The second run is the item-by-item path
 of 0003. Both runs must give the same results and leave the same rows. Timestamps taken from
 ``now()`` differ between the two transactions, so they are compared apart: an event's
@@ -32,8 +32,8 @@ from tests.factories import (
     subscribe,
 )
 
-DECLINE = """CREATE OR REPLACE FUNCTION _record_usage_group(
-  p_items jsonb, p_caller_customer_id uuid, p_subscription_id uuid, p_meter_id uuid)
+DECLINE = """CREATE OR REPLACE FUNCTION _record_usage_steady(
+  p_groups jsonb, p_caller_customer_id uuid)
 RETURNS TABLE (item_position integer, result jsonb)
 LANGUAGE sql AS 'SELECT NULL::integer, NULL::jsonb WHERE false'"""
 
@@ -51,9 +51,14 @@ STATE = {
                   ORDER BY subscription_id, usage_meter_id, feature_id, granted_at""",
     "locks": "SELECT * FROM meter_balances ORDER BY subscription_id, usage_meter_id",
     "distinct": "SELECT * FROM usage_distinct_keys ORDER BY 1, 2, 3, 4",
-    "grouped": "SELECT calls FROM pg_stat_xact_user_functions"
-    " WHERE funcname = '_record_usage_group'",
 }
+# Calls of the item-by-item function so far (the view also counts earlier transactions of the
+# connection whose statistics are not flushed yet: only differences are meaningful).
+CALLS = """SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions
+            WHERE funcname = 'record_usage_event'"""
+
+STEADY_CALLS = """SELECT funcname, calls FROM pg_stat_xact_user_functions
+                   WHERE funcname IN ('_record_usage_steady', 'record_usage_event')"""
 
 
 def _normalise(value: Any, now: datetime) -> Any:
@@ -82,6 +87,7 @@ async def _run(
             if not grouped:
                 await conn.execute(DECLINE)
             now = await conn.fetchval("SELECT now()")
+            before = await conn.fetchval(CALLS)
             rows = await conn.fetch(
                 "SELECT item_position, result FROM record_usage_events($1::jsonb, $2, $3, $4)",
                 prepared,
@@ -89,15 +95,15 @@ async def _run(
                 backdating,
                 future,
             )
+            item_by_item = await conn.fetchval(CALLS) - before
             results = {r["item_position"]: _normalise(r["result"], now) for r in rows}
             state = {name: [dict(r) for r in await conn.fetch(sql)] for name, sql in STATE.items()}
         finally:
             await tx.rollback()
-    grouped_calls = state.pop("grouped")
     return {
         "results": [results[i + 1] for i in range(len(prepared))],
         "state": state,
-        "grouped_calls": grouped_calls[0]["calls"] if grouped_calls else 0,
+        "item_by_item": item_by_item,
     }
 
 
@@ -173,7 +179,7 @@ async def test_steady_groups_are_recorded_at_once_and_equal_item_by_item(
         _meter(other, "k", 1),
     ]
     outcome = await _compare(db, settings, SECRET, items)
-    assert outcome["grouped_calls"] == 4  # pro/generations, other x2, free/generations
+    assert outcome["item_by_item"] == 0  # every item recorded by the steady statement
     statuses = [r["status"] for r in outcome["results"]]
     assert statuses == ["recorded"] * len(items)
     used = [r["balance"]["used_balance"] for r in outcome["results"]]
@@ -191,28 +197,38 @@ async def test_groups_that_are_not_steady_run_item_by_item_with_the_same_answers
     pro, other = plans["pro"], plans["other"]
     token = await session_token(gql, "user-1")
     assert token
+    second = str((await subscribe(gql, "user-1", "pro_monthly"))["id"])
+    await record(gql, subscriptionId=second, amount=1, transactionId="seed-2")
+    long_ago = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+    # (batch, how many of its items run item by item)
     cases = [
-        [_meter(pro, "x", 2), _meter(pro, "x", 2)],  # repeated in the group
-        [_meter(pro, "seed-generations", 1), _meter(pro, "y", 1)],  # already recorded
-        [_meter(pro, "z1", 5), _meter(pro, "z2", 5000, require_balance=True)],
-        [
-            _meter(pro, "u1", 1, usage_date=datetime.fromisoformat("2000-01-01T00:00:00+00:00")),
-            _meter(pro, "u2", 1),
-        ],
-        [
-            _meter(pro, "d1", 1, target="unique_users", properties={"u": 1}),
-            _meter(pro, "d2", 1, target="unique_users", properties={"u": 1.0}),
-        ],  # distinct meter
-        [_meter(pro, "n1", 1, kind="priceSlug", target="nope"), _meter(pro, "n2", 1)],
-        [
-            _meter(pro, "p1", 1, target="api_calls"),
-            _meter(other, "p2", 1, target="api_calls"),
-            _meter(str(uuid.uuid4()), "p3", 1),
-            _meter(str(uuid.uuid4()), "p4", 1),
-        ],
+        ([_meter(pro, "x", 2), _meter(pro, "x", 2)], 2),  # repeated in the group
+        ([_meter(pro, "seed-generations", 1), _meter(pro, "y", 1)], 2),  # already recorded
+        ([_meter(pro, "z1", 5), _meter(pro, "z2", 5000, require_balance=True)], 2),
+        ([_meter(pro, "u1", 1, usage_date=long_ago), _meter(pro, "u2", 1)], 2),
+        (
+            [
+                _meter(pro, "d1", 1, target="unique_users", properties={"u": 1}),
+                _meter(pro, "d2", 1, target="unique_users", properties={"u": 1.0}),
+            ],
+            2,
+        ),  # a COUNT_DISTINCT_PROPERTIES meter
+        ([_meter(pro, "n1", 1, kind="priceSlug", target="nope"), _meter(pro, "n2", 1)], 1),
+        (
+            [
+                _meter(pro, "p1", 1, target="api_calls"),
+                _meter(other, "p2", 1, target="api_calls"),
+                _meter(str(uuid.uuid4()), "p3", 1),
+                _meter(str(uuid.uuid4()), "p4", 1),
+            ],
+            2,
+        ),
+        # one key on two subscriptions of a customer: both groups item by item, in order
+        ([_meter(second, "k1", 1), _meter(pro, "k1", 1), _meter(other, "k2", 1)], 2),
     ]
-    for items in cases:
-        await _compare(db, settings, SECRET, items)
+    for items, item_by_item in cases:
+        outcome = await _compare(db, settings, SECRET, items)
+        assert outcome["item_by_item"] == item_by_item, items
     # A customer session: its own subscription by default, non-default prices refused.
     customer = await db.fetchval("SELECT id FROM customers WHERE external_id = 'user-1'")
     session = Caller(kind="customer", customer_id=customer)
@@ -223,6 +239,7 @@ async def test_groups_that_are_not_steady_run_item_by_item_with_the_same_answers
     ]
     outcome = await _compare(db, settings, session, items)
     assert [r["status"] for r in outcome["results"]] == ["recorded", "recorded", "error"]
+    assert outcome["item_by_item"] == 3
 
 
 async def test_a_key_claimed_meanwhile_undoes_the_group_and_replays_item_by_item(
@@ -249,6 +266,7 @@ async def test_a_key_claimed_meanwhile_undoes_the_group_and_replays_item_by_item
         work = batcher.transaction()
         await work.start()
         await batcher.execute("SET LOCAL track_functions = 'pl'")
+        before = dict(await batcher.fetch(STEADY_CALLS))
         running = asyncio.ensure_future(
             batcher.fetch(
                 "SELECT item_position, result FROM record_usage_events($1::jsonb, NULL, $2, $3)",
@@ -261,11 +279,11 @@ async def test_a_key_claimed_meanwhile_undoes_the_group_and_replays_item_by_item
         assert not running.done()
         await claim.commit()
         rows = await asyncio.wait_for(running, 10)
-        tried = await batcher.fetchval(
-            "SELECT calls FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage_group'"
-        )
+        after = dict(await batcher.fetch(STEADY_CALLS))
         await work.commit()
-    assert tried == 1  # the group was tried, undone, then run item by item
+    # the steady statement ran, was undone, then both items ran one by one
+    calls = {name: after[name] - before.get(name, 0) for name in after}
+    assert calls == {"_record_usage_steady": 1, "record_usage_event": 2}
     results = {r["item_position"]: r["result"] for r in rows}
     assert results[1]["status"] == "recorded"
     assert (results[2]["status"], results[2]["code"]) == ("error", "IDEMPOTENCY_CONFLICT")

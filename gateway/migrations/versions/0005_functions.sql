@@ -1,210 +1,215 @@
--- 0005: batches record each (subscription, meter) group with a few statements, not per event.
+-- 0005: a batch records all its steady items with one statement instead of per event.
 --
--- record_usage_events() still runs the groups in the order of 0003 (subscription, then meter,
--- items in input order). A group of two or more items now goes to _record_usage_group()
--- first. It records the whole group at once when every item is the steady case:
--- * a new transactionId (not recorded, not repeated in the group);
+-- record_usage_events() groups the items by (subscription, meter) as in 0003 (subscription, then
+-- meter, items in input order) and hands every group to _record_usage_steady(). That function
+-- records, in one statement, every group in which each item is the steady case:
+-- * a new transactionId, used by no other item of the batch for the same customer and meter;
 -- * a usable target;
 -- * no usageDate (so every item is dated now(), one billing period, one set of grants);
 -- * no requireBalance;
 -- * a SUM meter whose row lock exists with this period's grants already issued.
--- Anything else returns no rows, having written nothing, and the group runs item by item
--- through record_usage_event() exactly as before.
--- For the steady case the results are what the item-by-item path would give: the events get
--- the next sequence numbers in input order, event i covers min(R, A_i) - min(R, A_(i-1)) of
--- its amount (R: the grants' remaining credits, A_i: the group's running total of amounts;
--- this is the soonest-expiring-first allocation summed), the grants are consumed in the same
--- order, and each item's balance is the balance after it.
--- tests/test_usage_groups.py checks this against the item-by-item path on the same inputs.
+-- Every other group then runs item by item through record_usage_event(), exactly as before.
+--
+-- Steady groups are independent of each other and of the rest of the batch:
+-- * they share no idempotency key with another item;
+-- * grants, totals and locks belong to one (subscription, meter).
+-- So recording them first gives the answers of the 0003 order.
+-- Within a group the results are those of the item-by-item path:
+-- * the events get the next sequence numbers in input order;
+-- * event i covers min(R, A_i) - min(R, A_(i-1)) of its amount, where R is the group's
+--   remaining credits and A_i the running total of its amounts (the soonest-expiring-first
+--   allocation, summed);
+-- * the grants are consumed in that same order;
+-- * each item's balance is the balance after it.
+-- A transactionId claimed meanwhile by a concurrent request of the customer raises
+-- unique_violation. The steady statement is then undone and the whole batch runs item by item.
+-- tests/test_usage_groups.py checks all of this against the item-by-item path.
 
-CREATE OR REPLACE FUNCTION _record_usage_group(
-  p_items jsonb,              -- one group's items in input order, each with its 'pos'
-  p_caller_customer_id uuid,
-  p_subscription_id uuid,
-  p_meter_id uuid)
+CREATE OR REPLACE FUNCTION _record_usage_steady(
+  p_groups jsonb,             -- [{sub, meter, items: [item + pos, ...]}, ...] in lock order
+  p_caller_customer_id uuid)
 RETURNS TABLE (item_position integer, result jsonb)
--- Generic plans: custom plans of the write statement cost more to plan than to run.
+-- Generic plans: a custom plan of the write statement costs more to plan than to run.
 LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
   v_now timestamptz := now();
-  s subscriptions%ROWTYPE;
-  v_pricing_model_id uuid;
-  v_meter usage_meters%ROWTYPE;
-  p record;
-  mb meter_balances%ROWTYPE;
-  v_n integer := jsonb_array_length(p_items);
-  v_ok integer;
-  v_remaining numeric;      -- credits the group's events may take (the allocation's grants)
-  v_valid numeric;          -- credits remaining on grants valid now (the balance's grants)
-  v_grants bigint;
-  v_used numeric;
-  v_covered numeric;
-  v_uncovered numeric;
-  v_total numeric;
-  v_left numeric;
-  v_take numeric;
-  v_period_id uuid;
   v_positions integer[];
   v_results jsonb[];
-  g record;
 BEGIN
-  SELECT * INTO s FROM subscriptions WHERE id = p_subscription_id;
-  IF NOT FOUND
-     OR (p_caller_customer_id IS NOT NULL AND s.customer_id <> p_caller_customer_id)
-     OR s.status NOT IN ('trialing', 'active', 'past_due', 'unpaid', 'cancellation_scheduled')
-     OR v_now < s.start_date THEN
+  IF p_groups IS NULL OR jsonb_array_length(p_groups) = 0 THEN
     RETURN;
   END IF;
-  SELECT pricing_model_id INTO v_pricing_model_id FROM customers WHERE id = s.customer_id;
-  SELECT * INTO v_meter FROM usage_meters
-   WHERE id = p_meter_id AND pricing_model_id = v_pricing_model_id;
-  IF NOT FOUND OR v_meter.aggregation_type <> 'sum' THEN
-    RETURN;
-  END IF;
-
-  -- The (subscription, meter) lock of record_usage_event(), taken at the same point of the
-  -- batch's order. Without the row, or before this period's grants exist, the first event
-  -- has more to do: item by item.
-  SELECT * INTO mb FROM meter_balances
-   WHERE subscription_id = s.id AND usage_meter_id = v_meter.id FOR UPDATE;
-  IF NOT FOUND THEN
-    RETURN;
-  END IF;
-  SELECT * INTO p FROM billing_period(s.start_date, s.interval_unit, s.interval_count, v_now);
-  IF mb.grants_period_start IS DISTINCT FROM p.period_start THEN
-    RETURN;
-  END IF;
-
-  -- Every item the steady case (under the lock: the idempotency look-up sees every event of
-  -- this subscription's meter written before it).
-  SELECT count(*) FILTER (
-           WHERE i.item ->> 'usage_date' IS NULL
-             AND NOT coalesce((i.item ->> 'require_balance')::boolean, false)
-             AND pr.id IS NOT NULL AND pr.active AND pr.type = 'usage'
-             AND pr.usage_meter_id = v_meter.id
-             AND (p_caller_customer_id IS NULL OR pr.is_default
-                  OR i.item ->> 'target_kind' IN ('usageMeterId', 'usageMeterSlug'))
-             AND NOT EXISTS (
-               SELECT 1 FROM usage_events e
-                WHERE e.customer_id = s.customer_id AND e.usage_meter_id = v_meter.id
-                  AND e.transaction_id = i.item ->> 'transaction_id')),
-         count(DISTINCT i.item ->> 'transaction_id')
-    INTO v_ok, v_total
-    FROM jsonb_array_elements(p_items) AS i(item)
-    LEFT JOIN LATERAL (
-      SELECT x.* FROM prices x
-       WHERE CASE i.item ->> 'target_kind'
-               WHEN 'priceId' THEN x.id = (i.item ->> 'target')::uuid
-                                   AND x.pricing_model_id = v_pricing_model_id
-               WHEN 'priceSlug' THEN x.slug = i.item ->> 'target'
-                                     AND x.pricing_model_id = v_pricing_model_id
-               ELSE x.usage_meter_id = v_meter.id AND x.is_default AND x.type = 'usage'
-             END) pr ON true;
-  IF v_ok <> v_n OR v_total <> v_n THEN
-    RETURN;
-  END IF;
-
-  -- What the group starts from: the grants it may take from (those record_usage_event()
-  -- would allocate, soonest-expiring first), the grants valid now, the period's totals.
-  SELECT coalesce(sum(amount - consumed) FILTER (
-           WHERE granted_at <= v_now AND (expires_at IS NULL OR expires_at > v_now)
-             AND consumed < amount AND issued_seq < mb.event_seq + 1), 0),
-         coalesce(sum(amount - consumed) FILTER (
-           WHERE granted_at <= v_now AND (expires_at IS NULL OR expires_at > v_now)), 0),
-         count(*)
-    INTO v_remaining, v_valid, v_grants
-    FROM credit_grants
-   WHERE subscription_id = s.id AND usage_meter_id = v_meter.id;
-  SELECT coalesce(sum(used), 0), coalesce(sum(covered), 0), coalesce(sum(uncovered), 0)
-    INTO v_used, v_covered, v_uncovered
-    FROM usage_totals
-   WHERE subscription_id = s.id AND usage_meter_id = v_meter.id
-     AND period_start = p.period_start;
-  v_period_id := billing_period_id(s.id, p.period_start);
+  -- record_usage_event()'s (subscription, meter) locks, taken in the batch's order.
+  PERFORM 1
+     FROM meter_balances mb
+     JOIN (SELECT (g ->> 'sub')::uuid AS sub_id, (g ->> 'meter')::uuid AS meter_id
+             FROM jsonb_array_elements(p_groups) AS g) k
+       ON mb.subscription_id = k.sub_id AND mb.usage_meter_id = k.meter_id
+    ORDER BY mb.subscription_id, mb.usage_meter_id
+      FOR UPDATE OF mb;
 
   BEGIN
-    -- The events, the period's totals and the lock row's sequence, in one statement. A key
-    -- claimed meanwhile by another subscription of the customer raises unique_violation:
-    -- everything of this block is undone and the group runs item by item (a replay).
-    WITH items AS (
-      SELECT (i.item ->> 'pos')::integer AS pos, i.ord,
+    WITH grp AS (
+      SELECT g.ord AS gord, (g.value ->> 'sub')::uuid AS sub_id,
+             (g.value ->> 'meter')::uuid AS meter_id, g.value -> 'items' AS items
+        FROM jsonb_array_elements(p_groups) WITH ORDINALITY AS g(value, ord)
+    ), ctx AS (             -- groups whose subscription, meter and lock row allow it
+      SELECT grp.gord, grp.sub_id, grp.meter_id, grp.items, s.customer_id,
+             c.pricing_model_id, mb.event_seq, bp.period_start, bp.period_end
+        FROM grp
+        JOIN subscriptions s ON s.id = grp.sub_id
+        JOIN customers c ON c.id = s.customer_id
+        JOIN usage_meters m ON m.id = grp.meter_id AND m.pricing_model_id = c.pricing_model_id
+        JOIN meter_balances mb ON mb.subscription_id = s.id AND mb.usage_meter_id = m.id
+        CROSS JOIN LATERAL billing_period(s.start_date, s.interval_unit, s.interval_count,
+                                          v_now) bp
+       WHERE (p_caller_customer_id IS NULL OR s.customer_id = p_caller_customer_id)
+         AND s.status IN ('trialing', 'active', 'past_due', 'unpaid', 'cancellation_scheduled')
+         AND v_now >= s.start_date
+         AND m.aggregation_type = 'sum'
+         AND mb.grants_period_start = bp.period_start
+    ), items AS (           -- their items, the target resolved, each item checked
+      SELECT ctx.gord, i.ord, (i.item ->> 'pos')::integer AS pos,
              (i.item ->> 'event_id')::uuid AS event_id,
              (i.item ->> 'amount')::bigint AS amount,
              i.item ->> 'transaction_id' AS transaction_id,
              CASE WHEN i.item ? 'properties' AND jsonb_typeof(i.item -> 'properties') = 'object'
                   THEN i.item -> 'properties' END AS properties,
-             pr.id AS price_id
-        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS i(item, ord)
-        JOIN LATERAL (
-          SELECT x.id FROM prices x
+             pr.id AS price_id,
+             coalesce(i.item ->> 'usage_date' IS NULL
+               AND NOT coalesce((i.item ->> 'require_balance')::boolean, false)
+               AND pr.active AND pr.type = 'usage' AND pr.usage_meter_id = ctx.meter_id
+               AND (p_caller_customer_id IS NULL OR pr.is_default
+                    OR i.item ->> 'target_kind' IN ('usageMeterId', 'usageMeterSlug'))
+               -- a scalar subquery: one index probe per item (an anti-join could be
+               -- planned as a scan of all events)
+               AND (SELECT 1 FROM usage_events e
+                     WHERE e.customer_id = ctx.customer_id AND e.usage_meter_id = ctx.meter_id
+                       AND e.transaction_id = i.item ->> 'transaction_id' LIMIT 1) IS NULL,
+               false) AS ok
+        FROM ctx
+        CROSS JOIN LATERAL jsonb_array_elements(ctx.items) WITH ORDINALITY AS i(item, ord)
+        LEFT JOIN LATERAL (
+          SELECT x.id, x.active, x.type, x.usage_meter_id, x.is_default FROM prices x
            WHERE CASE i.item ->> 'target_kind'
                    WHEN 'priceId' THEN x.id = (i.item ->> 'target')::uuid
-                                       AND x.pricing_model_id = v_pricing_model_id
+                                       AND x.pricing_model_id = ctx.pricing_model_id
                    WHEN 'priceSlug' THEN x.slug = i.item ->> 'target'
-                                         AND x.pricing_model_id = v_pricing_model_id
-                   ELSE x.usage_meter_id = v_meter.id AND x.is_default AND x.type = 'usage'
+                                         AND x.pricing_model_id = ctx.pricing_model_id
+                   ELSE x.usage_meter_id = ctx.meter_id AND x.is_default AND x.type = 'usage'
                  END) pr ON true
+    ), batch_keys AS (      -- every key of the batch (any group that could record)
+      SELECT grp.gord, s.customer_id, grp.meter_id, i.item ->> 'transaction_id' AS tx
+        FROM grp
+        JOIN subscriptions s ON s.id = grp.sub_id
+        CROSS JOIN LATERAL jsonb_array_elements(grp.items) AS i(item)
+    ), shared AS (          -- groups with a key used twice in the batch
+      SELECT DISTINCT k.gord
+        FROM batch_keys k
+        JOIN (SELECT customer_id, meter_id, tx FROM batch_keys
+               GROUP BY customer_id, meter_id, tx HAVING count(*) > 1) d
+          ON d.customer_id = k.customer_id AND d.meter_id = k.meter_id AND d.tx = k.tx
+    ), steady AS (          -- and what each steady group starts from
+      SELECT ctx.gord, ctx.sub_id, ctx.meter_id, ctx.customer_id, ctx.pricing_model_id,
+             ctx.event_seq, ctx.period_start, ctx.period_end,
+             gr.remaining, gr.valid, gr.grants, tt.used0, tt.covered0, tt.uncovered0
+        FROM ctx
+        -- the grants record_usage_event() would allocate from, those valid now (the
+        -- balance's), and all of them (whether the meter has a limit)
+        CROSS JOIN LATERAL (
+          SELECT coalesce(sum(cg.amount - cg.consumed) FILTER (
+                   WHERE cg.granted_at <= v_now
+                     AND (cg.expires_at IS NULL OR cg.expires_at > v_now)
+                     AND cg.consumed < cg.amount AND cg.issued_seq < ctx.event_seq + 1), 0)
+                   AS remaining,
+                 coalesce(sum(cg.amount - cg.consumed) FILTER (
+                   WHERE cg.granted_at <= v_now
+                     AND (cg.expires_at IS NULL OR cg.expires_at > v_now)), 0) AS valid,
+                 count(*) AS grants
+            FROM credit_grants cg
+           WHERE cg.subscription_id = ctx.sub_id AND cg.usage_meter_id = ctx.meter_id) gr
+        CROSS JOIN LATERAL (
+          SELECT coalesce(sum(ut.used), 0) AS used0, coalesce(sum(ut.covered), 0) AS covered0,
+                 coalesce(sum(ut.uncovered), 0) AS uncovered0
+            FROM usage_totals ut
+           WHERE ut.subscription_id = ctx.sub_id AND ut.usage_meter_id = ctx.meter_id
+             AND ut.period_start = ctx.period_start) tt
+       WHERE NOT EXISTS (SELECT 1 FROM shared WHERE shared.gord = ctx.gord)
+         AND NOT EXISTS (SELECT 1 FROM items WHERE items.gord = ctx.gord AND NOT items.ok)
     ), allocated AS (
-      SELECT it.*, sum(it.amount) OVER w AS running,
-             least(v_remaining, sum(it.amount) OVER w)
-               - least(v_remaining, sum(it.amount) OVER w - it.amount) AS covered
+      SELECT it.pos, it.ord, it.event_id, it.amount, it.transaction_id, it.properties,
+             it.price_id, st.*,
+             sum(it.amount) OVER w AS running,
+             least(st.remaining, sum(it.amount) OVER w)
+               - least(st.remaining, sum(it.amount) OVER w - it.amount) AS covered
         FROM items it
-      WINDOW w AS (ORDER BY it.ord)
+        JOIN steady st ON st.gord = it.gord
+      WINDOW w AS (PARTITION BY it.gord ORDER BY it.ord)
     ), written AS (
       INSERT INTO usage_events (id, customer_id, subscription_id, usage_meter_id, price_id,
                                 billing_period_id, period_start, period_end, amount, consumed,
                                 covered, seq, transaction_id, usage_date, properties,
                                 properties_given, usage_date_given)
-      SELECT a.event_id, s.customer_id, s.id, v_meter.id, a.price_id, v_period_id,
-             p.period_start, p.period_end, a.amount, a.amount, a.covered,
-             mb.event_seq + a.ord, a.transaction_id, v_now,
+      SELECT a.event_id, a.customer_id, a.sub_id, a.meter_id, a.price_id,
+             billing_period_id(a.sub_id, a.period_start), a.period_start, a.period_end,
+             a.amount, a.amount, a.covered, a.event_seq + a.ord, a.transaction_id, v_now,
              coalesce(a.properties, '{}'::jsonb), a.properties IS NOT NULL, false
         FROM allocated a
-      RETURNING *
     ), totals AS (
       INSERT INTO usage_totals AS t (subscription_id, usage_meter_id, period_start, price_id,
                                      customer_id, period_end, used, covered, uncovered)
-      SELECT s.id, v_meter.id, p.period_start, a.price_id, s.customer_id, p.period_end,
+      SELECT a.sub_id, a.meter_id, a.period_start, a.price_id, a.customer_id, a.period_end,
              sum(a.amount), sum(a.covered), sum(a.amount - a.covered)
         FROM allocated a
-       GROUP BY a.price_id
+       GROUP BY a.sub_id, a.meter_id, a.period_start, a.price_id, a.customer_id, a.period_end
       ON CONFLICT (subscription_id, usage_meter_id, period_start, price_id)
       DO UPDATE SET used = t.used + excluded.used, covered = t.covered + excluded.covered,
                     uncovered = t.uncovered + excluded.uncovered
     ), seq_bump AS (
-      UPDATE meter_balances SET event_seq = event_seq + v_n
-       WHERE subscription_id = s.id AND usage_meter_id = v_meter.id
+      UPDATE meter_balances mb SET event_seq = mb.event_seq + n.events
+        FROM (SELECT sub_id, meter_id, count(*) AS events FROM allocated
+               GROUP BY sub_id, meter_id) n
+       WHERE mb.subscription_id = n.sub_id AND mb.usage_meter_id = n.meter_id
+    ), takes AS (           -- each group's covered credits, from its grants in order
+      SELECT cg.id,
+             least(cg.amount - cg.consumed,
+                   greatest(0, c.total - (sum(cg.amount - cg.consumed) OVER w
+                                          - (cg.amount - cg.consumed)))) AS take
+        FROM (SELECT gord, sub_id, meter_id, event_seq, sum(covered) AS total
+                FROM allocated GROUP BY gord, sub_id, meter_id, event_seq) c
+        JOIN credit_grants cg
+          ON cg.subscription_id = c.sub_id AND cg.usage_meter_id = c.meter_id
+         AND cg.granted_at <= v_now AND (cg.expires_at IS NULL OR cg.expires_at > v_now)
+         AND cg.consumed < cg.amount AND cg.issued_seq < c.event_seq + 1
+      WINDOW w AS (PARTITION BY c.gord
+                   ORDER BY cg.expires_at ASC NULLS LAST, cg.granted_at, cg.id)
+    ), consumed AS (
+      UPDATE credit_grants cg SET consumed = cg.consumed + t.take
+        FROM takes t
+       WHERE cg.id = t.id AND t.take > 0
     )
-    SELECT array_agg(a.pos ORDER BY a.ord),
+    -- The answers are built from what was written, not read back from `written` (a join
+    -- of two CTEs is planned without statistics). The event's JSON is _usage_event_json()'s;
+    -- created_at is the column's default, now().
+    SELECT array_agg(a.pos ORDER BY a.pos),
            array_agg(jsonb_build_object(
              'status', 'recorded',
-             'event', _usage_event_json(ROW(e.*)::usage_events),
+             'event', jsonb_build_object(
+               'id', a.event_id, 'customer_id', a.customer_id, 'subscription_id', a.sub_id,
+               'usage_meter_id', a.meter_id, 'price_id', a.price_id,
+               'billing_period_id', billing_period_id(a.sub_id, a.period_start),
+               'amount', a.amount, 'transaction_id', a.transaction_id, 'usage_date', v_now,
+               'properties', coalesce(a.properties, '{}'::jsonb), 'created_at', v_now),
              'balance', jsonb_build_object(
-               'subscription_id', s.id, 'usage_meter_id', v_meter.id,
-               'available_balance', v_valid - v_uncovered - a.running,
-               'used_balance', v_used + a.running,
-               'balance_limit', CASE WHEN v_grants > 0 THEN v_valid + v_covered END,
-               'period_start', p.period_start, 'period_end', p.period_end),
-             'pricing_model_id', v_pricing_model_id) ORDER BY a.ord),
-           sum(a.covered)
-      INTO v_positions, v_results, v_total
-      FROM allocated a JOIN written e ON e.id = a.event_id;
-
-    -- The credits taken, from the grants in record_usage_event()'s order.
-    v_left := v_total;
-    FOR g IN
-      SELECT id, amount - consumed AS remaining FROM credit_grants
-       WHERE subscription_id = s.id AND usage_meter_id = v_meter.id
-         AND granted_at <= v_now AND (expires_at IS NULL OR expires_at > v_now)
-         AND consumed < amount AND issued_seq < mb.event_seq + 1
-       ORDER BY expires_at ASC NULLS LAST, granted_at, id
-    LOOP
-      EXIT WHEN v_left <= 0;
-      v_take := least(v_left, g.remaining);
-      UPDATE credit_grants SET consumed = consumed + v_take WHERE id = g.id;
-      v_left := v_left - v_take;
-    END LOOP;
+               'subscription_id', a.sub_id, 'usage_meter_id', a.meter_id,
+               'available_balance', a.valid - a.uncovered0 - a.running,
+               'used_balance', a.used0 + a.running,
+               'balance_limit', CASE WHEN a.grants > 0 THEN a.valid + a.covered0 END,
+               'period_start', a.period_start, 'period_end', a.period_end),
+             'pricing_model_id', a.pricing_model_id) ORDER BY a.pos)
+      INTO v_positions, v_results
+      FROM allocated a;
   EXCEPTION WHEN unique_violation THEN
     RETURN;
   END;
@@ -221,55 +226,72 @@ CREATE OR REPLACE FUNCTION record_usage_events(
 RETURNS TABLE (item_position integer, result jsonb)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+  v_groups jsonb;
+  v_done integer[] := '{}';
+  rec record;
   grp record;
   it record;
 BEGIN
   -- Groups of (subscription, meter) in 0003's order; the meter is resolved only to group.
-  FOR grp IN
-    WITH items AS (
-      SELECT x.ordinality::integer AS pos, x.item,
-             coalesce((x.item ->> 'subscription_id')::uuid,
-                      (SELECT cs.id FROM subscriptions cs
-                        WHERE cs.customer_id = p_caller_customer_id
-                          AND cs.status IN ('trialing', 'active', 'past_due', 'unpaid',
-                                            'cancellation_scheduled')
-                        ORDER BY cs.created_at DESC, cs.id DESC LIMIT 1)) AS sub_id
-        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ordinality)
-    ), resolved AS (
-      SELECT i.pos, i.item, i.sub_id,
-             CASE i.item ->> 'target_kind'
-               WHEN 'usageMeterSlug' THEN (SELECT m.id FROM usage_meters m
-                                            WHERE m.pricing_model_id = c.pricing_model_id
-                                              AND m.slug = i.item ->> 'target')
-               WHEN 'usageMeterId' THEN (SELECT m.id FROM usage_meters m
+  WITH items AS (
+    SELECT x.ordinality::integer AS pos, x.item,
+           coalesce((x.item ->> 'subscription_id')::uuid,
+                    (SELECT cs.id FROM subscriptions cs
+                      WHERE cs.customer_id = p_caller_customer_id
+                        AND cs.status IN ('trialing', 'active', 'past_due', 'unpaid',
+                                          'cancellation_scheduled')
+                      ORDER BY cs.created_at DESC, cs.id DESC LIMIT 1)) AS sub_id
+      FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ordinality)
+  ), resolved AS (
+    SELECT i.pos, i.item, i.sub_id,
+           CASE i.item ->> 'target_kind'
+             WHEN 'usageMeterSlug' THEN (SELECT m.id FROM usage_meters m
                                           WHERE m.pricing_model_id = c.pricing_model_id
-                                            AND m.id = (i.item ->> 'target')::uuid)
-               WHEN 'priceSlug' THEN (SELECT pr.usage_meter_id FROM prices pr
-                                       WHERE pr.pricing_model_id = c.pricing_model_id
-                                         AND pr.slug = i.item ->> 'target')
-               WHEN 'priceId' THEN (SELECT pr.usage_meter_id FROM prices pr
+                                            AND m.slug = i.item ->> 'target')
+             WHEN 'usageMeterId' THEN (SELECT m.id FROM usage_meters m
+                                        WHERE m.pricing_model_id = c.pricing_model_id
+                                          AND m.id = (i.item ->> 'target')::uuid)
+             WHEN 'priceSlug' THEN (SELECT pr.usage_meter_id FROM prices pr
                                      WHERE pr.pricing_model_id = c.pricing_model_id
-                                       AND pr.id = (i.item ->> 'target')::uuid)
-             END AS meter_id
-        FROM items i
-        LEFT JOIN subscriptions s ON s.id = i.sub_id
-        LEFT JOIN customers c ON c.id = s.customer_id
-    )
-    SELECT r.sub_id, r.meter_id, count(*) AS n,
-           jsonb_agg(r.item || jsonb_build_object('pos', r.pos) ORDER BY r.pos) AS items
-      FROM resolved r
-     GROUP BY r.sub_id, r.meter_id
-     ORDER BY r.sub_id NULLS FIRST, r.meter_id NULLS FIRST
+                                       AND pr.slug = i.item ->> 'target')
+             WHEN 'priceId' THEN (SELECT pr.usage_meter_id FROM prices pr
+                                   WHERE pr.pricing_model_id = c.pricing_model_id
+                                     AND pr.id = (i.item ->> 'target')::uuid)
+           END AS meter_id
+      FROM items i
+      LEFT JOIN subscriptions s ON s.id = i.sub_id
+      LEFT JOIN customers c ON c.id = s.customer_id
+  )
+  SELECT jsonb_agg(jsonb_build_object('sub', g.sub_id, 'meter', g.meter_id, 'items', g.items)
+                   ORDER BY g.sub_id NULLS FIRST, g.meter_id NULLS FIRST)
+    INTO v_groups
+    FROM (SELECT r.sub_id, r.meter_id,
+                 jsonb_agg(r.item || jsonb_build_object('pos', r.pos) ORDER BY r.pos) AS items
+            FROM resolved r
+           GROUP BY r.sub_id, r.meter_id) g;
+
+  FOR rec IN
+    SELECT * FROM _record_usage_steady(
+      (SELECT jsonb_agg(g.value ORDER BY g.ord)
+         FROM jsonb_array_elements(v_groups) WITH ORDINALITY AS g(value, ord)
+        WHERE g.value ->> 'sub' IS NOT NULL AND g.value ->> 'meter' IS NOT NULL),
+      p_caller_customer_id)
   LOOP
-    IF grp.n > 1 AND grp.sub_id IS NOT NULL AND grp.meter_id IS NOT NULL THEN
-      RETURN QUERY
-        SELECT * FROM _record_usage_group(grp.items, p_caller_customer_id, grp.sub_id,
-                                          grp.meter_id);
-      IF FOUND THEN
-        CONTINUE;
-      END IF;
-    END IF;
-    FOR it IN SELECT x.item FROM jsonb_array_elements(grp.items) AS x(item) LOOP
+    item_position := rec.item_position;
+    result := rec.result;
+    v_done := v_done || rec.item_position;
+    RETURN NEXT;
+  END LOOP;
+
+  FOR grp IN
+    SELECT g.value FROM jsonb_array_elements(v_groups) WITH ORDINALITY AS g(value, ord)
+     ORDER BY g.ord
+  LOOP
+    CONTINUE WHEN ((grp.value -> 'items' -> 0) ->> 'pos')::integer = ANY (v_done);
+    FOR it IN
+      SELECT x.item FROM jsonb_array_elements(grp.value -> 'items') WITH ORDINALITY AS x(item, ord)
+       ORDER BY x.ord
+    LOOP
       item_position := (it.item ->> 'pos')::integer;
       result := record_usage_event(
         (it.item ->> 'event_id')::uuid,

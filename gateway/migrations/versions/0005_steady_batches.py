@@ -1,12 +1,13 @@
-"""batches: each (subscription, meter) group recorded with a few statements
+"""batches: the steady items of a batch recorded by one statement
 
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-24
 
-See 0005_functions.sql: ``record_usage_events()`` hands a group of two or more items to
-``_record_usage_group()``, which writes the group with set-based statements when every item is
-the steady case, and otherwise leaves it to ``record_usage_event()`` item by item, as before.
+See 0005_functions.sql. ``record_usage_events()`` hands the batch's (subscription, meter)
+groups to ``_record_usage_steady()``. That function writes, with one set-based statement,
+every group whose items are all the steady case. The other groups run through
+``record_usage_event()`` item by item, as before.
 """
 
 import importlib.util
@@ -43,4 +44,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(_functions("0003_functions.sql")["record_usage_events"])
-    op.execute("DROP FUNCTION _record_usage_group(jsonb, uuid, uuid, uuid)")
+    op.execute("DROP FUNCTION _record_usage_steady(jsonb, uuid)")
