@@ -213,7 +213,16 @@ async def test_groups_that_are_not_steady_run_item_by_item_with_the_same_answers
             ],
             2,
         ),  # a COUNT_DISTINCT_PROPERTIES meter
-        ([_meter(pro, "n1", 1, kind="priceSlug", target="nope"), _meter(pro, "n2", 1)], 1),
+        (
+            [
+                _meter(pro, "n1", 1, kind="priceSlug", target="nope"),
+                _meter(pro, "n2", 1),
+                _meter(other, "n3", 1),
+            ],
+            1,
+        ),
+        # two items: always item by item (the steady statement serves three or more)
+        ([_meter(pro, "v1", 1), _meter(other, "v2", 1)], 2),
         (
             [
                 _meter(pro, "p1", 1, target="api_calls"),
@@ -252,7 +261,7 @@ async def test_a_key_claimed_meanwhile_undoes_the_group_and_replays_item_by_item
     await record(gql, subscriptionId=second, amount=1, transactionId="seed-2")  # grants issued
     backdating, future = _intervals(settings)
     one = _prepare(SECRET, _meter(second, "t", 2), settings)
-    batch = [_prepare(SECRET, _meter(pro, tx, 2), settings) for tx in ("s", "t")]
+    batch = [_prepare(SECRET, _meter(pro, tx, 2), settings) for tx in ("s", "t", "u")]
     async with db.pool.acquire() as holder, db.pool.acquire() as batcher:
         claim = holder.transaction()
         await claim.start()
@@ -283,22 +292,23 @@ async def test_a_key_claimed_meanwhile_undoes_the_group_and_replays_item_by_item
         await work.commit()
     # the steady statement ran, was undone, then both items ran one by one
     calls = {name: after[name] - before.get(name, 0) for name in after}
-    assert calls == {"_record_usage_steady": 1, "record_usage_event": 2}
+    assert calls == {"_record_usage_steady": 1, "record_usage_event": 3}
     results = {r["item_position"]: r["result"] for r in rows}
     assert results[1]["status"] == "recorded"
     assert (results[2]["status"], results[2]["code"]) == ("error", "IDEMPOTENCY_CONFLICT")
     assert results[2]["event"]["subscription_id"] == second
+    assert results[3]["status"] == "recorded"
     events = await db.fetch(
         "SELECT subscription_id::text AS sub, transaction_id, seq FROM usage_events"
-        " WHERE transaction_id IN ('s', 't') ORDER BY transaction_id"
+        " WHERE transaction_id IN ('s', 't', 'u') ORDER BY transaction_id"
     )
-    assert [tuple(e) for e in events] == [(pro, "s", 2), (second, "t", 2)]
+    assert [tuple(e) for e in events] == [(pro, "s", 2), (second, "t", 2), (pro, "u", 3)]
     totals = await db.fetchval(
         "SELECT sum(used) FROM usage_totals WHERE subscription_id = $1::uuid"
         " AND usage_meter_id = (SELECT usage_meter_id FROM usage_events WHERE transaction_id = 's')",
         pro,
     )
-    assert totals == 1 + 2  # the seed event and "s": nothing of the undone group remains
+    assert totals == 1 + 2 + 2  # the seed, "s" and "u": nothing of the undone statement remains
 
 
 async def test_grouped_batches_reconcile(
