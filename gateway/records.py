@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from gateway.models import CURRENT_STATUSES
 
@@ -172,21 +171,6 @@ class BalanceRow:
         if not self.balance_limit:
             return None
         return 100.0 * self.used_balance / self.balance_limit
-
-
-@dataclass(frozen=True, slots=True)
-class UsageEventRow:
-    id: uuid.UUID
-    customer_id: uuid.UUID
-    subscription_id: uuid.UUID
-    usage_meter_id: uuid.UUID
-    price_id: uuid.UUID
-    billing_period_id: uuid.UUID | None
-    amount: int
-    transaction_id: str
-    usage_date: datetime
-    properties: dict[str, Any]
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

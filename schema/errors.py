@@ -105,7 +105,7 @@ def to_graphql(error: errors.UserError) -> Any:
             code=code,
             message=error.message,
             field=error.field,
-            existing_event=UsageEvent.from_row(error.extra["existing_event"]),
+            existing_event=UsageEvent.from_json(error.extra["existing_event"]),
         )
     if error.code is errors.ErrorCode.INSUFFICIENT_BALANCE:
         return InsufficientBalance(

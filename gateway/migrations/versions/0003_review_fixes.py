@@ -6,31 +6,16 @@ Create Date: 2026-11-24
 """
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
+
+from gateway.migrations.sql import functions as _functions
 
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-HERE = Path(__file__).parent
-
-
-def _functions(filename: str) -> dict[str, str]:
-    """The CREATE FUNCTION statements of a file, by function name."""
-    text = (HERE / filename).read_text()
-    found: dict[str, str] = {}
-    marker = "CREATE OR REPLACE FUNCTION "
-    start = text.find(marker)
-    while start != -1:
-        end = text.index("$$;", text.index("AS $$", start) + 5) + 2
-        name = text[start + len(marker) : text.index("(", start)]
-        found[name] = text[start:end]
-        start = text.find(marker, end)
-    return found
 
 
 def upgrade() -> None:

@@ -14,31 +14,16 @@ The function is 0003's, with only that block replaced. The replacement is checke
 exactly once, so a changed 0003 fails loudly instead of installing something else.
 """
 
-import importlib.util
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from alembic import op
+
+from gateway.migrations.sql import functions as _functions
 
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-def _load_functions() -> Callable[[str], dict[str, str]]:
-    """0003's reader of migration SQL files (by path: migration files are not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "_migration_0003", Path(__file__).with_name("0003_review_fixes.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    reader: Callable[[str], dict[str, str]] = module._functions
-    return reader
-
-
-_functions = _load_functions()
 
 BEFORE = """  IF cardinality(v_grant_ids) > 0 THEN
     UPDATE credit_grants cg SET consumed = cg.consumed + x.take

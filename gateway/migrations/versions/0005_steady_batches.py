@@ -10,31 +10,16 @@ every group whose items are all the steady case. The other groups run through
 ``record_usage_event()`` item by item, as before.
 """
 
-import importlib.util
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from alembic import op
+
+from gateway.migrations.sql import functions as _functions
 
 revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-def _load_functions() -> Callable[[str], dict[str, str]]:
-    """0003's reader of migration SQL files (by path: migration files are not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "_migration_0003", Path(__file__).with_name("0003_review_fixes.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    reader: Callable[[str], dict[str, str]] = module._functions
-    return reader
-
-
-_functions = _load_functions()
 
 
 def upgrade() -> None:
