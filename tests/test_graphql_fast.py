@@ -198,3 +198,42 @@ def strip(value: Any, keys: set[str]) -> Any:
     if isinstance(value, list):
         return [strip(v, keys) for v in value]
     return value
+
+
+async def test_an_unexpected_error_is_masked_the_same_way(
+    both, gql: GraphQLClient, monkeypatch
+) -> None:
+    """A bug in the resolver: the same masked top-level error from both paths (its id aside),
+    with data null (the root field is non-null)."""
+    fast, plain = both
+    await setup_pricing(gql)
+    sub = await customer_on_plan(gql, "user-1", "pro_monthly")
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("boom: internal detail")
+
+    monkeypatch.setattr("gateway.usage.record_usage_event", broken)
+    body = {
+        "query": SMALL,
+        "variables": {
+            "input": {
+                "target": {"usageMeterSlug": "generations"},
+                "subscriptionId": sub,
+                "amount": 1,
+                "transactionId": "t",
+            }
+        },
+    }
+    answers = []
+    for client in (fast, plain):
+        status, content = await post(client, body, gql.token)
+        answer = json.loads(content)
+        for error in answer.get("errors", []):
+            error["message"] = error["message"].replace(error["extensions"].pop("errorId"), "ID")
+        answers.append((status, answer))
+    assert answers[0] == answers[1]
+    status, answer = answers[0]
+    assert status == 200
+    assert answer["data"] is None
+    assert [e["extensions"]["code"] for e in answer["errors"]] == ["INTERNAL_SERVER_ERROR"]
+    assert "boom" not in json.dumps(answer)

@@ -12,7 +12,14 @@ import pytest
 
 from gateway.db import Database
 from gateway.reconcile import reconcile
-from tests.factories import CREATE_USAGE_EVENT, balance, customer_on_plan, setup_pricing
+from tests.factories import (
+    CREATE_USAGE_EVENT,
+    CREATE_USAGE_EVENTS,
+    balance,
+    customer_on_plan,
+    ok,
+    setup_pricing,
+)
 from tests.servers import gateway_processes
 
 
@@ -142,4 +149,72 @@ async def test_a_cancelled_request_retried_is_charged_once(
     assert await db.fetchval("SELECT count(*) FROM usage_events") == 1
     bal = await balance(gql)
     assert bal is not None and bal["usedBalance"] == 5
+    assert await reconcile(db) == []
+
+
+async def test_concurrent_overlapping_batches_charge_each_key_once(
+    gql, db: Database, secret_key: str, servers: list[str]
+) -> None:
+    """Batches written by the steady statement (migration 0005), racing on the same locks and
+    sharing half their keys with the next batch: every key is charged once."""
+    await setup_pricing(gql)
+    subs = [await customer_on_plan(gql, f"user-{i}", "pro_monthly") for i in range(3)]
+    for sub in subs:  # the period's grants are issued: the batches are the steady case
+        ok(
+            await gql(
+                CREATE_USAGE_EVENT,
+                {
+                    "input": {
+                        "target": {"usageMeterSlug": "generations"},
+                        "subscriptionId": sub,
+                        "amount": 1,
+                        "transactionId": "seed",
+                    }
+                },
+            ),
+            "createUsageEvent",
+        )
+
+    def batch(k: int) -> list[dict[str, Any]]:
+        # keys k*6 .. k*6+11: the second half is the next batch's first half
+        return [
+            {
+                "target": {"usageMeterSlug": "generations"},
+                "subscriptionId": subs[n % 3],
+                "amount": 1 + n % 5,
+                "transactionId": f"b-{n}",
+            }
+            for n in range(k * 6, k * 6 + 12)
+        ]
+
+    async def post(client: httpx.AsyncClient, url: str, items: list[dict[str, Any]]) -> Any:
+        response = await client.post(
+            url + "/graphql",
+            json={"query": CREATE_USAGE_EVENTS, "variables": {"input": items}},
+            headers={"Authorization": f"Bearer {secret_key}"},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["data"]["createUsageEvents"]
+
+    batches = [batch(k) for k in range(16)]
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32)) as client:
+        answers = await asyncio.gather(
+            *(post(client, servers[k % 2], items) for k, items in enumerate(batches))
+        )
+    results = [r for answer in answers for r in answer]
+    assert Counter(r["__typename"] for r in results) == {"UsageEventRecorded": 16 * 12}
+    keys = {f"b-{n}" for n in range(16 * 6 + 6)}  # 102 distinct keys
+    assert Counter(r["replayed"] for r in results) == {False: 102, True: 16 * 12 - 102}
+    # Every answer for one key names the same event.
+    ids: dict[str, set[str]] = {}
+    for r in results:
+        ids.setdefault(r["usageEvent"]["transactionId"], set()).add(r["usageEvent"]["id"])
+    assert set(ids) == keys and all(len(v) == 1 for v in ids.values())
+    rows = await db.fetch(
+        "SELECT transaction_id, amount FROM usage_events WHERE transaction_id LIKE 'b-%'"
+    )
+    assert sorted(r["transaction_id"] for r in rows) == sorted(keys)
+    charged = sum(1 + int(k[2:]) % 5 for k in keys)
+    assert await db.fetchval("SELECT sum(used) FROM usage_totals") == charged + 3  # + seeds
     assert await reconcile(db) == []
