@@ -10,10 +10,11 @@ Only the execution step is replaced. Parsing, validation, the depth/alias/token 
 root-field gate, metrics and error masking are strawberry's schema extensions, and they run
 unchanged around this executor, exactly as around graphql-core's.
 
-A document is compiled when it is one mutation whose only root field is a registered field,
-and whose selections use only inline fragments and fields that can be read without I/O. The
-document must also have no directives and no named fragments. A registered field is one whose
-resolver only reads ``info.context``. Every other document, and every document the compiler
+A document is compiled when it is one mutation whose only root field is a registered field
+(one whose resolver only reads ``info.context``), with no directives and no named fragments,
+and whose selected fields take no arguments and are read as strawberry reads them: an
+attribute, a method of the object, or an async method of the object and ``info`` (a DataLoader
+field; these run level by level, concurrently, so that loaders batch as under graphql-core). Every other document, and every document the compiler
 does not fully understand, runs through graphql-core as before: the compiled path is an
 optimisation, never a different answer. The plans are cached per parsed document (the parser
 cache hands out the same document object for the same query text) and operation name.
@@ -30,7 +31,9 @@ A compiled run does what graphql-core does, in the same order and with the same 
    of the value.
 
 A resolver error becomes a located error on the root field with ``data: null``, as
-graphql-core reports an error on a non-null root field.
+graphql-core reports an error on a non-null root field. An error in a nested field (a bug:
+these fields read data already loaded) also nulls the whole root field, where graphql-core
+would null the nearest nullable parent; both mask it the same way.
 ``tests/test_graphql_fast.py`` compares both paths answer for answer.
 """
 
@@ -49,7 +52,6 @@ from graphql import (
     FieldNode,
     FragmentSpreadNode,
     GraphQLEnumType,
-    GraphQLError,
     GraphQLField,
     GraphQLInterfaceType,
     GraphQLList,
@@ -468,6 +470,3 @@ def _has_spread(selection_set: SelectionSetNode | None) -> bool:
         ):
             return True
     return False
-
-
-__all__ = ["FastExecutor", "FastInfo", "GraphQLError"]
