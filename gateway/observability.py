@@ -30,6 +30,7 @@ Metrics (besides ``gateway_db_queries_total``, defined in ``gateway.db``):
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import logging.config
 import os
@@ -38,7 +39,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -264,12 +265,16 @@ class GraphQLMetrics(SchemaExtension):
             GRAPHQL_LATENCY.labels(label, operation_type).observe(elapsed)
 
 
-def count_usage_result(result: UsageResult) -> None:
-    """Count one usage event result."""
+def _usage_label(result: UsageResult) -> str:
     if isinstance(result, UserError):
-        USAGE_EVENTS.labels(result.code.value.lower()).inc()
-    else:
-        USAGE_EVENTS.labels("replayed" if result.replayed else "recorded").inc()
+        return result.code.value.lower()
+    return "replayed" if result.replayed else "recorded"
+
+
+def count_usage_results(results: Iterable[UsageResult]) -> None:
+    """Count usage event results: one increment per outcome, however many events."""
+    for label, n in collections.Counter(_usage_label(r) for r in results).items():
+        USAGE_EVENTS.labels(label).inc(n)
 
 
 # --- /metrics and /readyz -------------------------------------------------------------------

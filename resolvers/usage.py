@@ -8,7 +8,7 @@ import strawberry
 
 from gateway import authz, usage
 from gateway.errors import UserError
-from gateway.observability import count_usage_result
+from gateway.observability import count_usage_results
 from resolvers._args import opt
 from schema.billing import UsageBalance
 from schema.errors import to_graphql
@@ -39,7 +39,6 @@ def _parse(item: CreateUsageEventInput) -> usage.UsageInput:
 
 
 def _map(result: usage.UsageResult) -> Any:
-    count_usage_result(result)  # gateway_usage_events_total{result}
     if isinstance(result, UserError):
         return to_graphql(result)
     return UsageEventRecorded(
@@ -52,7 +51,9 @@ def _map(result: usage.UsageResult) -> Any:
 async def create_usage_event(info: strawberry.Info, input: CreateUsageEventInput) -> Any:
     ctx = info.context
     authz.require_caller(ctx.caller)
-    return _map(await usage.record_usage_event(ctx.db, ctx.settings, ctx.caller, _parse(input)))
+    result = await usage.record_usage_event(ctx.db, ctx.settings, ctx.caller, _parse(input))
+    count_usage_results([result])  # gateway_usage_events_total{result}
+    return _map(result)
 
 
 async def create_usage_events(
@@ -66,4 +67,5 @@ async def create_usage_events(
     if isinstance(results, UserError):
         # The batch as a whole is refused: every item gets the same answer.
         return [to_graphql(results) for _ in input]
+    count_usage_results(results)
     return [_map(r) for r in results]

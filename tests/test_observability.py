@@ -482,3 +482,36 @@ def _records(log: Path, logger: str) -> list[dict[str, Any]]:
         for r in (json.loads(line) for line in lines if line.startswith("{"))
         if r["logger"] == logger
     ]
+
+
+async def test_metrics_count_each_result_of_a_batch(http: httpx.AsyncClient, demo: Any) -> None:
+    headers = {"Authorization": f"Bearer {demo.secret_key}"}
+    labels = ("recorded", "replayed", "invalid_input")
+    before = {r: sample("gateway_usage_events_total", result=r) for r in labels}
+    items = [
+        _generation(demo.subscription_id, "batch-1")["input"],
+        _generation(demo.subscription_id, "batch-2")["input"],
+        _generation(demo.subscription_id, "batch-1")["input"],
+        {**_generation(demo.subscription_id, "batch-3")["input"], "amount": 0},
+    ]
+    response = await http.post(
+        "/graphql",
+        json={
+            "query": "mutation($i: [CreateUsageEventInput!]!) {"
+            " createUsageEvents(input: $i) { __typename } }",
+            "variables": {"i": items},
+        },
+        headers=headers,
+    )
+    assert [r["__typename"] for r in response.json()["data"]["createUsageEvents"]] == [
+        "UsageEventRecorded",
+        "UsageEventRecorded",
+        "UsageEventRecorded",
+        "InvalidInput",
+    ]
+    after = {r: sample("gateway_usage_events_total", result=r) for r in labels}
+    assert {r: after[r] - before[r] for r in labels} == {
+        "recorded": 2,
+        "replayed": 1,
+        "invalid_input": 1,
+    }
