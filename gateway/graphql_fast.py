@@ -117,9 +117,7 @@ def _input_converter(type_: Any, names: Any, leaves: Any) -> Converter:
             return lambda value: None if value is None else list(value)
         return lambda value: None if value is None else [item(x) for x in value]
     if type_ in leaves or isinstance(type_, ScalarDefinition | ScalarWrapper):
-        return _identity
-    if type_ in (str, int, float, bool):
-        return _identity
+        return _identity  # the scalar registry holds the built-in scalars too
     if has_object_definition(type_):
         definition = type_.__strawberry_definition__
         if not definition.is_input or definition.from_input is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import strawberry
@@ -18,19 +17,13 @@ if TYPE_CHECKING:
     from schema.usage import UsageEvent
 
 
-@strawberry.enum(description="Stable codes of expected failures.")
-class ErrorCode(Enum):
-    INVALID_INPUT = "INVALID_INPUT"
-    NOT_FOUND = "NOT_FOUND"
-    FORBIDDEN = "FORBIDDEN"
-    NO_CURRENT_SUBSCRIPTION = "NO_CURRENT_SUBSCRIPTION"
-    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
-    IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+# The gateway's own codes are the GraphQL enum ErrorCode: one list of codes, not two.
+strawberry.enum(errors.ErrorCode, description="Stable codes of expected failures.")
 
 
 @strawberry.interface(description="An expected failure, returned as data.")
 class UserError:
-    code: ErrorCode
+    code: errors.ErrorCode
     message: str
     field: list[str] | None = strawberry.field(
         description='Path of the input field at fault, e.g. ["input", "amount"].'
@@ -97,7 +90,7 @@ _SIMPLE: dict[errors.ErrorCode, Any] = {
 
 def to_graphql(error: errors.UserError) -> Any:
     """The GraphQL error type of a gateway error."""
-    code = ErrorCode(error.code.value)
+    code = error.code
     if error.code is errors.ErrorCode.IDEMPOTENCY_CONFLICT:
         from schema.usage import UsageEvent
 
