@@ -17,7 +17,7 @@ from tests.factories import (
     CREATE_USAGE_EVENTS,
     balance,
     customer_on_plan,
-    ok,
+    record,
     setup_pricing,
 )
 from tests.servers import gateway_processes
@@ -29,17 +29,22 @@ def servers(database_url: str) -> Iterator[list[str]]:
         yield urls
 
 
-async def _post(client: httpx.AsyncClient, url: str, key: str, payload: dict[str, Any]) -> Any:
+async def _post(client: httpx.AsyncClient, url: str, key: str, payload: Any) -> Any:
+    """createUsageEvent for one input, createUsageEvents for a list of them."""
+    batch = isinstance(payload, list)
     response = await client.post(
         url + "/graphql",
-        json={"query": CREATE_USAGE_EVENT, "variables": {"input": payload}},
+        json={
+            "query": CREATE_USAGE_EVENTS if batch else CREATE_USAGE_EVENT,
+            "variables": {"input": payload},
+        },
         headers={"Authorization": f"Bearer {key}"},
         timeout=60,
     )
     assert response.status_code == 200, response.text
     body = response.json()
     assert "errors" not in body, body
-    return body["data"]["createUsageEvent"]
+    return body["data"]["createUsageEvents" if batch else "createUsageEvent"]
 
 
 async def test_concurrent_duplicates_across_processes_are_recorded_once(
@@ -160,20 +165,7 @@ async def test_concurrent_overlapping_batches_charge_each_key_once(
     await setup_pricing(gql)
     subs = [await customer_on_plan(gql, f"user-{i}", "pro_monthly") for i in range(3)]
     for sub in subs:  # the period's grants are issued: the batches are the steady case
-        ok(
-            await gql(
-                CREATE_USAGE_EVENT,
-                {
-                    "input": {
-                        "target": {"usageMeterSlug": "generations"},
-                        "subscriptionId": sub,
-                        "amount": 1,
-                        "transactionId": "seed",
-                    }
-                },
-            ),
-            "createUsageEvent",
-        )
+        await record(gql, subscriptionId=sub, amount=1, transactionId="seed")
 
     def batch(k: int) -> list[dict[str, Any]]:
         # keys k*6 .. k*6+11: the second half is the next batch's first half
@@ -187,20 +179,10 @@ async def test_concurrent_overlapping_batches_charge_each_key_once(
             for n in range(k * 6, k * 6 + 12)
         ]
 
-    async def post(client: httpx.AsyncClient, url: str, items: list[dict[str, Any]]) -> Any:
-        response = await client.post(
-            url + "/graphql",
-            json={"query": CREATE_USAGE_EVENTS, "variables": {"input": items}},
-            headers={"Authorization": f"Bearer {secret_key}"},
-            timeout=60,
-        )
-        assert response.status_code == 200, response.text
-        return response.json()["data"]["createUsageEvents"]
-
     batches = [batch(k) for k in range(16)]
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32)) as client:
         answers = await asyncio.gather(
-            *(post(client, servers[k % 2], items) for k, items in enumerate(batches))
+            *(_post(client, servers[k % 2], secret_key, items) for k, items in enumerate(batches))
         )
     results = [r for answer in answers for r in answer]
     assert Counter(r["__typename"] for r in results) == {"UsageEventRecorded": 16 * 12}
