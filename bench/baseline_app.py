@@ -23,7 +23,7 @@ import orjson
 import uuid_utils
 from fastapi import FastAPI, Request, Response
 
-from gateway.db import asyncpg_dsn
+from gateway.storage.db import asyncpg_dsn
 
 INSERT = """
 INSERT INTO usage_events (id, customer_id, subscription_id, usage_meter_id, price_id,

@@ -550,7 +550,7 @@ class Bench:
         for name in checked:
             drifts = asyncio.run(scenario.verify_history(database_url, name))
             self.notes.append(
-                f"3: gateway.reconcile on {name}: {len(drifts)} drifts"
+                f"3: gateway.billing.reconcile on {name}: {len(drifts)} drifts"
                 + (f", first: {drifts[0]}" if drifts else "")
             )
         blocks = []
@@ -707,7 +707,7 @@ class Bench:
                 if scraped
                 else "(/metrics has no gateway_db_queries_total) "
             )
-            + "counted in-process (gateway.db.start_counting() around one request to"
+            + "counted in-process (gateway.storage.db.start_counting() around one request to"
             " create_app() over ASGI, catalog cache warm): "
             + ", ".join(f"{k} {v}" for k, v in counts.items())
         )
@@ -724,7 +724,7 @@ async def baseline_batches(
 ) -> tuple[float, float]:
     """Rows/s of the same rows by executemany (ON CONFLICT DO NOTHING) and by COPY."""
     from bench.baseline_app import INSERT, load_targets
-    from gateway.db import asyncpg_dsn
+    from gateway.storage.db import asyncpg_dsn
 
     url = asyncpg_dsn(database_url)
     conns = [
@@ -808,7 +808,7 @@ async def baseline_batches(
 async def sql_balance_latency(
     database_url: str, small: str, large: str, blocks: int, per_block: int
 ) -> tuple[float, float]:
-    from gateway.db import asyncpg_dsn
+    from gateway.storage.db import asyncpg_dsn
 
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
@@ -837,9 +837,9 @@ async def count_round_trips(
     database_url: str, sc: scenario.Scenario, workdir: Path
 ) -> dict[str, int]:
     """SQL round trips of one request of each kind, counted in-process."""
-    from gateway.app import create_app
-    from gateway.db import start_counting
+    from gateway.api.app import create_app
     from gateway.settings import Settings
+    from gateway.storage.db import start_counting
 
     settings = Settings(
         database_url=database_url,

@@ -11,7 +11,7 @@ state the write path would have left: each period's recurring credit grant and i
 ``consumed``, the one-time grant's ``consumed``, ``usage_totals`` per period and the meter's
 ``event_seq``. Allocation follows the write path's rule (soonest-expiring grant first): per
 period the recurring grant covers the first events, then the one-time grant covers the next
-ones across periods, the rest is overage. ``gateway.reconcile`` recomputes all of it
+ones across periods, the rest is overage. ``gateway.billing.reconcile`` recomputes all of it
 independently and must find no drift.
 """
 
@@ -99,8 +99,8 @@ def _expect(result: dict[str, Any], typename: str) -> dict[str, Any]:
 
 
 async def create_secret_key(database_url: str) -> str:
-    from gateway.auth import create_api_key
-    from gateway.db import Database
+    from gateway.callers.auth import create_api_key
+    from gateway.storage.db import Database
 
     db = Database(database_url, min_size=1, max_size=1)
     await db.connect()
@@ -180,7 +180,7 @@ async def make_history(
     database_url: str, subscription_id: str, events: int, meter_slug: str = METER
 ) -> float:
     """N events of history on (subscription, meter), set-based; returns seconds taken."""
-    from gateway.db import asyncpg_dsn
+    from gateway.storage.db import asyncpg_dsn
 
     started = asyncio.get_running_loop().time()
     conn = await asyncpg.connect(asyncpg_dsn(database_url), server_settings={"timezone": "UTC"})
@@ -347,9 +347,9 @@ async def _periods(conn: asyncpg.Connection, sub: Any, n: int, when: str) -> lis
 
 
 async def verify_history(database_url: str, external_id: str) -> list[str]:
-    """Drifts found by gateway.reconcile on one customer ([] when the history is exact)."""
-    from gateway.db import Database
-    from gateway.reconcile import reconcile
+    """Drifts found by gateway.billing.reconcile on one customer ([] when the history is exact)."""
+    from gateway.billing.reconcile import reconcile
+    from gateway.storage.db import Database
 
     db = Database(database_url, min_size=1, max_size=1)
     await db.connect()

@@ -1,8 +1,8 @@
 """What the bench starts, and stops again: PostgreSQL, its database, HTTP server processes.
 
 - ``database()``: a fresh database on the server at DATABASE_URL when it is set, else on an
-  embedded PostgreSQL in a temporary directory (gateway.embedded.EmbeddedPostgres); migrated
-  with gateway.migrate.upgrade; dropped (and the embedded server stopped, its directory
+  embedded PostgreSQL in a temporary directory (gateway.storage.embedded.EmbeddedPostgres); migrated
+  with gateway.storage.migrate.upgrade; dropped (and the embedded server stopped, its directory
   removed) at the end.
 - ``server()``: a process group serving HTTP on 127.0.0.1 (the gateway through its own
   command, ``billing-gateway serve --workers N``; the baseline through uvicorn with the same
@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
-from gateway.db import asyncpg_dsn
+from gateway.storage.db import asyncpg_dsn
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN_SECRET = "bench-secret-" + "x" * 32
@@ -81,8 +81,8 @@ class Database:
 
 @contextmanager
 def database(log: Callable[[str], None] = print) -> Iterator[Database]:
-    from gateway.embedded import EmbeddedPostgres
-    from gateway.migrate import upgrade
+    from gateway.storage.embedded import EmbeddedPostgres
+    from gateway.storage.migrate import upgrade
 
     tmp = tempfile.TemporaryDirectory(prefix="gateway-bench-")
     workdir = Path(tmp.name)

@@ -13,16 +13,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.db import Database
-from gateway.embedded import EmbeddedPostgres, resolve_database_url
 from gateway.settings import Settings, get_settings
+from gateway.storage.db import Database
+from gateway.storage.embedded import EmbeddedPostgres, resolve_database_url
 
 T = TypeVar("T")
 
 
 def _database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
     """The database URL, with migrations applied (starting the embedded server if needed)."""
-    from gateway.migrate import upgrade
+    from gateway.storage.migrate import upgrade
 
     url, server = resolve_database_url(settings.database_url, settings.gateway_data_dir)
     upgrade(url)
@@ -52,8 +52,8 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.app import create_app
-    from gateway.observability import run_server
+    from gateway.api.app import create_app
+    from gateway.api.observability import run_server
 
     url, server = _database(settings)
     host = args.host or settings.gateway_host
@@ -68,7 +68,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         if workers > 1:
             # Worker processes build the app from the environment: hand them the URL.
             os.environ["DATABASE_URL"] = url
-            run_server("gateway.app:app_from_env", host, port, workers=workers)
+            run_server("gateway.api.app:app_from_env", host, port, workers=workers)
         else:
             run_server(create_app(settings, url), host, port)
     finally:
@@ -92,7 +92,7 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_pricing_import(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.catalog_setup import setup_pricing_model
+    from gateway.billing.catalog_setup import setup_pricing_model
     from gateway.errors import UserError
 
     text = Path(args.file).read_text()
@@ -107,7 +107,7 @@ def cmd_pricing_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.auth import create_api_key
+    from gateway.callers.auth import create_api_key
 
     info, key = _with_db(settings, lambda db: create_api_key(db, args.name))
     print(f"created key {info.id} ({info.name}); it is shown only once:")
@@ -116,7 +116,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(settings: Settings, _args: argparse.Namespace) -> int:
-    from gateway.auth import list_api_keys
+    from gateway.callers.auth import list_api_keys
 
     for k in _with_db(settings, list_api_keys):
         state = f"revoked {k.revoked_at.isoformat()}" if k.revoked_at else "active"
@@ -125,7 +125,7 @@ def cmd_keys_list(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.auth import revoke_api_key
+    from gateway.callers.auth import revoke_api_key
 
     try:
         key_id = uuid.UUID(args.key_id)
@@ -140,7 +140,7 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(settings: Settings, _args: argparse.Namespace) -> int:
-    from gateway.reconcile import reconcile
+    from gateway.billing.reconcile import reconcile
 
     drifts = _with_db(settings, reconcile)
     for drift in drifts:

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         default=6000, ge=0, description="Requests per caller per minute per process; 0 disables."
     )
 
-    # createUsageEvent(s) documents executed by the compiled path (gateway.graphql_fast).
+    # createUsageEvent(s) documents executed by the compiled path (gateway.api.graphql_fast).
     gateway_compiled_execution: bool = True
 
     # Cache of the catalog (slug -> id maps); invalidated by LISTEN/NOTIFY, bounded by this TTL.

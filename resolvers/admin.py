@@ -7,7 +7,8 @@ from typing import Any
 
 import strawberry
 
-from gateway import auth, authz, balances, catalog_setup, customers, subscriptions
+from gateway.billing import balances, catalog_setup, customers, subscriptions
+from gateway.callers import auth, authz
 from gateway.errors import UserError
 from resolvers._args import opt
 from schema.admin import (

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import strawberry
 
-from gateway import authz, customers
+from gateway.billing import customers
+from gateway.callers import authz
 from gateway.errors import BadUserInput, UserError
 from resolvers._args import opt
 from schema.billing import (

@@ -6,9 +6,10 @@ from typing import Any
 
 import strawberry
 
-from gateway import authz, usage
+from gateway.api.observability import count_usage_results
+from gateway.billing import usage
+from gateway.callers import authz
 from gateway.errors import UserError
-from gateway.observability import count_usage_results
 from resolvers._args import opt
 from schema.billing import UsageBalance
 from schema.errors import to_graphql

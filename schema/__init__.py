@@ -8,7 +8,7 @@ from typing import Any
 
 import strawberry
 
-from gateway.graphql_errors import GatewaySchema
+from gateway.api.graphql_errors import GatewaySchema
 from schema.errors import (
     Forbidden,
     IdempotencyConflict,
@@ -30,7 +30,7 @@ _ERROR_TYPES = [
 ]
 
 
-# The hot mutations, executed compiled when their document allows (gateway.graphql_fast).
+# The hot mutations, executed compiled when their document allows (gateway.api.graphql_fast).
 FAST_FIELDS = ("createUsageEvent", "createUsageEvents")
 
 

@@ -8,7 +8,7 @@ from enum import Enum
 
 import strawberry
 
-from gateway.records import BalanceRow, ChargeRow, CustomerRow, SubscriptionRow
+from gateway.billing.records import BalanceRow, ChargeRow, CustomerRow, SubscriptionRow
 from schema.catalog import Price, PricingModel, UsageMeter
 
 

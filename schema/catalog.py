@@ -7,7 +7,7 @@ from enum import Enum
 
 import strawberry
 
-from gateway.records import Catalog, FeatureRow, PriceRow, ProductRow, UsageMeterRow
+from gateway.billing.records import Catalog, FeatureRow, PriceRow, ProductRow, UsageMeterRow
 
 
 @strawberry.enum

@@ -1,4 +1,4 @@
-"""Rebuild gateway/static/graphiql/ from the npm registry (run by hand when upgrading).
+"""Rebuild gateway/api/static/graphiql/ from the npm registry (run by hand when upgrading).
 
     python scripts/vendor_graphiql.py
 

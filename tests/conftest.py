@@ -23,12 +23,12 @@ import asyncpg
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.auth import create_api_key
-from gateway.db import Database, asyncpg_dsn
-from gateway.embedded import EmbeddedPostgres
-from gateway.migrate import upgrade
+from gateway.api.app import create_app
+from gateway.callers.auth import create_api_key
 from gateway.settings import Settings
+from gateway.storage.db import Database, asyncpg_dsn
+from gateway.storage.embedded import EmbeddedPostgres
+from gateway.storage.migrate import upgrade
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TABLES = (

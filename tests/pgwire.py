@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from urllib.parse import parse_qs, quote, urlsplit
 
-from gateway.db import asyncpg_dsn
+from gateway.storage.db import asyncpg_dsn
 
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104

@@ -40,7 +40,7 @@ def gateway_processes(database_url: str, count: int, **env: str) -> Iterator[lis
                         "-m",
                         "uvicorn",
                         "--factory",
-                        "gateway.app:app_from_env",
+                        "gateway.api.app:app_from_env",
                         "--host",
                         "127.0.0.1",
                         "--port",

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from gateway.auth import create_api_key, issue_customer_token, revoke_api_key
-from gateway.db import Database
+from gateway.callers.auth import create_api_key, issue_customer_token, revoke_api_key
 from gateway.settings import Settings
+from gateway.storage.db import Database
 from tests.conftest import TABLES, GraphQLClient, GraphQLResponse
 
 PLAN_B = """

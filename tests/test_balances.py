@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from gateway import cli
-from gateway.db import Database
-from gateway.reconcile import reconcile
+from gateway.billing.reconcile import reconcile
+from gateway.storage.db import Database
 from tests.factories import (
     balance,
     create_customer,

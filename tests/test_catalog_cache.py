@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from gateway.catalog import notify_catalog_changed
-from gateway.db import Database, start_counting
+from gateway.billing.catalog import notify_catalog_changed
+from gateway.storage.db import Database, start_counting
 from tests.factories import ok, setup_pricing
 
 QUERY = '{ billing(customerExternalId: "user-1") { catalog { usageMeters { slug defaultPrice { slug } } } } }'

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from gateway import catalog_setup
-from gateway.catalog import NOTIFY_CHANNEL, load_catalogs
-from gateway.catalog_setup import (
+from gateway.billing import catalog_setup
+from gateway.billing.catalog import NOTIFY_CHANNEL, load_catalogs
+from gateway.billing.catalog_setup import (
     FeatureDefinition,
     PricingModelDefinition,
     ProductDefinition,
@@ -22,8 +22,8 @@ from gateway.catalog_setup import (
     parse_definition,
     setup_pricing_model,
 )
-from gateway.db import Database, start_counting
 from gateway.errors import ErrorCode, UserError
+from gateway.storage.db import Database, start_counting
 
 # --- Helpers ---------------------------------------------------------------------------------
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.db import Database
 from gateway.demo import prepare_demo
 from gateway.settings import Settings
+from gateway.storage.db import Database
 from tests.conftest import GraphQLClient
 
 GUIDE = (Path(__file__).parent.parent / "docs" / "client-guide.md").read_text()

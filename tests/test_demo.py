@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 
-from gateway.auth import verify_customer_token
-from gateway.catalog_setup import parse_definition
-from gateway.db import Database
+from gateway.billing.catalog_setup import parse_definition
+from gateway.callers.auth import verify_customer_token
 from gateway.demo import DEMO_QUERY, PRICING_PATH, banner, prepare_demo
 from gateway.settings import Settings
+from gateway.storage.db import Database
 from tests.conftest import GraphQLClient
 from tests.servers import free_port
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gateway.db import Database
 from gateway.demo import prepare_demo
 from gateway.settings import Settings
+from gateway.storage.db import Database
 from tests.conftest import GraphQLClient
 
 DOCS = Path(__file__).parent.parent / "docs"

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from gateway.db import Database
+from gateway.storage.db import Database
 from tests.conftest import GraphQLClient
 from tests.test_auth_matrix import World, snapshot
 from tests.test_auth_matrix import world as world

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.graphiql import STATIC_DIR
+from gateway.api.app import create_app
+from gateway.api.graphiql import STATIC_DIR
 from gateway.settings import Settings
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"

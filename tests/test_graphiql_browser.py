@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import uvicorn
 
-from gateway.app import create_app
-from gateway.db import Database
+from gateway.api.app import create_app
 from gateway.demo import prepare_demo
 from gateway.settings import Settings
+from gateway.storage.db import Database
 from tests.servers import free_port
 
 pytestmark = pytest.mark.browser

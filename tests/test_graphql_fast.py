@@ -1,4 +1,4 @@
-"""The compiled executor answers exactly as graphql-core does (gateway.graphql_fast).
+"""The compiled executor answers exactly as graphql-core does (gateway.api.graphql_fast).
 
 Every case is sent to two apps on the same database, one with the compiled path and one with
 it turned off (``GATEWAY_COMPILED_EXECUTION=false``). A case that records an event is sent
@@ -18,9 +18,9 @@ import httpx
 import pytest
 from graphql import parse
 
-from gateway.app import create_app
-from gateway.db import Database
+from gateway.api.app import create_app
 from gateway.settings import Settings
+from gateway.storage.db import Database
 from schema import build_schema
 from tests.conftest import GraphQLClient
 from tests.factories import (
@@ -212,7 +212,7 @@ async def test_an_unexpected_error_is_masked_the_same_way(
     async def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("boom: internal detail")
 
-    monkeypatch.setattr("gateway.usage.record_usage_event", broken)
+    monkeypatch.setattr("gateway.billing.usage.record_usage_event", broken)
     body = {
         "query": SMALL,
         "variables": {

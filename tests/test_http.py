@@ -18,12 +18,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-import gateway.app
-from gateway import authz, customers
-from gateway.app import create_app
-from gateway.db import Database
-from gateway.http import GRAPHQL_RESPONSE_MEDIA, RateLimiter, negotiate
+import gateway.api.app
+from gateway.api.app import create_app
+from gateway.api.http import GRAPHQL_RESPONSE_MEDIA, RateLimiter, negotiate
+from gateway.billing import customers
+from gateway.callers import authz
 from gateway.settings import Settings
+from gateway.storage.db import Database
 from tests.conftest import GraphQLClient
 
 TYPENAME = {"query": "{ __typename }"}
@@ -79,7 +80,7 @@ def rate_limited(retry_after: int, limit: int = 3) -> dict[str, Any]:
 async def test_rate_limit_per_secret_key_at_its_exact_threshold(
     settings: Settings, db: Database, secret_key: str, gql: GraphQLClient
 ) -> None:
-    from gateway.auth import create_api_key
+    from gateway.callers.auth import create_api_key
 
     _, other_key = await create_api_key(db, "other")
     async with gateway_app(settings, gateway_rate_limit_per_minute=3) as (app, client):
@@ -863,7 +864,7 @@ async def test_an_unexpected_http_error_is_a_masked_json_500(
     async def broken(*_args: Any) -> Any:
         raise OSError("connection to 10.1.2.3:5432 refused")
 
-    monkeypatch.setattr(gateway.app, "authenticate", broken)
+    monkeypatch.setattr(gateway.api.app, "authenticate", broken)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
         with caplog.at_level(logging.ERROR):
@@ -883,7 +884,7 @@ async def test_an_unexpected_http_error_is_a_masked_json_500(
     )
     assert "10.1.2.3" not in response.text
     assert [r.name for r in caplog.records if getattr(r, "error_id", None) == error_id] == [
-        "gateway.http"
+        "gateway.api.http"
     ]
 
 
@@ -923,17 +924,17 @@ async def test_expected_errors_are_not_logged_as_stack_traces(
 
 
 def test_the_http_module_documents_the_per_process_rate_limit() -> None:
-    import gateway.http
+    import gateway.api.http
 
-    doc = gateway.http.__doc__ or ""
+    doc = gateway.api.http.__doc__ or ""
     assert "effective limit is N x the setting" in " ".join(doc.split())
-    assert Path(gateway.http.__file__).name == "http.py"
+    assert Path(gateway.api.http.__file__).name == "http.py"
 
 
 async def test_customer_sessions_are_keyed_by_customer(settings: Settings) -> None:
     from starlette.requests import Request
 
-    from gateway.auth import ANONYMOUS, Caller
+    from gateway.callers.auth import ANONYMOUS, Caller
 
     request = Request({"type": "http", "client": ("192.0.2.7", 1), "headers": []})
     customer = uuid.uuid4()

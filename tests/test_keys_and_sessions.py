@@ -16,9 +16,9 @@ import pytest
 from pydantic import ValidationError
 
 from gateway import cli
-from gateway.auth import AuthenticationError, issue_customer_token, verify_customer_token
-from gateway.db import Database
+from gateway.callers.auth import AuthenticationError, issue_customer_token, verify_customer_token
 from gateway.settings import Settings, get_settings
+from gateway.storage.db import Database
 from tests.conftest import GraphQLClient
 from tests.servers import gateway_processes
 from tests.test_auth_matrix import PLAN_A, new_customer, setup_model

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 import asyncpg
 from alembic import command
 
-from gateway.db import asyncpg_dsn
-from gateway.migrate import alembic_config, current_head, upgrade
+from gateway.storage.db import asyncpg_dsn
+from gateway.storage.migrate import alembic_config, current_head, upgrade
 from tests.conftest import _with_database
 
 
@@ -64,7 +64,7 @@ def test_downgrade_and_upgrade_again(database_url: str) -> None:
 def test_processes_starting_together_migrate_once(database_url: str) -> None:
     with scratch_database(database_url, "gateway_migrations_race") as url:
         # Separate processes, as on a real deployment (alembic's context is per process).
-        code = f"from gateway.migrate import upgrade; upgrade({url!r})"
+        code = f"from gateway.storage.migrate import upgrade; upgrade({url!r})"
         procs = [
             subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(3)
         ]

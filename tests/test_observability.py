@@ -21,12 +21,12 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import create_app
-from gateway.db import Database, start_counting
+from gateway.api.app import create_app
+from gateway.api.observability import JsonFormatter, readiness
 from gateway.demo import prepare_demo
-from gateway.migrate import current_head
-from gateway.observability import JsonFormatter, readiness
 from gateway.settings import Settings
+from gateway.storage.db import Database, start_counting
+from gateway.storage.migrate import current_head
 from tests.conftest import _with_database
 from tests.pgwire import StatementRecorder
 from tests.servers import free_port
@@ -321,7 +321,7 @@ async def test_masked_errors_are_logged_with_the_request_id(
     json_log: Callable[[], list[dict[str, Any]]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gateway import usage
+    from gateway.billing import usage
 
     async def broken(*_args: object) -> object:
         raise RuntimeError("the database caught fire")
@@ -414,7 +414,7 @@ async def test_sql_counter_equals_the_statements_the_server_ran(
     else:
         assert len(seen) >= 4
     # Nothing else went over the wire: the pool's reset on release is switched off
-    # (gateway.db._keep_session); with asyncpg's default reset there would be exactly one per
+    # (gateway.storage.db._keep_session); with asyncpg's default reset there would be exactly one per
     # checkout, and these operations run no explicit transaction (one checkout per statement).
     assert all(s.startswith("SELECT pg_advisory_unlock_all();") for s in driver), driver
     assert len(driver) in (0, len(seen)), driver

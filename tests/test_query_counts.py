@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.db import start_counting
+from gateway.storage.db import start_counting
 from tests.conftest import GraphQLClient
 from tests.factories import CREATE_USAGE_EVENTS, customer_on_plan, ok, setup_pricing
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from gateway.db import Database
-from gateway.reconcile import reconcile
+from gateway.billing.reconcile import reconcile
+from gateway.storage.db import Database
 from tests.factories import (
     CREATE_USAGE_EVENTS,
     balance,

@@ -21,9 +21,9 @@ import asyncpg
 import httpx
 import pytest
 
-from gateway.db import Database, asyncpg_dsn
 from gateway.demo import prepare_demo
 from gateway.settings import Settings
+from gateway.storage.db import Database, asyncpg_dsn
 from tests.servers import free_port
 
 ROOT = Path(__file__).parent.parent

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.db import Database
-from gateway.reconcile import reconcile
+from gateway.billing.reconcile import reconcile
+from gateway.storage.db import Database
 from tests.factories import (
     CREATE_USAGE_EVENT,
     CREATE_USAGE_EVENTS,

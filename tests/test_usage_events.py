@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.db import Database, start_counting
+from gateway.storage.db import Database, start_counting
 from tests.factories import (
     CREATE_USAGE_EVENT,
     CREATE_USAGE_EVENTS,

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from gateway.auth import Caller
-from gateway.db import Database
-from gateway.reconcile import reconcile
-from gateway.usage import UsageInput, _intervals, _prepare
+from gateway.billing.reconcile import reconcile
+from gateway.billing.usage import UsageInput, _intervals, _prepare
+from gateway.callers.auth import Caller
+from gateway.storage.db import Database
 from tests.conftest import GraphQLClient
 from tests.factories import (
     CREATE_USAGE_EVENTS,

@@ -12,25 +12,25 @@ from fastapi import FastAPI, Request, Response
 from strawberry.extensions import MaxTokensLimiter
 from strawberry.extensions.disable_introspection import DisableIntrospection
 
-from gateway import observability
-from gateway.auth import AuthenticationError, authenticate
-from gateway.authz import OperationGate
-from gateway.catalog import CatalogCache
-from gateway.context import Context, Services
-from gateway.db import Database
-from gateway.graphiql import graphiql_routes
-from gateway.graphql_errors import GatewayErrors
-from gateway.graphql_limits import (
+from gateway.api import observability
+from gateway.api.context import Context, Services
+from gateway.api.graphiql import graphiql_routes
+from gateway.api.graphql_errors import GatewayErrors
+from gateway.api.graphql_limits import (
     BoundedParserCache,
     BoundedValidationCache,
     MaxAliasesLimit,
     QueryDepthLimit,
     RepeatedSelectionLimit,
 )
-from gateway.http import GatewayRouter, Unauthenticated
-from gateway.http import install as install_http
-from gateway.observability import GraphQLMetrics
+from gateway.api.http import GatewayRouter, Unauthenticated
+from gateway.api.http import install as install_http
+from gateway.api.observability import GraphQLMetrics
+from gateway.billing.catalog import CatalogCache
+from gateway.callers.auth import AuthenticationError, authenticate
+from gateway.callers.authz import OperationGate
 from gateway.settings import Settings
+from gateway.storage.db import Database
 from schema import build_schema
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         return Context(services, caller)
 
     app = FastAPI(title="Billing gateway", lifespan=lifespan)
-    rate_limiter = install_http(  # body limit, rate limiter, JSON error bodies: gateway.http
+    rate_limiter = install_http(  # body limit, rate limiter, JSON error bodies: gateway.api.http
         app,
         max_body_bytes=settings.gateway_max_body_bytes,
         rate_limit_per_minute=settings.gateway_rate_limit_per_minute,
@@ -107,7 +107,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     router = GatewayRouter(
         build_schema(graphql_extensions(settings), fast=settings.gateway_compiled_execution),
         context_getter=get_context,
-        graphql_ide=None,  # our own offline page: gateway.graphiql
+        graphql_ide=None,  # our own offline page: gateway.api.graphiql
         allow_queries_via_get=True,
     )
     if settings.gateway_graphiql:  # the page route must come before the router's GET route

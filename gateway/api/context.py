@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from strawberry.fastapi import BaseContext
 
-from gateway.auth import Caller
-from gateway.catalog import CatalogCache
-from gateway.db import Database
-from gateway.loaders import Loaders
+from gateway.billing.catalog import CatalogCache
+from gateway.billing.loaders import Loaders
+from gateway.callers.auth import Caller
 from gateway.settings import Settings
+from gateway.storage.db import Database
 
 
 @dataclass
@@ -33,5 +33,5 @@ class Context(BaseContext):
         self.caller = caller
         self.loaders = Loaders(services.db, services.catalogs)
         # Set when the operation never executed (parse, validation or variable errors): the
-        # HTTP layer answers 400 to application/graphql-response+json clients (gateway.http).
+        # HTTP layer answers 400 to application/graphql-response+json clients (gateway.api.http).
         self.request_error = False

@@ -3,7 +3,7 @@
 Expected failures are data (result unions). What reaches ``errors`` is either a request the
 caller must fix or a bug:
 
-- ``UNAUTHENTICATED`` (HTTP 401) and ``FORBIDDEN`` (HTTP 403): refusals of ``gateway.authz``.
+- ``UNAUTHENTICATED`` (HTTP 401) and ``FORBIDDEN`` (HTTP 403): refusals of ``gateway.callers.authz``.
 - ``GRAPHQL_PARSE_FAILED``, ``GRAPHQL_VALIDATION_FAILED`` (including the depth, alias and token
   limits) and ``BAD_USER_INPUT`` (variables of the wrong type, bad arguments): the request is
   wrong. When the operation never executed, the context's ``request_error`` is set, so the HTTP
@@ -34,9 +34,9 @@ from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
-from gateway.authz import NotAllowed, NotAuthenticated
+from gateway.api.graphql_fast import FastExecutor
+from gateway.callers.authz import NotAllowed, NotAuthenticated
 from gateway.errors import BadUserInput
-from gateway.graphql_fast import FastExecutor
 
 logger = logging.getLogger("gateway.errors")
 
@@ -140,7 +140,7 @@ class GatewaySchema(strawberry.Schema):
     """The schema, without strawberry's stack trace per error in the log, and with every error
     finalized even when an extension hook failed (strawberry then skips the operation hooks,
     ``GatewayErrors`` included). The mutations named in ``fast_fields`` run compiled
-    (``gateway.graphql_fast``) when their document allows it."""
+    (``gateway.api.graphql_fast``) when their document allows it."""
 
     def __init__(self, *args: Any, fast_fields: Iterable[str] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

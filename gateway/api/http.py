@@ -59,10 +59,10 @@ from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.unset import UNSET
 
-from gateway.auth import Caller
-from gateway.context import Context
+from gateway.api.context import Context
+from gateway.callers.auth import Caller
 
-logger = logging.getLogger("gateway.http")
+logger = logging.getLogger("gateway.api.http")
 
 JSON_MEDIA = "application/json"
 GRAPHQL_RESPONSE_MEDIA = "application/graphql-response+json"

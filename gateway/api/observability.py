@@ -10,7 +10,7 @@
   handled carries it as ``request_id``; one access record per request is written to the
   ``gateway.access`` logger.
 
-Metrics (besides ``gateway_db_queries_total``, defined in ``gateway.db``):
+Metrics (besides ``gateway_db_queries_total``, defined in ``gateway.storage.db``):
 
 - ``gateway_http_requests_total{route, method, status}`` and
   ``gateway_http_request_duration_seconds{route, method}`` for every request. ``route`` is one
@@ -63,9 +63,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 
+from gateway.api.graphql_errors import error_code
+from gateway.billing.usage import UsageResult
 from gateway.errors import UserError
-from gateway.graphql_errors import error_code
-from gateway.usage import UsageResult
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_OPERATION_NAMES = 200
@@ -297,7 +297,7 @@ async def metrics(_request: Request) -> Response:
 @lru_cache(maxsize=1)
 def expected_revision() -> str:
     """The newest migration of this code (read once: the code does not change at run time)."""
-    from gateway.migrate import current_head
+    from gateway.storage.migrate import current_head
 
     return current_head()
 

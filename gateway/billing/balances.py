@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.db import Database
+from gateway.billing.records import BalanceRow, ChargeRow
+from gateway.billing.subscriptions import parse_id
 from gateway.errors import UserError, invalid, not_found
-from gateway.records import BalanceRow, ChargeRow
-from gateway.subscriptions import parse_id
+from gateway.storage.db import Database
 
 BalanceKey = tuple[uuid.UUID, uuid.UUID]  # (subscription id, usage meter id)
 

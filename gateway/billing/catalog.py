@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from gateway.db import Conn, Database
-from gateway.records import Catalog, FeatureRow, PriceRow, ProductRow, UsageMeterRow
+from gateway.billing.records import Catalog, FeatureRow, PriceRow, ProductRow, UsageMeterRow
+from gateway.storage.db import Conn, Database
 
 NOTIFY_CHANNEL = "gateway_catalog"
 

@@ -52,9 +52,9 @@ import asyncpg
 import uuid_utils
 import yaml
 
-from gateway.catalog import notify_catalog_changed
-from gateway.db import Conn, Database
+from gateway.billing.catalog import notify_catalog_changed
 from gateway.errors import ErrorCode, UserError
+from gateway.storage.db import Conn, Database
 
 SLUG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
 MAX_SLUG_LENGTH = 64

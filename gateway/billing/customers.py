@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from gateway.db import Database
+from gateway.billing.records import CustomerRow
 from gateway.errors import UserError, invalid
-from gateway.records import CustomerRow
+from gateway.storage.db import Database
 
 _COLUMNS = "id, pricing_model_id, external_id, name, email, created_at"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

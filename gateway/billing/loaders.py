@@ -1,5 +1,5 @@
 """Per-request DataLoaders. Created fresh for every request in the GraphQL context, so nothing
-is cached across requests here (the catalog's process cache lives in gateway.catalog).
+is cached across requests here (the catalog's process cache lives in gateway.billing.catalog).
 
 Every batch function issues one statement for all keys of a tick: a dashboard of 100
 customers with subscriptions and balances costs the same number of round trips as one.
@@ -14,10 +14,10 @@ from typing import TypeVar
 
 from aiodataloader import DataLoader
 
-from gateway import balances, customers, subscriptions
-from gateway.catalog import CatalogCache
-from gateway.db import Database
-from gateway.records import BalanceRow, Catalog, ChargeRow, CustomerRow, SubscriptionRow
+from gateway.billing import balances, customers, subscriptions
+from gateway.billing.catalog import CatalogCache
+from gateway.billing.records import BalanceRow, Catalog, ChargeRow, CustomerRow, SubscriptionRow
+from gateway.storage.db import Database
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.db import Database
+from gateway.storage.db import Database
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.models import CURRENT_STATUSES
+from gateway.storage.models import CURRENT_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

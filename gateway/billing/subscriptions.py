@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from gateway.catalog import CatalogCache
-from gateway.db import Database
+from gateway.billing.catalog import CatalogCache
+from gateway.billing.records import SubscriptionRow
 from gateway.errors import UserError, invalid, not_found
-from gateway.records import SubscriptionRow
+from gateway.storage.db import Database
 
 FUTURE_START_TOLERANCE = timedelta(minutes=5)
 

@@ -21,12 +21,12 @@ import asyncpg
 import orjson
 import uuid_utils
 
-from gateway.auth import Caller
-from gateway.balances import balance_from_json
-from gateway.db import Database
+from gateway.billing.balances import balance_from_json
+from gateway.billing.records import BalanceRow
+from gateway.callers.auth import Caller
 from gateway.errors import ErrorCode, UserError, invalid, not_found
-from gateway.records import BalanceRow
 from gateway.settings import Settings
+from gateway.storage.db import Database
 
 TargetKind = Literal["priceId", "priceSlug", "usageMeterId", "usageMeterSlug"]
 MAX_TRANSACTION_ID = 255

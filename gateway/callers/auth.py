@@ -20,8 +20,8 @@ from typing import Literal
 
 import orjson
 
-from gateway.db import Database
 from gateway.errors import UserError, invalid, not_found
+from gateway.storage.db import Database
 
 SECRET_KEY_PREFIX = "sk_"
 TOKEN_PREFIX = "cst_"

@@ -14,7 +14,7 @@ Two layers, both here:
 - The resolvers call ``require_caller`` / ``require_secret_key`` / ``customer_for`` /
   ``subscription_for`` for the per-object decisions (and as a second line of defence). Usage
   events are scoped in the database function ``record_usage_event()``, which receives the
-  session's customer id (``gateway.usage``) and answers another customer's subscription, price
+  session's customer id (``gateway.billing.usage``) and answers another customer's subscription, price
   or meter exactly like a missing one.
 """
 
@@ -38,9 +38,9 @@ from graphql import (
 from graphql.utilities import get_operation_ast
 from strawberry.extensions import SchemaExtension
 
-from gateway.auth import Caller
-from gateway.loaders import Loaders
-from gateway.records import CustomerRow, SubscriptionRow
+from gateway.billing.loaders import Loaders
+from gateway.billing.records import CustomerRow, SubscriptionRow
+from gateway.callers.auth import Caller
 
 
 class NotAuthenticated(Exception):

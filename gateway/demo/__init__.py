@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from gateway.auth import Caller, create_api_key, issue_customer_token
-from gateway.catalog import CatalogCache
-from gateway.catalog_setup import setup_pricing_model
-from gateway.customers import create_customer, customers_by_external_id
-from gateway.db import Database
+from gateway.billing.catalog import CatalogCache
+from gateway.billing.catalog_setup import setup_pricing_model
+from gateway.billing.customers import create_customer, customers_by_external_id
+from gateway.billing.subscriptions import create_subscription, subscriptions_by_customer
+from gateway.billing.usage import UsageInput, record_usage_event
+from gateway.callers.auth import Caller, create_api_key, issue_customer_token
 from gateway.errors import UserError
 from gateway.settings import Settings
-from gateway.subscriptions import create_subscription, subscriptions_by_customer
-from gateway.usage import UsageInput, record_usage_event
+from gateway.storage.db import Database
 
 DEMO_CUSTOMER = "demo-user"
 DEMO_PLAN_PRICE = "pro_monthly"
@@ -154,10 +154,10 @@ Stop with Ctrl-C; data is kept for the next start.
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.app import create_app
-    from gateway.embedded import resolve_database_url
-    from gateway.migrate import upgrade
-    from gateway.observability import run_server
+    from gateway.api.app import create_app
+    from gateway.api.observability import run_server
+    from gateway.storage.embedded import resolve_database_url
+    from gateway.storage.migrate import upgrade
 
     data_dir = Path(args.data_dir) if args.data_dir else settings.gateway_data_dir / "demo"
     demo_settings = settings.model_copy(

@@ -9,8 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from gateway.migrate import sqlalchemy_url
-from gateway.models import metadata
+from gateway.storage.migrate import sqlalchemy_url
+from gateway.storage.models import metadata
 
 config = context.config
 target_metadata = metadata
@@ -19,8 +19,8 @@ target_metadata = metadata
 def _url() -> str:
     url = config.attributes.get("database_url")
     if url is None:
-        from gateway.embedded import resolve_database_url
         from gateway.settings import get_settings
+        from gateway.storage.embedded import resolve_database_url
 
         settings = get_settings()
         url, server = resolve_database_url(settings.database_url, settings.gateway_data_dir)

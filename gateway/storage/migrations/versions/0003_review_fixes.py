@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from gateway.migrations.sql import functions as _functions
+from gateway.storage.migrations.sql import functions as _functions
 
 revision: str = "0003"
 down_revision: str | None = "0002"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from gateway.migrations.sql import functions as _functions
+from gateway.storage.migrations.sql import functions as _functions
 
 revision: str = "0005"
 down_revision: str | None = "0004"
