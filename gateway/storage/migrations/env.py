@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from alembic_utils.replaceable_entity import register_entities
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.storage.migrate import sqlalchemy_url
 from gateway.storage.models import metadata
+from gateway.storage.sql_sources import entities
+
+# The database functions: autogenerate and `alembic check` compare them with their sources.
+register_entities(entities())
 
 config = context.config
 target_metadata = metadata

@@ -1,21 +1,18 @@
-"""Reading the SQL files of the migrations (``versions/NNNN_functions.sql``)."""
+"""Reading the SQL files of the landed migrations (``versions/NNNN_functions.sql``).
+
+These files are history: new function changes are made in ``gateway/storage/sql/`` and
+migrated with alembic-utils (``gateway.storage.sql_sources``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from gateway.storage.sql_sources import read_functions
 
 VERSIONS = Path(__file__).with_name("versions")
 
 
 def functions(filename: str) -> dict[str, str]:
     """The CREATE FUNCTION statements of a file, by function name."""
-    text = (VERSIONS / filename).read_text()
-    found: dict[str, str] = {}
-    marker = "CREATE OR REPLACE FUNCTION "
-    start = text.find(marker)
-    while start != -1:
-        end = text.index("$$;", text.index("AS $$", start) + 5) + 2
-        name = text[start + len(marker) : text.index("(", start)]
-        found[name] = text[start:end]
-        start = text.find(marker, end)
-    return found
+    return read_functions(VERSIONS / filename)

@@ -1,0 +1,298 @@
+-- Recording a batch of usage events: grouped by (subscription, meter) in input order;
+-- steady groups written by one set-based statement, the rest item by item.
+--
+-- The one current definition of each function below. Edit it here, then make a migration
+-- with `alembic revision --autogenerate` (docs/architecture.md).
+
+-- p_groups: [{sub, meter, items: [item + pos, ...]}, ...] in lock order.
+-- Generic plans: a custom plan of the write statement costs more to plan than to run.
+-- (Comments stay outside the signature: alembic-utils folds it onto one line.)
+CREATE OR REPLACE FUNCTION public._record_usage_steady(
+  p_groups jsonb,
+  p_caller_customer_id uuid)
+RETURNS TABLE (item_position integer, result jsonb)
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
+DECLARE
+  v_now timestamptz := now();
+  v_positions integer[];
+  v_results jsonb[];
+BEGIN
+  IF p_groups IS NULL OR jsonb_array_length(p_groups) = 0 THEN
+    RETURN;
+  END IF;
+  -- record_usage_event()'s (subscription, meter) locks, taken in the batch's order.
+  PERFORM 1
+     FROM meter_balances mb
+     JOIN (SELECT (g ->> 'sub')::uuid AS sub_id, (g ->> 'meter')::uuid AS meter_id
+             FROM jsonb_array_elements(p_groups) AS g) k
+       ON mb.subscription_id = k.sub_id AND mb.usage_meter_id = k.meter_id
+    ORDER BY mb.subscription_id, mb.usage_meter_id
+      FOR UPDATE OF mb;
+
+  BEGIN
+    WITH grp AS (
+      SELECT g.ord AS gord, (g.value ->> 'sub')::uuid AS sub_id,
+             (g.value ->> 'meter')::uuid AS meter_id, g.value -> 'items' AS items
+        FROM jsonb_array_elements(p_groups) WITH ORDINALITY AS g(value, ord)
+    ), ctx AS (             -- groups whose subscription, meter and lock row allow it
+      SELECT grp.gord, grp.sub_id, grp.meter_id, grp.items, s.customer_id,
+             c.pricing_model_id, mb.event_seq, bp.period_start, bp.period_end
+        FROM grp
+        JOIN subscriptions s ON s.id = grp.sub_id
+        JOIN customers c ON c.id = s.customer_id
+        JOIN usage_meters m ON m.id = grp.meter_id AND m.pricing_model_id = c.pricing_model_id
+        JOIN meter_balances mb ON mb.subscription_id = s.id AND mb.usage_meter_id = m.id
+        CROSS JOIN LATERAL billing_period(s.start_date, s.interval_unit, s.interval_count,
+                                          v_now) bp
+       WHERE (p_caller_customer_id IS NULL OR s.customer_id = p_caller_customer_id)
+         AND s.status IN ('trialing', 'active', 'past_due', 'unpaid', 'cancellation_scheduled')
+         AND v_now >= s.start_date
+         AND m.aggregation_type = 'sum'
+         AND mb.grants_period_start = bp.period_start
+    ), items AS (           -- their items, the target resolved, each item checked
+      SELECT ctx.gord, i.ord, (i.item ->> 'pos')::integer AS pos,
+             (i.item ->> 'event_id')::uuid AS event_id,
+             (i.item ->> 'amount')::bigint AS amount,
+             i.item ->> 'transaction_id' AS transaction_id,
+             CASE WHEN i.item ? 'properties' AND jsonb_typeof(i.item -> 'properties') = 'object'
+                  THEN i.item -> 'properties' END AS properties,
+             pr.id AS price_id,
+             coalesce(i.item ->> 'usage_date' IS NULL
+               AND NOT coalesce((i.item ->> 'require_balance')::boolean, false)
+               AND pr.active AND pr.type = 'usage' AND pr.usage_meter_id = ctx.meter_id
+               AND (p_caller_customer_id IS NULL OR pr.is_default
+                    OR i.item ->> 'target_kind' IN ('usageMeterId', 'usageMeterSlug'))
+               -- a scalar subquery: one index probe per item (an anti-join could be
+               -- planned as a scan of all events)
+               AND (SELECT 1 FROM usage_events e
+                     WHERE e.customer_id = ctx.customer_id AND e.usage_meter_id = ctx.meter_id
+                       AND e.transaction_id = i.item ->> 'transaction_id' LIMIT 1) IS NULL,
+               false) AS ok
+        FROM ctx
+        CROSS JOIN LATERAL jsonb_array_elements(ctx.items) WITH ORDINALITY AS i(item, ord)
+        LEFT JOIN LATERAL (
+          SELECT x.id, x.active, x.type, x.usage_meter_id, x.is_default FROM prices x
+           WHERE CASE i.item ->> 'target_kind'
+                   WHEN 'priceId' THEN x.id = (i.item ->> 'target')::uuid
+                                       AND x.pricing_model_id = ctx.pricing_model_id
+                   WHEN 'priceSlug' THEN x.slug = i.item ->> 'target'
+                                         AND x.pricing_model_id = ctx.pricing_model_id
+                   ELSE x.usage_meter_id = ctx.meter_id AND x.is_default AND x.type = 'usage'
+                 END) pr ON true
+    ), batch_keys AS (      -- every key of the batch (any group that could record)
+      SELECT grp.gord, s.customer_id, grp.meter_id, i.item ->> 'transaction_id' AS tx
+        FROM grp
+        JOIN subscriptions s ON s.id = grp.sub_id
+        CROSS JOIN LATERAL jsonb_array_elements(grp.items) AS i(item)
+    ), shared AS (          -- groups with a key used twice in the batch
+      SELECT DISTINCT k.gord
+        FROM batch_keys k
+        JOIN (SELECT customer_id, meter_id, tx FROM batch_keys
+               GROUP BY customer_id, meter_id, tx HAVING count(*) > 1) d
+          ON d.customer_id = k.customer_id AND d.meter_id = k.meter_id AND d.tx = k.tx
+    ), steady AS (          -- and what each steady group starts from
+      SELECT ctx.gord, ctx.sub_id, ctx.meter_id, ctx.customer_id, ctx.pricing_model_id,
+             ctx.event_seq, ctx.period_start, ctx.period_end,
+             gr.remaining, gr.valid, gr.grants, tt.used0, tt.covered0, tt.uncovered0
+        FROM ctx
+        -- the grants record_usage_event() would allocate from, those valid now (the
+        -- balance's), and all of them (whether the meter has a limit)
+        CROSS JOIN LATERAL (
+          SELECT coalesce(sum(cg.amount - cg.consumed) FILTER (
+                   WHERE cg.granted_at <= v_now
+                     AND (cg.expires_at IS NULL OR cg.expires_at > v_now)
+                     AND cg.consumed < cg.amount AND cg.issued_seq < ctx.event_seq + 1), 0)
+                   AS remaining,
+                 coalesce(sum(cg.amount - cg.consumed) FILTER (
+                   WHERE cg.granted_at <= v_now
+                     AND (cg.expires_at IS NULL OR cg.expires_at > v_now)), 0) AS valid,
+                 count(*) AS grants
+            FROM credit_grants cg
+           WHERE cg.subscription_id = ctx.sub_id AND cg.usage_meter_id = ctx.meter_id) gr
+        CROSS JOIN LATERAL (
+          SELECT coalesce(sum(ut.used), 0) AS used0, coalesce(sum(ut.covered), 0) AS covered0,
+                 coalesce(sum(ut.uncovered), 0) AS uncovered0
+            FROM usage_totals ut
+           WHERE ut.subscription_id = ctx.sub_id AND ut.usage_meter_id = ctx.meter_id
+             AND ut.period_start = ctx.period_start) tt
+       WHERE NOT EXISTS (SELECT 1 FROM shared WHERE shared.gord = ctx.gord)
+         AND NOT EXISTS (SELECT 1 FROM items WHERE items.gord = ctx.gord AND NOT items.ok)
+    ), allocated AS (
+      SELECT it.pos, it.ord, it.event_id, it.amount, it.transaction_id, it.properties,
+             it.price_id, st.*,
+             sum(it.amount) OVER w AS running,
+             least(st.remaining, sum(it.amount) OVER w)
+               - least(st.remaining, sum(it.amount) OVER w - it.amount) AS covered
+        FROM items it
+        JOIN steady st ON st.gord = it.gord
+      WINDOW w AS (PARTITION BY it.gord ORDER BY it.ord)
+    ), written AS (
+      INSERT INTO usage_events (id, customer_id, subscription_id, usage_meter_id, price_id,
+                                billing_period_id, period_start, period_end, amount, consumed,
+                                covered, seq, transaction_id, usage_date, properties,
+                                properties_given, usage_date_given)
+      SELECT a.event_id, a.customer_id, a.sub_id, a.meter_id, a.price_id,
+             billing_period_id(a.sub_id, a.period_start), a.period_start, a.period_end,
+             a.amount, a.amount, a.covered, a.event_seq + a.ord, a.transaction_id, v_now,
+             coalesce(a.properties, '{}'::jsonb), a.properties IS NOT NULL, false
+        FROM allocated a
+    ), totals AS (
+      INSERT INTO usage_totals AS t (subscription_id, usage_meter_id, period_start, price_id,
+                                     customer_id, period_end, used, covered, uncovered)
+      SELECT a.sub_id, a.meter_id, a.period_start, a.price_id, a.customer_id, a.period_end,
+             sum(a.amount), sum(a.covered), sum(a.amount - a.covered)
+        FROM allocated a
+       GROUP BY a.sub_id, a.meter_id, a.period_start, a.price_id, a.customer_id, a.period_end
+      ON CONFLICT (subscription_id, usage_meter_id, period_start, price_id)
+      DO UPDATE SET used = t.used + excluded.used, covered = t.covered + excluded.covered,
+                    uncovered = t.uncovered + excluded.uncovered
+    ), seq_bump AS (
+      UPDATE meter_balances mb SET event_seq = mb.event_seq + n.events
+        FROM (SELECT sub_id, meter_id, count(*) AS events FROM allocated
+               GROUP BY sub_id, meter_id) n
+       WHERE mb.subscription_id = n.sub_id AND mb.usage_meter_id = n.meter_id
+    ), takes AS (           -- each group's covered credits, from its grants in order
+      SELECT cg.id,
+             least(cg.amount - cg.consumed,
+                   greatest(0, c.total - (sum(cg.amount - cg.consumed) OVER w
+                                          - (cg.amount - cg.consumed)))) AS take
+        FROM (SELECT gord, sub_id, meter_id, event_seq, sum(covered) AS total
+                FROM allocated GROUP BY gord, sub_id, meter_id, event_seq) c
+        JOIN credit_grants cg
+          ON cg.subscription_id = c.sub_id AND cg.usage_meter_id = c.meter_id
+         AND cg.granted_at <= v_now AND (cg.expires_at IS NULL OR cg.expires_at > v_now)
+         AND cg.consumed < cg.amount AND cg.issued_seq < c.event_seq + 1
+      WINDOW w AS (PARTITION BY c.gord
+                   ORDER BY cg.expires_at ASC NULLS LAST, cg.granted_at, cg.id)
+    ), consumed AS (
+      UPDATE credit_grants cg SET consumed = cg.consumed + t.take
+        FROM takes t
+       WHERE cg.id = t.id AND t.take > 0
+    )
+    -- The answers are built from what was written, not read back from `written` (a join
+    -- of two CTEs is planned without statistics). The event's JSON is _usage_event_json()'s;
+    -- created_at is the column's default, now().
+    SELECT array_agg(a.pos ORDER BY a.pos),
+           array_agg(jsonb_build_object(
+             'status', 'recorded',
+             'event', jsonb_build_object(
+               'id', a.event_id, 'customer_id', a.customer_id, 'subscription_id', a.sub_id,
+               'usage_meter_id', a.meter_id, 'price_id', a.price_id,
+               'billing_period_id', billing_period_id(a.sub_id, a.period_start),
+               'amount', a.amount, 'transaction_id', a.transaction_id, 'usage_date', v_now,
+               'properties', coalesce(a.properties, '{}'::jsonb), 'created_at', v_now),
+             'balance', jsonb_build_object(
+               'subscription_id', a.sub_id, 'usage_meter_id', a.meter_id,
+               'available_balance', a.valid - a.uncovered0 - a.running,
+               'used_balance', a.used0 + a.running,
+               'balance_limit', CASE WHEN a.grants > 0 THEN a.valid + a.covered0 END,
+               'period_start', a.period_start, 'period_end', a.period_end),
+             'pricing_model_id', a.pricing_model_id) ORDER BY a.pos)
+      INTO v_positions, v_results
+      FROM allocated a;
+  EXCEPTION WHEN unique_violation THEN
+    RETURN;
+  END;
+
+  RETURN QUERY SELECT x.pos, x.res FROM unnest(v_positions, v_results) AS x(pos, res);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION public.record_usage_events(
+  p_items jsonb,
+  p_caller_customer_id uuid,
+  p_backdating interval,
+  p_future_tolerance interval)
+RETURNS TABLE (item_position integer, result jsonb)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  v_groups jsonb;
+  v_done integer[] := '{}';
+  rec record;
+  grp record;
+  it record;
+BEGIN
+  -- Groups of (subscription, meter) in 0003's order; the meter is resolved only to group.
+  WITH items AS (
+    SELECT x.ordinality::integer AS pos, x.item,
+           coalesce((x.item ->> 'subscription_id')::uuid,
+                    (SELECT cs.id FROM subscriptions cs
+                      WHERE cs.customer_id = p_caller_customer_id
+                        AND cs.status IN ('trialing', 'active', 'past_due', 'unpaid',
+                                          'cancellation_scheduled')
+                      ORDER BY cs.created_at DESC, cs.id DESC LIMIT 1)) AS sub_id
+      FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ordinality)
+  ), resolved AS (
+    SELECT i.pos, i.item, i.sub_id,
+           CASE i.item ->> 'target_kind'
+             WHEN 'usageMeterSlug' THEN (SELECT m.id FROM usage_meters m
+                                          WHERE m.pricing_model_id = c.pricing_model_id
+                                            AND m.slug = i.item ->> 'target')
+             WHEN 'usageMeterId' THEN (SELECT m.id FROM usage_meters m
+                                        WHERE m.pricing_model_id = c.pricing_model_id
+                                          AND m.id = (i.item ->> 'target')::uuid)
+             WHEN 'priceSlug' THEN (SELECT pr.usage_meter_id FROM prices pr
+                                     WHERE pr.pricing_model_id = c.pricing_model_id
+                                       AND pr.slug = i.item ->> 'target')
+             WHEN 'priceId' THEN (SELECT pr.usage_meter_id FROM prices pr
+                                   WHERE pr.pricing_model_id = c.pricing_model_id
+                                     AND pr.id = (i.item ->> 'target')::uuid)
+           END AS meter_id
+      FROM items i
+      LEFT JOIN subscriptions s ON s.id = i.sub_id
+      LEFT JOIN customers c ON c.id = s.customer_id
+  )
+  SELECT jsonb_agg(jsonb_build_object('sub', g.sub_id, 'meter', g.meter_id, 'items', g.items)
+                   ORDER BY g.sub_id NULLS FIRST, g.meter_id NULLS FIRST)
+    INTO v_groups
+    FROM (SELECT r.sub_id, r.meter_id,
+                 jsonb_agg(r.item || jsonb_build_object('pos', r.pos) ORDER BY r.pos) AS items
+            FROM resolved r
+           GROUP BY r.sub_id, r.meter_id) g;
+
+  -- The steady statement costs about as much as two events item by item (measured): it
+  -- serves batches of three or more.
+  FOR rec IN
+    SELECT * FROM _record_usage_steady(
+      (SELECT jsonb_agg(g.value ORDER BY g.ord)
+         FROM jsonb_array_elements(v_groups) WITH ORDINALITY AS g(value, ord)
+        WHERE g.value ->> 'sub' IS NOT NULL AND g.value ->> 'meter' IS NOT NULL),
+      p_caller_customer_id)
+     WHERE jsonb_array_length(p_items) >= 3
+  LOOP
+    item_position := rec.item_position;
+    result := rec.result;
+    v_done := v_done || rec.item_position;
+    RETURN NEXT;
+  END LOOP;
+
+  FOR grp IN
+    SELECT g.value FROM jsonb_array_elements(v_groups) WITH ORDINALITY AS g(value, ord)
+     ORDER BY g.ord
+  LOOP
+    CONTINUE WHEN ((grp.value -> 'items' -> 0) ->> 'pos')::integer = ANY (v_done);
+    FOR it IN
+      SELECT x.item FROM jsonb_array_elements(grp.value -> 'items') WITH ORDINALITY AS x(item, ord)
+       ORDER BY x.ord
+    LOOP
+      item_position := (it.item ->> 'pos')::integer;
+      result := record_usage_event(
+        (it.item ->> 'event_id')::uuid,
+        p_caller_customer_id,
+        (it.item ->> 'subscription_id')::uuid,
+        it.item ->> 'target_kind',
+        it.item ->> 'target',
+        (it.item ->> 'amount')::bigint,
+        it.item ->> 'transaction_id',
+        (it.item ->> 'usage_date')::timestamptz,
+        CASE WHEN it.item ? 'properties' AND jsonb_typeof(it.item -> 'properties') = 'object'
+             THEN it.item -> 'properties' END,
+        coalesce((it.item ->> 'require_balance')::boolean, false),
+        p_backdating,
+        p_future_tolerance);
+      RETURN NEXT;
+    END LOOP;
+  END LOOP;
+END;
+$$;
