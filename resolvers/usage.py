@@ -13,7 +13,8 @@ from gateway.errors import UserError
 from resolvers._args import opt
 from schema.billing import UsageBalance
 from schema.errors import to_graphql
-from schema.usage import CreateUsageEventInput, UsageEvent, UsageEventRecorded
+from schema.usage import CreateUsageEventInput, UsageEventRecorded
+from schema.usage_event import UsageEvent
 
 _TARGETS = ("price_id", "price_slug", "usage_meter_id", "usage_meter_slug")
 _KINDS: dict[str, usage.TargetKind] = {

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import strawberry
 
 from gateway import errors
+from schema.usage_event import UsageEvent
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
     from schema.catalog import Product
-    from schema.usage import UsageEvent
 
 
 # The gateway's own codes are the GraphQL enum ErrorCode: one list of codes, not two.
@@ -52,7 +52,7 @@ class NoCurrentSubscription(UserError):
 
 @strawberry.type
 class IdempotencyConflict(UserError):
-    existing_event: Annotated[UsageEvent, strawberry.lazy("schema.usage")] = strawberry.field(
+    existing_event: UsageEvent = strawberry.field(
         description="The event already recorded under this transactionId."
     )
 
@@ -92,8 +92,6 @@ def to_graphql(error: errors.UserError) -> Any:
     """The GraphQL error type of a gateway error."""
     code = error.code
     if error.code is errors.ErrorCode.IDEMPOTENCY_CONFLICT:
-        from schema.usage import UsageEvent
-
         return IdempotencyConflict(
             code=code,
             message=error.message,
