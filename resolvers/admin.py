@@ -18,8 +18,10 @@ from schema.admin import (
     CreateSubscriptionInput,
     CustomerCreated,
     CustomerSessionCreated,
+    CustomerSessionsRevoked,
     GrantUsageCreditsInput,
     PricingModelSetUp,
+    RevokeCustomerSessionsInput,
     SetupPricingModelInput,
     SubscriptionCanceled,
     SubscriptionCreated,
@@ -89,3 +91,12 @@ async def create_customer_session(info: strawberry.Info, input: CreateCustomerSe
         3600 if seconds is None else seconds,
     )
     return respond(result, lambda t: CustomerSessionCreated(token=t[0], expires_at=t[1]))
+
+
+async def revoke_customer_sessions(
+    info: strawberry.Info, input: RevokeCustomerSessionsInput
+) -> Any:
+    ctx = info.context
+    authz.require_secret_key(ctx.caller)
+    result = await auth.revoke_customer_sessions(ctx.db, input.customer_external_id)
+    return respond(result, lambda at: CustomerSessionsRevoked(revoked_before=at))

@@ -114,3 +114,20 @@ CreateCustomerSessionResult = Annotated[
     CustomerSessionCreated | NotFound | InvalidInput,
     strawberry.union("CreateCustomerSessionResult"),
 ]
+
+
+@strawberry.input
+class RevokeCustomerSessionsInput:
+    customer_external_id: str
+
+
+@strawberry.type
+class CustomerSessionsRevoked:
+    revoked_before: datetime = strawberry.field(
+        description="Session tokens of the customer issued before this instant are refused."
+    )
+
+
+RevokeCustomerSessionsResult = Annotated[
+    CustomerSessionsRevoked | NotFound, strawberry.union("RevokeCustomerSessionsResult")
+]
