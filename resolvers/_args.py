@@ -1,14 +1,144 @@
-"""Argument helpers shared by the resolvers."""
+"""Argument helpers shared by the resolvers, and the one check of every input's text.
+
+PostgreSQL refuses text holding a NUL character (``text`` and ``jsonb`` alike), and UTF-8
+encoders (asyncpg's, orjson's) refuse lone surrogates; an aware datetime near the ends of
+Python's range cannot be converted to UTC, as asyncpg does to send it. Any of these reaching
+the database layer would end as a masked internal error, so every argument is checked once
+here, before a resolver runs: ``checked_input`` for mutations (the answer is ``InvalidInput``
+naming the input field) and ``checked_arguments`` for queries without an error union (a
+top-level ``BAD_USER_INPUT`` error naming the argument). A batch resolver checks each item
+with ``refused_input`` so that a bad item fails alone.
+
+The walk is iterative (JSON values may nest as deep as the request parser allows) and visits
+each value once: its work is linear in the size of the arguments, which the body limit bounds.
+"""
 
 from __future__ import annotations
 
-from typing import TypeVar
+import functools
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import strawberry
+from strawberry.types.base import has_object_definition
+from strawberry.utils.str_converters import to_camel_case
+
+from gateway.errors import BadUserInput, UserError, invalid
+from schema.errors import to_graphql
 
 T = TypeVar("T")
+R = TypeVar("R", bound=Callable[..., Awaitable[Any]])
+
+CHECKED = "__text_checked__"  # set on every resolver wrapped here (tests check all are)
 
 
 def opt(value: T | None) -> T | None:
     """An optional argument or input field: omitted (UNSET) and null both mean None."""
     return None if value is strawberry.UNSET else value
+
+
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL or a UTF-8 encoder would refuse this text; None when it is fine."""
+    if "\x00" in text:
+        return "must not contain a NUL character (U+0000)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must not contain a lone surrogate (U+D800 to U+DFFF)"
+    return None
+
+
+def _datetime_problem(value: datetime) -> str | None:
+    if value.tzinfo is None:
+        return None  # read as UTC: always representable
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        return "is out of the representable range of dates"
+    return None
+
+
+def refused_input(value: Any, path: list[str]) -> UserError | None:
+    """``InvalidInput`` for the first string or date in ``value`` the database would refuse.
+
+    ``value`` is an argument as strawberry hands it over: text, numbers, dates, lists, JSON
+    values (dicts; their keys are text too) and strawberry input objects.
+    """
+    stack: list[tuple[Any, list[str]]] = [(value, path)]
+    while stack:
+        item, at = stack.pop()
+        problem: str | None = None
+        if isinstance(item, str):
+            problem = text_problem(item)
+        elif isinstance(item, datetime):
+            problem = _datetime_problem(item)
+        elif isinstance(item, dict):
+            for key, inner in reversed(list(item.items())):
+                key_problem = text_problem(key) if isinstance(key, str) else None
+                if key_problem is not None:
+                    return invalid(f"{_name(at)}: a key {key_problem}", *at)
+                stack.append((inner, [*at, str(key)]))
+        elif isinstance(item, list | tuple):
+            stack.extend((inner, [*at, str(i)]) for i, inner in reversed(list(enumerate(item))))
+        elif has_object_definition(type(item)):
+            for field in reversed(item.__strawberry_definition__.fields):
+                inner = getattr(item, field.python_name)
+                if inner is not None and inner is not strawberry.UNSET:
+                    name = field.graphql_name or to_camel_case(field.python_name)
+                    stack.append((inner, [*at, name]))
+        if problem is not None:
+            return invalid(f"{_name(at)} {problem}", *at)
+    return None
+
+
+def _name(path: list[str]) -> str:
+    return ".".join(path[1:]) if len(path) > 1 else path[0]
+
+
+def _refused_arguments(kwargs: dict[str, Any], skip: str | None = None) -> UserError | None:
+    for name, value in kwargs.items():
+        if value is None or value is strawberry.UNSET or name == skip:
+            continue
+        error = refused_input(value, [to_camel_case(name)])
+        if error is not None:
+            return error
+    return None
+
+
+def _checked(resolver: R, per_item: str | None) -> R:
+    @functools.wraps(resolver)
+    async def wrapper(info: Any, **kwargs: Any) -> Any:
+        error = _refused_arguments(kwargs, skip=per_item)
+        if error is not None:
+            return to_graphql(error)
+        return await resolver(info, **kwargs)
+
+    setattr(wrapper, CHECKED, True)
+    return wrapper  # type: ignore[return-value]
+
+
+def checked_input(resolver: R) -> R:
+    """A mutation resolver whose arguments are checked first; a refusal is ``InvalidInput``."""
+    return _checked(resolver, None)
+
+
+def checked_batch(per_item: str) -> Callable[[R], R]:
+    """``checked_input``, except the list argument ``per_item``, whose items fail alone: the
+    resolver checks each with ``refused_input`` (createUsageEvents records the others)."""
+    return lambda resolver: _checked(resolver, per_item)
+
+
+def checked_arguments(resolver: R) -> R:
+    """A query resolver whose arguments are checked first; a refusal is BAD_USER_INPUT."""
+
+    @functools.wraps(resolver)
+    async def wrapper(info: Any, **kwargs: Any) -> Any:
+        error = _refused_arguments(kwargs)
+        if error is not None:
+            raise BadUserInput(f"argument {error.message}")
+        return await resolver(info, **kwargs)
+
+    setattr(wrapper, CHECKED, True)
+    return wrapper  # type: ignore[return-value]

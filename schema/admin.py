@@ -76,7 +76,7 @@ class SubscriptionCanceled:
 
 
 CancelSubscriptionResult = Annotated[
-    SubscriptionCanceled | NotFound, strawberry.union("CancelSubscriptionResult")
+    SubscriptionCanceled | NotFound | InvalidInput, strawberry.union("CancelSubscriptionResult")
 ]
 
 
@@ -129,5 +129,6 @@ class CustomerSessionsRevoked:
 
 
 RevokeCustomerSessionsResult = Annotated[
-    CustomerSessionsRevoked | NotFound, strawberry.union("RevokeCustomerSessionsResult")
+    CustomerSessionsRevoked | NotFound | InvalidInput,
+    strawberry.union("RevokeCustomerSessionsResult"),
 ]
