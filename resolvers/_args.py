@@ -60,13 +60,28 @@ def _datetime_problem(value: datetime) -> str | None:
     return None
 
 
+# A path as a linked list (parent, key): the walk shares each parent's path instead of
+# copying it per value, which would cost depth x size.
+_Path = tuple[Any, str] | None
+
+
+def _unlink(at: _Path) -> list[str]:
+    keys: list[str] = []
+    while at is not None:
+        at, key = at
+        keys.append(key)
+    return keys[::-1]
+
+
 def refused_input(value: Any, path: list[str]) -> UserError | None:
     """``InvalidInput`` for the first string or date in ``value`` the database would refuse.
 
     ``value`` is an argument as strawberry hands it over: text, numbers, dates, lists, JSON
-    values (dicts; their keys are text too) and strawberry input objects.
+    values (dicts; their keys are text too) and strawberry input objects. ``path`` is where
+    it sits (``["input"]``, ``["input", "3"]`` for an item); the message names the field
+    from there, the error's ``field`` in full.
     """
-    stack: list[tuple[Any, list[str]]] = [(value, path)]
+    stack: list[tuple[Any, _Path]] = [(value, None)]
     while stack:
         item, at = stack.pop()
         problem: str | None = None
@@ -78,28 +93,27 @@ def refused_input(value: Any, path: list[str]) -> UserError | None:
             for key, inner in reversed(list(item.items())):
                 key_problem = text_problem(key) if isinstance(key, str) else None
                 if key_problem is not None:
-                    return invalid(f"{_name(at)}: a key {key_problem}", *at)
-                stack.append((inner, [*at, str(key)]))
+                    problem = f"has a key that {key_problem}"
+                    break
+                stack.append((inner, (at, str(key))))
         elif isinstance(item, list | tuple):
-            stack.extend((inner, [*at, str(i)]) for i, inner in reversed(list(enumerate(item))))
+            stack.extend((inner, (at, str(i))) for i, inner in reversed(list(enumerate(item))))
         elif has_object_definition(type(item)):
             for field in reversed(item.__strawberry_definition__.fields):
                 inner = getattr(item, field.python_name)
                 if inner is not None and inner is not strawberry.UNSET:
                     name = field.graphql_name or to_camel_case(field.python_name)
-                    stack.append((inner, [*at, name]))
+                    stack.append((inner, (at, name)))
         if problem is not None:
-            return invalid(f"{_name(at)} {problem}", *at)
+            relative = _unlink(at)
+            name = ".".join(relative) if relative else path[-1]
+            return invalid(f"{name} {problem}", *path, *relative)
     return None
-
-
-def _name(path: list[str]) -> str:
-    return ".".join(path[1:]) if len(path) > 1 else path[0]
 
 
 def _refused_arguments(kwargs: dict[str, Any], skip: str | None = None) -> UserError | None:
     for name, value in kwargs.items():
-        if value is None or value is strawberry.UNSET or name == skip:
+        if value is None or value is strawberry.UNSET or name in (skip, "info"):
             continue
         error = refused_input(value, [to_camel_case(name)])
         if error is not None:
@@ -109,11 +123,11 @@ def _refused_arguments(kwargs: dict[str, Any], skip: str | None = None) -> UserE
 
 def _checked(resolver: R, per_item: str | None) -> R:
     @functools.wraps(resolver)
-    async def wrapper(info: Any, **kwargs: Any) -> Any:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
         error = _refused_arguments(kwargs, skip=per_item)
         if error is not None:
             return to_graphql(error)
-        return await resolver(info, **kwargs)
+        return await resolver(*args, **kwargs)
 
     setattr(wrapper, CHECKED, True)
     return wrapper  # type: ignore[return-value]
@@ -131,14 +145,15 @@ def checked_batch(per_item: str) -> Callable[[R], R]:
 
 
 def checked_arguments(resolver: R) -> R:
-    """A query resolver whose arguments are checked first; a refusal is BAD_USER_INPUT."""
+    """A query resolver (a root field, or a field of a type that takes arguments) whose
+    arguments are checked first; a refusal is a top-level BAD_USER_INPUT error."""
 
     @functools.wraps(resolver)
-    async def wrapper(info: Any, **kwargs: Any) -> Any:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
         error = _refused_arguments(kwargs)
         if error is not None:
             raise BadUserInput(f"argument {error.message}")
-        return await resolver(info, **kwargs)
+        return await resolver(*args, **kwargs)
 
     setattr(wrapper, CHECKED, True)
     return wrapper  # type: ignore[return-value]

@@ -9,6 +9,7 @@ from enum import Enum
 import strawberry
 
 from gateway.billing.records import BalanceRow, ChargeRow, CustomerRow, SubscriptionRow
+from resolvers._args import checked_arguments
 from schema.catalog import Price, PricingModel, UsageMeter
 from schema.scalars import Long
 
@@ -199,6 +200,7 @@ class Billing:
         )
 
     @strawberry.field(description="Default: the current subscription's balances.")
+    @checked_arguments
     async def usage_balances(
         self, info: strawberry.Info, subscription_id: strawberry.ID | None = strawberry.UNSET
     ) -> list[UsageBalance]:
@@ -210,6 +212,7 @@ class Billing:
         return [] if sub is None else await subscription_balances(info, sub)
 
     @strawberry.field(description="checkFeatureAccess: a toggle feature on a current subscription.")
+    @checked_arguments
     async def feature_access(self, info: strawberry.Info, feature_slug: str) -> bool:
         catalog = await info.context.loaders.catalog.load(self.customer_row.pricing_model_id)
         feature = catalog.feature_by_slug.get(feature_slug)
