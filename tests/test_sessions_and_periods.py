@@ -296,3 +296,61 @@ async def test_usage_past_32_bits_reads_exactly(gql: GraphQLClient) -> None:
         "customers",
     )
     assert page == {"edges": [{"node": {"billing": expected}}]}
+
+    # A batch of three takes the set-based path: the same sums.
+    other = await customer_on_plan(gql, "user-2")
+    batch = ok(
+        await gql(
+            CREATE_USAGE_EVENTS,
+            {
+                "input": [
+                    {
+                        "target": {"usageMeterSlug": "api_calls"},
+                        "subscriptionId": other,
+                        "transactionId": f"big-{n}",
+                        "amount": 1_000_000_000,
+                    }
+                    for n in range(3)
+                ]
+            },
+        ),
+        "createUsageEvents",
+    )
+    assert [r["balance"]["usedBalance"] for r in batch] == [
+        1_000_000_000,
+        2_000_000_000,
+        3_000_000_000,
+    ]
+    balance = ok(
+        await gql(
+            """{ usageBalance(meterSlug: "api_calls", customerExternalId: "user-2") {
+                 usedBalance } }"""
+        ),
+        "usageBalance",
+    )
+    assert balance == {"usedBalance": 3_000_000_000}
+
+
+async def test_no_quantity_column_or_function_result_is_32_bit(db: Database) -> None:
+    # Every integer column narrower than bigint, and what it holds: none is a quantity.
+    narrow = await db.fetch(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = 'public'"
+        " AND data_type IN ('smallint', 'integer', 'real', 'double precision')"
+        " ORDER BY 1, 2"
+    )
+    assert [tuple(r) for r in narrow] == [
+        ("prices", "interval_count", "integer"),  # months or days per period
+        ("prices", "usage_events_per_unit", "integer"),  # a divisor, set up by the merchant
+        ("subscriptions", "interval_count", "integer"),
+    ]
+    results = await db.fetch(
+        "SELECT p.proname, pg_get_function_result(p.oid) AS result FROM pg_proc p"
+        " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'"
+        " AND pg_get_function_result(p.oid) ~ '(integer|numeric)'"
+        " ORDER BY 1"
+    )
+    assert [r["proname"] for r in results] == [
+        "_record_usage_steady",  # item_position integer
+        "record_usage_events",  # item_position integer
+    ]
