@@ -25,7 +25,6 @@ from strawberry.types.base import has_object_definition
 from strawberry.utils.str_converters import to_camel_case
 
 from gateway.errors import BadUserInput, UserError, invalid
-from schema.errors import to_graphql
 
 T = TypeVar("T")
 R = TypeVar("R", bound=Callable[..., Awaitable[Any]])
@@ -73,6 +72,24 @@ def _unlink(at: _Path) -> list[str]:
     return keys[::-1]
 
 
+# The fields of each input type, in reverse (the walk's stack pops them in order): computed
+# once per class, a bounded set (the schema's input types).
+_INPUT_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _input_fields(cls: type) -> tuple[tuple[str, str], ...]:
+    fields = _INPUT_FIELDS.get(cls)
+    if fields is None:
+        fields = ()
+        if has_object_definition(cls):
+            fields = tuple(
+                (f.python_name, f.graphql_name or to_camel_case(f.python_name))
+                for f in reversed(cls.__strawberry_definition__.fields)
+            )
+        _INPUT_FIELDS[cls] = fields
+    return fields
+
+
 def refused_input(value: Any, path: list[str]) -> UserError | None:
     """``InvalidInput`` for the first string or date in ``value`` the database would refuse.
 
@@ -85,25 +102,29 @@ def refused_input(value: Any, path: list[str]) -> UserError | None:
     while stack:
         item, at = stack.pop()
         problem: str | None = None
-        if isinstance(item, str):
+        kind = type(item)
+        if kind is str:
             problem = text_problem(item)
-        elif isinstance(item, datetime):
-            problem = _datetime_problem(item)
-        elif isinstance(item, dict):
+        elif kind is int or kind is bool or kind is float or item is None:
+            continue
+        elif kind is dict:
             for key, inner in reversed(list(item.items())):
                 key_problem = text_problem(key) if isinstance(key, str) else None
                 if key_problem is not None:
                     problem = f"has a key that {key_problem}"
                     break
                 stack.append((inner, (at, str(key))))
-        elif isinstance(item, list | tuple):
+        elif kind is list or kind is tuple:
             stack.extend((inner, (at, str(i))) for i, inner in reversed(list(enumerate(item))))
-        elif has_object_definition(type(item)):
-            for field in reversed(item.__strawberry_definition__.fields):
-                inner = getattr(item, field.python_name)
+        elif isinstance(item, str):  # strawberry.ID and other str subclasses
+            problem = text_problem(item)
+        elif isinstance(item, datetime):
+            problem = _datetime_problem(item)
+        else:
+            for python_name, graphql_name in _input_fields(kind):
+                inner = getattr(item, python_name)
                 if inner is not None and inner is not strawberry.UNSET:
-                    name = field.graphql_name or to_camel_case(field.python_name)
-                    stack.append((inner, (at, name)))
+                    stack.append((inner, (at, graphql_name)))
         if problem is not None:
             relative = _unlink(at)
             name = ".".join(relative) if relative else path[-1]
@@ -126,6 +147,9 @@ def _checked(resolver: R, per_item: str | None) -> R:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         error = _refused_arguments(kwargs, skip=per_item)
         if error is not None:
+            # Imported here: the schema's types use this module (no import cycle).
+            from schema.errors import to_graphql
+
             return to_graphql(error)
         return await resolver(*args, **kwargs)
 
@@ -138,10 +162,11 @@ def checked_input(resolver: R) -> R:
     return _checked(resolver, None)
 
 
-def checked_batch(per_item: str) -> Callable[[R], R]:
-    """``checked_input``, except the list argument ``per_item``, whose items fail alone: the
-    resolver checks each with ``refused_input`` (createUsageEvents records the others)."""
-    return lambda resolver: _checked(resolver, per_item)
+def checked_except(argument: str) -> Callable[[R], R]:
+    """``checked_input``, except ``argument``, which the resolver checks itself with
+    ``refused_input``: the items of createUsageEvents fail alone (the others are recorded),
+    and createUsageEvent counts its refusal in the usage metrics like any other."""
+    return lambda resolver: _checked(resolver, argument)
 
 
 def checked_arguments(resolver: R) -> R:

@@ -10,7 +10,7 @@ from gateway.api.observability import count_usage_results
 from gateway.billing import usage
 from gateway.callers import authz
 from gateway.errors import UserError
-from resolvers._args import checked_batch, checked_input, opt, refused_input
+from resolvers._args import checked_except, opt, refused_input
 from schema.billing import UsageBalance
 from schema.errors import to_graphql
 from schema.usage import CreateUsageEventInput, UsageEvent, UsageEventRecorded
@@ -49,16 +49,19 @@ def _map(result: usage.UsageResult) -> Any:
     )
 
 
-@checked_input
+@checked_except("input")
 async def create_usage_event(info: strawberry.Info, input: CreateUsageEventInput) -> Any:
     ctx = info.context
     authz.require_caller(ctx.caller)
-    result = await usage.record_usage_event(ctx.db, ctx.settings, ctx.caller, _parse(input))
+    refused = refused_input(input, ["input"])
+    result = refused or await usage.record_usage_event(
+        ctx.db, ctx.settings, ctx.caller, _parse(input)
+    )
     count_usage_results([result])  # gateway_usage_events_total{result}
     return _map(result)
 
 
-@checked_batch("input")
+@checked_except("input")
 async def create_usage_events(
     info: strawberry.Info, input: list[CreateUsageEventInput]
 ) -> list[Any]:
