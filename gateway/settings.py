@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         default=300, ge=0, description="How far in the future a usageDate may lie."
     )
     gateway_max_properties_bytes: int = 8192
+    gateway_max_properties_depth: int = Field(
+        default=32,
+        ge=1,
+        le=200,
+        description="How deep an event's properties may nest ({} is 1); deeper is InvalidInput.",
+    )
     gateway_max_batch_size: int = 1000
 
     # GraphQL hardening.

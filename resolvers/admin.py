@@ -10,7 +10,7 @@ import strawberry
 from gateway.billing import balances, catalog_setup, customers, subscriptions
 from gateway.callers import auth, authz
 from gateway.errors import UserError
-from resolvers._args import opt
+from resolvers._args import checked_input, opt
 from schema.admin import (
     CancelSubscriptionInput,
     CreateCustomerInput,
@@ -18,8 +18,10 @@ from schema.admin import (
     CreateSubscriptionInput,
     CustomerCreated,
     CustomerSessionCreated,
+    CustomerSessionsRevoked,
     GrantUsageCreditsInput,
     PricingModelSetUp,
+    RevokeCustomerSessionsInput,
     SetupPricingModelInput,
     SubscriptionCanceled,
     SubscriptionCreated,
@@ -30,6 +32,7 @@ from schema.catalog import PricingModel
 from schema.errors import respond, to_graphql
 
 
+@checked_input
 async def setup_pricing_model(info: strawberry.Info, input: SetupPricingModelInput) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
@@ -40,6 +43,7 @@ async def setup_pricing_model(info: strawberry.Info, input: SetupPricingModelInp
     return PricingModelSetUp(pricing_model=PricingModel(catalog=catalog))
 
 
+@checked_input
 async def create_customer(info: strawberry.Info, input: CreateCustomerInput) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
@@ -49,6 +53,7 @@ async def create_customer(info: strawberry.Info, input: CreateCustomerInput) -> 
     return respond(result, lambda row: CustomerCreated(customer=Customer(row=row)))
 
 
+@checked_input
 async def create_subscription(info: strawberry.Info, input: CreateSubscriptionInput) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
@@ -58,6 +63,7 @@ async def create_subscription(info: strawberry.Info, input: CreateSubscriptionIn
     return respond(result, lambda row: SubscriptionCreated(subscription=Subscription(row=row)))
 
 
+@checked_input
 async def cancel_subscription(info: strawberry.Info, input: CancelSubscriptionInput) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
@@ -65,6 +71,7 @@ async def cancel_subscription(info: strawberry.Info, input: CancelSubscriptionIn
     return respond(result, lambda row: SubscriptionCanceled(subscription=Subscription(row=row)))
 
 
+@checked_input
 async def grant_usage_credits(info: strawberry.Info, input: GrantUsageCreditsInput) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
@@ -78,6 +85,7 @@ async def grant_usage_credits(info: strawberry.Info, input: GrantUsageCreditsInp
     return respond(result, lambda row: UsageCreditsGranted(balance=UsageBalance(row=row)))
 
 
+@checked_input
 async def create_customer_session(info: strawberry.Info, input: CreateCustomerSessionInput) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
@@ -89,3 +97,13 @@ async def create_customer_session(info: strawberry.Info, input: CreateCustomerSe
         3600 if seconds is None else seconds,
     )
     return respond(result, lambda t: CustomerSessionCreated(token=t[0], expires_at=t[1]))
+
+
+@checked_input
+async def revoke_customer_sessions(
+    info: strawberry.Info, input: RevokeCustomerSessionsInput
+) -> Any:
+    ctx = info.context
+    authz.require_secret_key(ctx.caller)
+    result = await auth.revoke_customer_sessions(ctx.db, input.customer_external_id)
+    return respond(result, lambda at: CustomerSessionsRevoked(revoked_before=at))

@@ -7,7 +7,7 @@ import strawberry
 from gateway.billing import customers
 from gateway.callers import authz
 from gateway.errors import BadUserInput, UserError
-from resolvers._args import opt
+from resolvers._args import checked_arguments, opt
 from schema.billing import (
     Billing,
     Customer,
@@ -18,6 +18,7 @@ from schema.billing import (
 )
 
 
+@checked_arguments
 async def billing(
     info: strawberry.Info, customer_external_id: str | None = strawberry.UNSET
 ) -> Billing | None:
@@ -26,6 +27,7 @@ async def billing(
     return None if customer is None else Billing(customer_row=customer)
 
 
+@checked_arguments
 async def usage_balance(
     info: strawberry.Info,
     meter_slug: str,
@@ -47,6 +49,7 @@ async def usage_balance(
     return None if balance is None else UsageBalance(row=balance)
 
 
+@checked_arguments
 async def customers_page(
     info: strawberry.Info, first: int | None = 25, after: str | None = strawberry.UNSET
 ) -> CustomerConnection:

@@ -10,7 +10,7 @@ from gateway.api.observability import count_usage_results
 from gateway.billing import usage
 from gateway.callers import authz
 from gateway.errors import UserError
-from resolvers._args import opt
+from resolvers._args import checked_except, opt, refused_input
 from schema.billing import UsageBalance
 from schema.errors import to_graphql
 from schema.usage import CreateUsageEventInput, UsageEventRecorded
@@ -50,22 +50,27 @@ def _map(result: usage.UsageResult) -> Any:
     )
 
 
+@checked_except("input")
 async def create_usage_event(info: strawberry.Info, input: CreateUsageEventInput) -> Any:
     ctx = info.context
     authz.require_caller(ctx.caller)
-    result = await usage.record_usage_event(ctx.db, ctx.settings, ctx.caller, _parse(input))
+    refused = refused_input(input, ["input"])
+    result = refused or await usage.record_usage_event(
+        ctx.db, ctx.settings, ctx.caller, _parse(input)
+    )
     count_usage_results([result])  # gateway_usage_events_total{result}
     return _map(result)
 
 
+@checked_except("input")
 async def create_usage_events(
     info: strawberry.Info, input: list[CreateUsageEventInput]
 ) -> list[Any]:
     ctx = info.context
     authz.require_caller(ctx.caller)
-    results = await usage.record_usage_events(
-        ctx.db, ctx.settings, ctx.caller, [_parse(i) for i in input]
-    )
+    # Each item's text is checked alone: a refused item is answered, the others recorded.
+    items = [refused_input(item, ["input", str(i)]) or _parse(item) for i, item in enumerate(input)]
+    results = await usage.record_usage_events(ctx.db, ctx.settings, ctx.caller, items)
     if isinstance(results, UserError):
         # The batch as a whole is refused: every item gets the same answer.
         return [to_graphql(results) for _ in input]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import strawberry
+from strawberry.schema.config import StrawberryConfig
 
 from gateway.api.graphql_errors import GatewaySchema
 from schema.errors import (
@@ -18,6 +19,7 @@ from schema.errors import (
     NotFound,
 )
 from schema.root import Mutation, Query
+from schema.scalars import LONG_SCALAR, Long
 
 SDL_PATH = Path(__file__).with_name("schema.graphql")
 _ERROR_TYPES = [
@@ -40,6 +42,7 @@ def build_schema(extensions: Sequence[Any] = (), *, fast: bool = True) -> strawb
         mutation=Mutation,
         types=_ERROR_TYPES,
         extensions=list(extensions),
+        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
         fast_fields=FAST_FIELDS if fast else (),
     )
 

@@ -76,7 +76,7 @@ class SubscriptionCanceled:
 
 
 CancelSubscriptionResult = Annotated[
-    SubscriptionCanceled | NotFound, strawberry.union("CancelSubscriptionResult")
+    SubscriptionCanceled | NotFound | InvalidInput, strawberry.union("CancelSubscriptionResult")
 ]
 
 
@@ -113,4 +113,22 @@ class CustomerSessionCreated:
 CreateCustomerSessionResult = Annotated[
     CustomerSessionCreated | NotFound | InvalidInput,
     strawberry.union("CreateCustomerSessionResult"),
+]
+
+
+@strawberry.input
+class RevokeCustomerSessionsInput:
+    customer_external_id: str
+
+
+@strawberry.type
+class CustomerSessionsRevoked:
+    revoked_before: datetime = strawberry.field(
+        description="Session tokens of the customer issued before this instant are refused."
+    )
+
+
+RevokeCustomerSessionsResult = Annotated[
+    CustomerSessionsRevoked | NotFound | InvalidInput,
+    strawberry.union("RevokeCustomerSessionsResult"),
 ]

@@ -9,7 +9,9 @@ from enum import Enum
 import strawberry
 
 from gateway.billing.records import BalanceRow, ChargeRow, CustomerRow, SubscriptionRow
+from resolvers._args import checked_arguments
 from schema.catalog import Price, PricingModel, UsageMeter
+from schema.scalars import Long
 
 
 @strawberry.enum
@@ -39,19 +41,25 @@ class UsageBalance:
         return strawberry.ID(str(self.row.subscription_id))
 
     @strawberry.field(description="Credits remaining minus uncovered usage; <= 0 means exhausted.")
-    def available_balance(self) -> int:
-        return self.row.available_balance
+    def available_balance(self) -> Long:
+        return Long(self.row.available_balance)
 
     @strawberry.field(description="Usage recorded in the current billing period.")
-    def used_balance(self) -> int:
-        return self.row.used_balance
+    def used_balance(self) -> Long:
+        return Long(self.row.used_balance)
 
     @strawberry.field(
         description="Credits available to this period (consumed this period plus remaining);"
         " null when the meter grants none."
     )
-    def balance_limit(self) -> int | None:
-        return self.row.balance_limit
+    def balance_limit(self) -> Long | None:
+        return None if self.row.balance_limit is None else Long(self.row.balance_limit)
+
+    @strawberry.field(
+        description="Held by open reservations; 0 when none (reservations are not offered yet)."
+    )
+    def reserved_balance(self) -> Long:
+        return Long(0)
 
     @strawberry.field(description="100 * usedBalance / balanceLimit; null when no limit.")
     def percent_used(self) -> float | None:
@@ -136,16 +144,16 @@ class UsageCharge:
         return Price.of(catalog.price_by_id[self.row.price_id], catalog)
 
     @strawberry.field(description="Events not covered by credits.")
-    def overage_events(self) -> int:
-        return self.row.uncovered_events
+    def overage_events(self) -> Long:
+        return Long(self.row.uncovered_events)
 
     @strawberry.field(description="ceil(overageEvents / usageEventsPerUnit).")
-    def units(self) -> int:
-        return self.row.units
+    def units(self) -> Long:
+        return Long(self.row.units)
 
     @strawberry.field(description="units x unitPrice, in minor currency units.")
-    def amount(self) -> int:
-        return self.row.amount
+    def amount(self) -> Long:
+        return Long(self.row.amount)
 
     @strawberry.field
     def currency(self) -> str:
@@ -154,7 +162,7 @@ class UsageCharge:
 
 @strawberry.type(description="A sum of money in minor units of one currency.")
 class MoneyTotal:
-    amount: int
+    amount: Long
     currency: str
 
 
@@ -192,6 +200,7 @@ class Billing:
         )
 
     @strawberry.field(description="Default: the current subscription's balances.")
+    @checked_arguments
     async def usage_balances(
         self, info: strawberry.Info, subscription_id: strawberry.ID | None = strawberry.UNSET
     ) -> list[UsageBalance]:
@@ -203,6 +212,7 @@ class Billing:
         return [] if sub is None else await subscription_balances(info, sub)
 
     @strawberry.field(description="checkFeatureAccess: a toggle feature on a current subscription.")
+    @checked_arguments
     async def feature_access(self, info: strawberry.Info, feature_slug: str) -> bool:
         catalog = await info.context.loaders.catalog.load(self.customer_row.pricing_model_id)
         feature = catalog.feature_by_slug.get(feature_slug)
@@ -228,7 +238,7 @@ class Billing:
         totals: dict[str, int] = {}
         for charge in await self.current_charges(info):
             totals[charge.row.currency] = totals.get(charge.row.currency, 0) + charge.row.amount
-        return [MoneyTotal(amount=a, currency=c) for c, a in sorted(totals.items())]
+        return [MoneyTotal(amount=Long(a), currency=c) for c, a in sorted(totals.items())]
 
 
 @strawberry.type

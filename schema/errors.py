@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import strawberry
 
 from gateway import errors
+from schema.scalars import Long
 from schema.usage_event import UsageEvent
 
 T = TypeVar("T")
@@ -60,8 +61,8 @@ class IdempotencyConflict(UserError):
 @strawberry.type
 class InsufficientBalance(UserError):
     meter_slug: str
-    available_balance: int
-    required: int
+    available_balance: Long
+    required: Long
     pricing_model_id: strawberry.Private[uuid.UUID]
     meter_id: strawberry.Private[uuid.UUID]
     product_id: strawberry.Private[uuid.UUID | None]
@@ -104,8 +105,8 @@ def to_graphql(error: errors.UserError) -> Any:
             message=error.message,
             field=error.field,
             meter_slug=error.extra["meter_slug"],
-            available_balance=error.extra["available"],
-            required=error.extra["required"],
+            available_balance=Long(error.extra["available"]),
+            required=Long(error.extra["required"]),
             pricing_model_id=error.extra["pricing_model_id"],
             meter_id=error.extra["meter_id"],
             product_id=error.extra.get("product_id"),

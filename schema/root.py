@@ -11,6 +11,7 @@ from schema.admin import (
     CreateCustomerSessionResult,
     CreateSubscriptionResult,
     GrantUsageCreditsResult,
+    RevokeCustomerSessionsResult,
     SetupPricingModelResult,
 )
 from schema.billing import Billing, CustomerConnection, UsageBalance
@@ -62,4 +63,9 @@ class Mutation:
     create_customer_session: CreateCustomerSessionResult = strawberry.field(
         resolver=admin.create_customer_session,
         description="A short-lived bearer token for a frontend or mobile client of one customer.",
+    )
+    revoke_customer_sessions: RevokeCustomerSessionsResult = strawberry.field(
+        resolver=admin.revoke_customer_sessions,
+        description="Every session token of the customer issued before now stops working,"
+        " on every process.",
     )

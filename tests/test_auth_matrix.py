@@ -426,6 +426,13 @@ def cases(w: World) -> dict[str, Case]:
             False,
             {"createCustomerSession": {"__typename": "CustomerSessionCreated"}},
         ),
+        "revokeCustomerSessions": Case(
+            """mutation { revokeCustomerSessions(input: {customerExternalId: "cust-c"}) {
+                 __typename } }""",
+            {},
+            False,
+            {"revokeCustomerSessions": {"__typename": "CustomerSessionsRevoked"}},
+        ),
     }
 
 
@@ -433,9 +440,12 @@ def test_the_matrix_covers_every_root_field_of_the_contract() -> None:
     from graphql import build_schema
 
     from tests.conftest import FIXTURES
+    from tests.test_schema import PENDING
 
     contract = build_schema((FIXTURES / "contract.graphql").read_text())
     fields = set(contract.query_type.fields) | set(contract.mutation_type.fields)  # type: ignore[union-attr]
+    pending = {item for items in PENDING.values() for item in items}
+    fields -= {f for f in set(fields) if f"Mutation.{f}" in pending or f"Query.{f}" in pending}
     dummy = World("", {}, *[""] * 11)
     assert set(cases(dummy)) == fields
 
@@ -454,6 +464,7 @@ def test_the_matrix_covers_every_root_field_of_the_contract() -> None:
         "cancelSubscription",
         "grantUsageCredits",
         "createCustomerSession",
+        "revokeCustomerSessions",
     ],
 )
 async def test_each_caller_gets_exactly_its_answer(

@@ -43,7 +43,7 @@ RECIPES = {
 
 
 def test_every_graphql_block_of_the_guide_is_a_recipe() -> None:
-    assert GUIDE.count("```graphql") == len(RECIPES) == 11
+    assert GUIDE.count("```graphql") == len(RECIPES) == 12
     assert list(RECIPES) == [
         "create-session",
         "backend-subscription",
@@ -56,6 +56,7 @@ def test_every_graphql_block_of_the_guide_is_a_recipe() -> None:
         "precheck",
         "display",
         "require-balance",
+        "sign-out",
     ]
 
 
@@ -190,4 +191,15 @@ async def test_the_recipes_work_as_written(
     )
     # The customer is on the plan granting the most credits: there is nothing to upgrade to.
     assert refused["upgradeOptions"] == []
+    assert (await run("precheck"))["usageBalance"]["availableBalance"] == 93
+
+    # 7. Signing out: the session made first no longer works; a new one does.
+    revoked = (await run("sign-out"))["revokeCustomerSessions"]
+    assert revoked["__typename"] == "CustomerSessionsRevoked"
+    response = await gql(RECIPES["precheck"].query, None, token=state["customer token"])
+    assert (response.status, response.errors) == (
+        401,
+        [{"message": "the session token was revoked", "extensions": {"code": "UNAUTHENTICATED"}}],
+    )
+    state["customer token"] = (await run("create-session"))["createCustomerSession"]["token"]
     assert (await run("precheck"))["usageBalance"]["availableBalance"] == 93

@@ -92,7 +92,7 @@ async def test_prepare_demo_sets_up_once_and_reuses_after(
         first.subscription_id,
     )
     assert first.secret_key != second.secret_key
-    assert verify_customer_token(secret, second.customer_token) == first.customer_id
+    assert verify_customer_token(secret, second.customer_token).customer_id == first.customer_id
     assert await db.fetchval("SELECT count(*) FROM pricing_models") == 1
     assert await db.fetchval("SELECT count(*) FROM customers") == 1
     assert await db.fetchval("SELECT count(*) FROM subscriptions") == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -79,6 +80,27 @@ def canonical_json(value: Any) -> Any:
     return value
 
 
+def json_depth(value: Any, limit: int) -> int:
+    """How deep a JSON value nests (a scalar is 0, {} is 1), counted up to ``limit + 1``.
+
+    Iterative, and it stops past the limit: the value may be nested as deep as the request
+    parser allowed, deeper than Python's recursion limit and orjson's encoder accept.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend(
+                (inner, depth) for inner in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
+
+
 def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, Any] | UserError:
     """Validate what needs no data and apply the caller's defaults."""
     if caller.is_secret_key:
@@ -124,8 +146,20 @@ def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, 
     if properties is not None:
         if not isinstance(properties, dict):
             return invalid("properties must be a JSON object", "input", "properties")
+        depth = settings.gateway_max_properties_depth
+        if json_depth(properties, depth) > depth:
+            return invalid(
+                f"properties must nest at most {depth} levels deep", "input", "properties"
+            )
         properties = canonical_json(properties)
-        size = len(orjson.dumps(properties))
+        try:
+            size = len(orjson.dumps(properties))
+        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits
+            return invalid(
+                "properties must be JSON that PostgreSQL can store (integers of at most 64 bits)",
+                "input",
+                "properties",
+            )
         if size > settings.gateway_max_properties_bytes:
             return invalid(
                 f"properties must be at most {settings.gateway_max_properties_bytes} bytes"
@@ -224,9 +258,13 @@ async def record_usage_event(
 
 
 async def record_usage_events(
-    db: Database, settings: Settings, caller: Caller, items: list[UsageInput]
+    db: Database, settings: Settings, caller: Caller, items: Sequence[UsageInput | UserError]
 ) -> list[UsageResult] | UserError:
-    """A batch in one statement; one result per input, in order, each independent."""
+    """A batch in one statement; one result per input, in order, each independent.
+
+    An item may be a UserError already (refused at the boundary, its field path given in
+    full): it is answered as it is and the others are recorded.
+    """
     if len(items) > settings.gateway_max_batch_size:
         return invalid(
             f"a batch holds at most {settings.gateway_max_batch_size} events (got {len(items)})",
@@ -235,6 +273,9 @@ async def record_usage_events(
     results: list[UsageResult | None] = [None] * len(items)
     valid: list[tuple[int, dict[str, Any]]] = []
     for index, item in enumerate(items):
+        if isinstance(item, UserError):
+            results[index] = item
+            continue
         prepared = _prepare(caller, item, settings)
         if isinstance(prepared, UserError):
             field = prepared.field

@@ -2,9 +2,15 @@
 
 Secret keys are random strings shown once; only their SHA-256 hash is stored, and a key is
 looked up by hash on every request, so a revocation takes effect on the next request on every
-process. Customer session tokens are stateless HMAC-SHA256 signed claims (customer id and
-expiry) under the server's token secret; a token of a customer that no longer exists is
-refused.
+process. Customer session tokens are HMAC-SHA256 signed claims (customer id, issue time and expiry)
+under the server's token secret. A token is checked against its customer's row on every
+request, in the one query authentication makes anyway: a token of a customer that no longer
+exists, or issued before the customer's sessions were revoked (``revoke_customer_sessions``),
+is refused on every process from the next request on.
+
+Issue times are read from the database clock, as the revocation instant is, so that gateway
+processes with skewed clocks agree on which tokens a revocation covers; they are kept in
+microseconds, so a token issued right after a revocation is not covered by it.
 """
 
 from __future__ import annotations
@@ -99,20 +105,35 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _micros(at: datetime) -> int:
+    return (at - EPOCH) // timedelta(microseconds=1)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def issue_customer_token(
     secret: str, customer_id: uuid.UUID, expires_in: timedelta, now: datetime | None = None
 ) -> tuple[str, datetime]:
     now = now or datetime.now(UTC)
     expires_at = (now + expires_in).replace(microsecond=0)
-    claims = orjson.dumps({"cid": str(customer_id), "exp": int(expires_at.timestamp())})
+    claims = orjson.dumps(
+        {"cid": str(customer_id), "iat": _micros(now), "exp": int(expires_at.timestamp())}
+    )
     body = _b64(claims)
     signature = _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
     return f"{TOKEN_PREFIX}{body}.{signature}", expires_at
 
 
-def verify_customer_token(secret: str, token: str, now: datetime | None = None) -> uuid.UUID:
-    """The customer id of a valid token; AuthenticationError when forged, malformed or expired."""
-    if not token.startswith(TOKEN_PREFIX) or token.count(".") != 1:
+@dataclass(frozen=True)
+class TokenClaims:
+    customer_id: uuid.UUID
+    issued_at_us: int  # microseconds since the epoch; 0 for tokens issued without one
+
+
+def verify_customer_token(secret: str, token: str, now: datetime | None = None) -> TokenClaims:
+    """The claims of a valid token; AuthenticationError when forged, malformed or expired."""
+    if not token.startswith(TOKEN_PREFIX) or token.count(".") != 1 or not token.isascii():
         raise AuthenticationError("malformed session token")
     body, signature = token[len(TOKEN_PREFIX) :].split(".")
     expected = _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
@@ -122,11 +143,16 @@ def verify_customer_token(secret: str, token: str, now: datetime | None = None) 
         claims = orjson.loads(_unb64(body))
         customer_id = uuid.UUID(claims["cid"])
         expires = int(claims["exp"])
-    except (ValueError, KeyError, TypeError) as exc:
+        issued = int(claims.get("iat", 0))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise AuthenticationError("malformed session token") from exc
     if (now or datetime.now(UTC)).timestamp() >= expires:
         raise AuthenticationError("session token expired")
-    return customer_id
+    return TokenClaims(customer_id, issued)
+
+
+def _printable_ascii(text: str) -> bool:
+    return text.isascii() and text.isprintable()
 
 
 async def authenticate(db: Database, token_secret: str, authorization: str | None) -> Caller:
@@ -137,6 +163,8 @@ async def authenticate(db: Database, token_secret: str, authorization: str | Non
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential:
         raise AuthenticationError("use Authorization: Bearer <secret key or session token>")
+    if not _printable_ascii(credential):  # keys and tokens are URL-safe base64 text
+        raise AuthenticationError("malformed credential")
     if credential.startswith(SECRET_KEY_PREFIX):
         digest = hash_key(credential)
         row = await db.fetchrow(
@@ -145,11 +173,17 @@ async def authenticate(db: Database, token_secret: str, authorization: str | Non
         if row is None or not hmac.compare_digest(row["key_hash"], digest):
             raise AuthenticationError("unknown or revoked secret key")
         return Caller(kind="secret_key", key_id=row["id"])
-    customer_id = verify_customer_token(token_secret, credential)
-    exists = await db.fetchval("SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1)", customer_id)
-    if not exists:
+    claims = verify_customer_token(token_secret, credential)
+    # The query that checks the customer exists also reads its revocation instant.
+    row = await db.fetchrow(
+        "SELECT sessions_revoked_before FROM customers WHERE id = $1", claims.customer_id
+    )
+    if row is None:
         raise AuthenticationError("the session's customer no longer exists")
-    return Caller(kind="customer", customer_id=customer_id)
+    revoked_before = row["sessions_revoked_before"]
+    if revoked_before is not None and claims.issued_at_us < _micros(revoked_before):
+        raise AuthenticationError("the session token was revoked")
+    return Caller(kind="customer", customer_id=claims.customer_id)
 
 
 MAX_SESSION_SECONDS = 7 * 24 * 3600
@@ -165,11 +199,35 @@ async def create_customer_session(
             "input",
             "expiresInSeconds",
         )
-    customer_id = await db.fetchval(
-        "SELECT id FROM customers WHERE external_id = $1", customer_external_id
+    # Issued at the database clock (clock_timestamp(): not the transaction's start), the clock
+    # revoke_customer_sessions() reads.
+    row = await db.fetchrow(
+        "SELECT id, clock_timestamp() AS now FROM customers WHERE external_id = $1",
+        customer_external_id,
     )
-    if customer_id is None:
+    if row is None:
         return not_found(
             f"no customer with externalId {customer_external_id!r}", "input", "customerExternalId"
         )
-    return issue_customer_token(token_secret, customer_id, timedelta(seconds=expires_in_seconds))
+    return issue_customer_token(
+        token_secret, row["id"], timedelta(seconds=expires_in_seconds), now=row["now"]
+    )
+
+
+async def revoke_customer_sessions(db: Database, customer_external_id: str) -> datetime | UserError:
+    """Refuse every session token of the customer issued before now; returns that instant.
+
+    Never moves the instant back: a revocation covers at least what an earlier one did.
+    """
+    revoked_before = await db.fetchval(
+        "UPDATE customers SET sessions_revoked_before"
+        " = greatest(sessions_revoked_before, clock_timestamp())"
+        " WHERE external_id = $1 RETURNING sessions_revoked_before",
+        customer_external_id,
+    )
+    if revoked_before is None:
+        return not_found(
+            f"no customer with externalId {customer_external_id!r}", "input", "customerExternalId"
+        )
+    result: datetime = revoked_before
+    return result

@@ -119,6 +119,7 @@ ROOT_FIELD_ACCESS: dict[tuple[str, str], frozenset[CallerKind]] = {
     ("mutation", "cancelSubscription"): frozenset({"secret_key"}),
     ("mutation", "grantUsageCredits"): frozenset({"secret_key"}),
     ("mutation", "createCustomerSession"): frozenset({"secret_key"}),
+    ("mutation", "revokeCustomerSessions"): frozenset({"secret_key"}),
 }
 """Who may select each root field. A root field missing here needs a secret key."""
 

@@ -259,6 +259,8 @@ class Customer(SQLModel, table=True):
     name: str | None = _text(nullable=True)
     email: str | None = _text(nullable=True)
     created_at: datetime | None = _ts(now=True)
+    # revokeCustomerSessions: session tokens issued before this instant are refused.
+    sessions_revoked_before: datetime | None = _ts(nullable=True)
 
 
 class Subscription(SQLModel, table=True):

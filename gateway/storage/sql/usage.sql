@@ -171,6 +171,13 @@ BEGIN
   ELSIF v_date < v_now - p_backdating THEN
     RETURN _usage_error('INVALID_INPUT', 'usageDate is older than the backdating window',
                         ARRAY['input', 'usageDate']);
+  ELSIF p_caller_customer_id IS NOT NULL
+        AND v_date < (SELECT cp.period_start
+                        FROM billing_period(s.start_date, s.interval_unit, s.interval_count,
+                                            v_now) cp) THEN
+    RETURN _usage_error('INVALID_INPUT',
+                        'a customer session may only date usage inside the current billing period',
+                        ARRAY['input', 'usageDate']);
   END IF;
 
   IF v_meter.aggregation_type = 'count_distinct_properties'
