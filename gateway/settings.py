@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     gateway_max_depth: int = 12
     gateway_max_aliases: int = 200
     gateway_max_tokens: int = 20000
+    gateway_max_fragment_spreads: int = Field(
+        default=1000,
+        ge=0,
+        description="Fragment spreads per document, counted as if every fragment were inlined.",
+    )
+    gateway_max_expanded_selections: int = Field(
+        default=20000,
+        ge=0,
+        description="Selections per document, counted as if every fragment were inlined.",
+    )
     gateway_max_body_bytes: int = 2 * 1024 * 1024
     gateway_rate_limit_per_minute: int = Field(
         default=6000, ge=0, description="Requests per caller per minute per process; 0 disables."

@@ -19,9 +19,9 @@ from gateway.api.graphql_errors import GatewayErrors
 from gateway.api.graphql_limits import (
     BoundedParserCache,
     BoundedValidationCache,
-    MaxAliasesLimit,
-    QueryDepthLimit,
-    RepeatedSelectionLimit,
+    DocumentLimits,
+    DocumentPolicy,
+    Limits,
 )
 from gateway.api.http import GatewayRouter, Unauthenticated
 from gateway.api.http import install as install_http
@@ -40,16 +40,23 @@ def graphql_extensions(settings: Settings) -> list[Any]:
     # The caches are shared by all requests: one instance, handed out by the factory.
     parser_cache = BoundedParserCache(maxsize=1024)
     validation_cache = BoundedValidationCache(maxsize=1024)
+    policy = DocumentPolicy(
+        Limits(
+            max_depth=settings.gateway_max_depth,
+            max_aliases=settings.gateway_max_aliases,
+            max_fragment_spreads=settings.gateway_max_fragment_spreads,
+            max_expanded_selections=settings.gateway_max_expanded_selections,
+        )
+    )
     extensions: list[Any] = [
         GatewayErrors,
         GraphQLMetrics,
         lambda: MaxTokensLimiter(max_token_count=settings.gateway_max_tokens),
         lambda: parser_cache,
-        lambda: QueryDepthLimit(max_depth=settings.gateway_max_depth),
-        lambda: MaxAliasesLimit(max_alias_count=settings.gateway_max_aliases),
-        # Before the validation cache: a refused document is not validated at all.
+        # Before the validation cache: a refused document is not validated at all. The gate
+        # is linear (each fragment once); the limits make everything after them linear.
         lambda: OperationGate(introspection=settings.gateway_introspection),
-        RepeatedSelectionLimit,
+        lambda: DocumentLimits(policy),
         lambda: validation_cache,
     ]
     if not settings.gateway_introspection:
