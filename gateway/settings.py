@@ -57,7 +57,11 @@ class Settings(BaseSettings):
         default=300, ge=0, description="How far in the future a usageDate may lie."
     )
     gateway_max_properties_bytes: int = 8192
-    gateway_max_batch_size: int = 1000
+    gateway_max_batch_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Most usage events in one request, over all its createUsageEvent(s) fields.",
+    )
 
     # GraphQL hardening.
     gateway_introspection: bool = True
@@ -77,7 +81,12 @@ class Settings(BaseSettings):
     )
     gateway_max_body_bytes: int = 2 * 1024 * 1024
     gateway_rate_limit_per_minute: int = Field(
-        default=6000, ge=0, description="Requests per caller per minute per process; 0 disables."
+        default=6000,
+        ge=0,
+        description=(
+            "Units per caller per minute per process: a request costs one, or one per usage"
+            " event it records; 0 disables."
+        ),
     )
 
     # createUsageEvent(s) documents executed by the compiled path (gateway.api.graphql_fast).

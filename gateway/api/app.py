@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from gateway.api.graphql_limits import (
     DocumentLimits,
     DocumentPolicy,
     Limits,
+    UsageEventBudget,
 )
 from gateway.api.http import GatewayRouter, Unauthenticated
 from gateway.api.http import install as install_http
@@ -58,6 +60,7 @@ def graphql_extensions(settings: Settings) -> list[Any]:
         lambda: OperationGate(introspection=settings.gateway_introspection),
         lambda: DocumentLimits(policy),
         lambda: validation_cache,
+        lambda: UsageEventBudget(settings.gateway_max_batch_size),
     ]
     if not settings.gateway_introspection:
         extensions.append(DisableIntrospection)
@@ -103,7 +106,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             rate_limiter.check(request, None)  # failed attempts count against the address
             raise Unauthenticated(str(exc)) from exc
         rate_limiter.check(request, caller)
-        return Context(services, caller)
+        context = Context(services, caller)
+        context.charge = functools.partial(rate_limiter.check, request, caller)
+        return context
 
     app = FastAPI(title="Billing gateway", lifespan=lifespan)
     rate_limiter = install_http(  # body limit, rate limiter, JSON error bodies: gateway.api.http
