@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from strawberry.extensions import MaxTokensLimiter
 from strawberry.extensions.disable_introspection import DisableIntrospection
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway.api import observability
 from gateway.api.context import Context, Services
@@ -126,6 +127,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         app.router.routes.extend(graphiql_routes())
     app.include_router(router, prefix="/graphql")
     observability.install(app)
+    if settings.trusted_proxies():
+        # The client address (rate limits of anonymous callers) from X-Forwarded-For, only
+        # when the TCP peer is a named proxy; uvicorn's own handling is off (run_server).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
