@@ -95,8 +95,17 @@ def repeated_directives(n: int) -> str:
 
 
 def long_list(n: int) -> str:
-    items = ", ".join(f'"c{i}"' for i in range(n))
-    return f"{{ customers(first: 1, externalIds: [{items}]) {{ edges {{ cursor }} }} }}"
+    """One createUsageEvents with a literal list of n events (valid: validation coerces each)."""
+    items = ", ".join('{target: {usageMeterSlug: "g"}, amount: 1}' for _ in range(n))
+    return f"mutation {{ createUsageEvents(input: [{items}]) {{ __typename }} }}"
+
+
+def many_small_fragments(n: int) -> str:
+    """n fragments, all spread once (distinct, so nothing is merged away), accepted when the
+    response names stay under the repetition limit: the work graphql-core then does."""
+    spreads = " ".join(f"...F{i}" for i in range(n))
+    fragments = " ".join(f"fragment F{i} on Query {{ a{i % 200}: __typename }}" for i in range(n))
+    return f"{{ {spreads} }} {fragments}"
 
 
 def repeated_fields(n: int) -> str:
@@ -118,6 +127,7 @@ WORST = {
     "wide aliases": wide_aliases,
     "repeated directives": repeated_directives,
     "a long list": long_list,
+    "many small fragments": many_small_fragments,
     "repeated fields": repeated_fields,
     "spreads in many selection sets": spread_everywhere,
 }

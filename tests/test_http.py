@@ -70,7 +70,7 @@ def rate_limited(retry_after: int, limit: int = 3) -> dict[str, Any]:
     return {
         "errors": [
             {
-                "message": f"rate limit of {limit} requests per minute exceeded: retry in {retry_after} s",
+                "message": f"rate limit of {limit} units per minute exceeded: retry in {retry_after} s",
                 "extensions": {"code": "RATE_LIMITED", "retryAfter": retry_after},
             }
         ]

@@ -120,7 +120,7 @@ async def test_the_rate_limit_charges_one_unit_per_event(
                 {
                     "errors": [
                         {
-                            "message": "rate limit of 10 requests per minute exceeded:"
+                            "message": "rate limit of 10 units per minute exceeded:"
                             f" retry in {retry_after} s",
                             "extensions": {"code": "RATE_LIMITED", "retryAfter": retry_after},
                         }

@@ -180,7 +180,7 @@ class Unauthenticated(Exception):
 
 class RateLimited(Exception):
     def __init__(self, limit: int, retry_after: int) -> None:
-        super().__init__(f"rate limit of {limit} requests per minute exceeded")
+        super().__init__(f"rate limit of {limit} units per minute exceeded")
         self.limit = limit
         self.retry_after = retry_after
 
