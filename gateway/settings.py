@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _split(value: str) -> list[str]:
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
 
 
 def _default_data_dir() -> Path:
@@ -44,6 +49,13 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     gateway_workers: int = 1
+    gateway_trusted_proxies: str | None = Field(
+        default=None,
+        description=(
+            "Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: comma-separated"
+            " addresses or CIDR networks (unset: none, the TCP peer is the client)."
+        ),
+    )
 
     # Database pool.
     gateway_pool_min_size: int = 2
@@ -63,7 +75,11 @@ class Settings(BaseSettings):
         le=200,
         description="How deep an event's properties may nest ({} is 1); deeper is InvalidInput.",
     )
-    gateway_max_batch_size: int = 1000
+    gateway_max_batch_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Most usage events in one request, over all its createUsageEvent(s) fields.",
+    )
 
     # GraphQL hardening.
     gateway_introspection: bool = True
@@ -71,9 +87,24 @@ class Settings(BaseSettings):
     gateway_max_depth: int = 12
     gateway_max_aliases: int = 200
     gateway_max_tokens: int = 20000
+    gateway_max_fragment_spreads: int = Field(
+        default=1000,
+        ge=0,
+        description="Fragment spreads per document, counted as if every fragment were inlined.",
+    )
+    gateway_max_expanded_selections: int = Field(
+        default=20000,
+        ge=0,
+        description="Selections per document, counted as if every fragment were inlined.",
+    )
     gateway_max_body_bytes: int = 2 * 1024 * 1024
     gateway_rate_limit_per_minute: int = Field(
-        default=6000, ge=0, description="Requests per caller per minute per process; 0 disables."
+        default=6000,
+        ge=0,
+        description=(
+            "Units per caller per minute per process: a request costs one, or one per usage"
+            " event it records; 0 disables."
+        ),
     )
 
     # createUsageEvent(s) documents executed by the compiled path (gateway.api.graphql_fast).
@@ -81,6 +112,22 @@ class Settings(BaseSettings):
 
     # Cache of the catalog (slug -> id maps); invalidated by LISTEN/NOTIFY, bounded by this TTL.
     gateway_catalog_cache_seconds: float = 60.0
+
+    @field_validator("gateway_trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str | None) -> str | None:
+        for entry in _split(value or ""):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"GATEWAY_TRUSTED_PROXIES: {entry!r} is not an address or network"
+                ) from exc
+        return value
+
+    def trusted_proxies(self) -> list[str]:
+        """The addresses and networks of ``GATEWAY_TRUSTED_PROXIES``."""
+        return _split(self.gateway_trusted_proxies or "")
 
     @model_validator(mode="after")
     def _production_requires_secrets(self) -> Settings:

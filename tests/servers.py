@@ -47,6 +47,8 @@ def gateway_processes(database_url: str, count: int, **env: str) -> Iterator[lis
                         str(port),
                         "--log-level",
                         "warning",
+                        # as `billing-gateway serve`: the app alone decides whom to believe
+                        "--no-proxy-headers",
                     ],
                     env=environment,
                 )

@@ -20,7 +20,8 @@ from fastapi import FastAPI
 
 import gateway.api.app
 from gateway.api.app import create_app
-from gateway.api.http import GRAPHQL_RESPONSE_MEDIA, RateLimiter, negotiate
+from gateway.api.http import GRAPHQL_RESPONSE_MEDIA, negotiate
+from gateway.api.rate_limit import RateLimiter
 from gateway.billing import customers
 from gateway.callers import authz
 from gateway.settings import Settings
@@ -70,7 +71,7 @@ def rate_limited(retry_after: int, limit: int = 3) -> dict[str, Any]:
     return {
         "errors": [
             {
-                "message": f"rate limit of {limit} requests per minute exceeded: retry in {retry_after} s",
+                "message": f"rate limit of {limit} units per minute exceeded: retry in {retry_after} s",
                 "extensions": {"code": "RATE_LIMITED", "retryAfter": retry_after},
             }
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from strawberry.extensions import MaxTokensLimiter
 from strawberry.extensions.disable_introspection import DisableIntrospection
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway.api import observability
 from gateway.api.context import Context, Services
@@ -19,9 +21,10 @@ from gateway.api.graphql_errors import GatewayErrors
 from gateway.api.graphql_limits import (
     BoundedParserCache,
     BoundedValidationCache,
-    MaxAliasesLimit,
-    QueryDepthLimit,
-    RepeatedSelectionLimit,
+    DocumentLimits,
+    DocumentPolicy,
+    Limits,
+    UsageEventBudget,
 )
 from gateway.api.http import GatewayRouter, Unauthenticated
 from gateway.api.http import install as install_http
@@ -40,17 +43,25 @@ def graphql_extensions(settings: Settings) -> list[Any]:
     # The caches are shared by all requests: one instance, handed out by the factory.
     parser_cache = BoundedParserCache(maxsize=1024)
     validation_cache = BoundedValidationCache(maxsize=1024)
+    policy = DocumentPolicy(
+        Limits(
+            max_depth=settings.gateway_max_depth,
+            max_aliases=settings.gateway_max_aliases,
+            max_fragment_spreads=settings.gateway_max_fragment_spreads,
+            max_expanded_selections=settings.gateway_max_expanded_selections,
+        )
+    )
     extensions: list[Any] = [
         GatewayErrors,
         GraphQLMetrics,
         lambda: MaxTokensLimiter(max_token_count=settings.gateway_max_tokens),
         lambda: parser_cache,
-        lambda: QueryDepthLimit(max_depth=settings.gateway_max_depth),
-        lambda: MaxAliasesLimit(max_alias_count=settings.gateway_max_aliases),
-        # Before the validation cache: a refused document is not validated at all.
+        # Before the validation cache: a refused document is not validated at all. The gate
+        # is linear (each fragment once); the limits make everything after them linear.
         lambda: OperationGate(introspection=settings.gateway_introspection),
-        RepeatedSelectionLimit,
+        lambda: DocumentLimits(policy),
         lambda: validation_cache,
+        lambda: UsageEventBudget(settings.gateway_max_batch_size),
     ]
     if not settings.gateway_introspection:
         extensions.append(DisableIntrospection)
@@ -96,7 +107,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             rate_limiter.check(request, None)  # failed attempts count against the address
             raise Unauthenticated(str(exc)) from exc
         rate_limiter.check(request, caller)
-        return Context(services, caller)
+        context = Context(services, caller)
+        context.charge = functools.partial(rate_limiter.check, request, caller)
+        return context
 
     app = FastAPI(title="Billing gateway", lifespan=lifespan)
     rate_limiter = install_http(  # body limit, rate limiter, JSON error bodies: gateway.api.http
@@ -114,6 +127,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         app.router.routes.extend(graphiql_routes())
     app.include_router(router, prefix="/graphql")
     observability.install(app)
+    if settings.trusted_proxies():
+        # The client address (rate limits of anonymous callers) from X-Forwarded-For, only
+        # when the TCP peer is a named proxy; uvicorn's own handling is off (run_server).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

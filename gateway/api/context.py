@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from strawberry.fastapi import BaseContext
 
@@ -11,6 +13,9 @@ from gateway.billing.loaders import Loaders
 from gateway.callers.auth import Caller
 from gateway.settings import Settings
 from gateway.storage.db import Database
+
+if TYPE_CHECKING:
+    from gateway.api.rate_limit import RateLimited
 
 
 @dataclass
@@ -35,3 +40,12 @@ class Context(BaseContext):
         # Set when the operation never executed (parse, validation or variable errors): the
         # HTTP layer answers 400 to application/graphql-response+json clients (gateway.api.http).
         self.request_error = False
+        # Charges the caller's rate limit this many more tokens (RateLimited when it has not
+        # that many): set by the app; a request's usage events cost one each.
+        self.charge: Callable[[int], None] = _free
+        # Set when the request was refused for the work it asked for: HTTP 429, nothing ran.
+        self.rate_limited: RateLimited | None = None
+
+
+def _free(_cost: int) -> None:
+    return None

@@ -12,13 +12,19 @@ Request body size (``GATEWAY_MAX_BODY_BYTES``)
 
 Rate limiting (``GATEWAY_RATE_LIMIT_PER_MINUTE``, 0 disables)
     A token bucket per caller, held in this process's memory: capacity = the setting, refilled
-    continuously at setting/60 tokens per second, one token per request to /graphql. The caller
+    continuously at setting/60 tokens per second. A request is charged by its work: one token
+    when it arrives (before its document is read), and, for a mutation that records usage
+    events, one per event (``UsageEventBudget`` counts them from the document and variables
+    before anything executes and charges the rest: a request of N events costs N tokens, the
+    same as N requests of one event). The caller
     is the secret key (``key:<key id>``), the customer of a session token
     (``customer:<customer id>``; all of its tokens share one bucket), or the client address for
-    anonymous requests and failed authentications (``ip:<address>``; behind a proxy, run
-    uvicorn with ``--proxy-headers`` and ``--forwarded-allow-ips`` so that the address is the
-    client's). A refused request gets HTTP 429 ``RATE_LIMITED`` with ``Retry-After`` (whole
-    seconds until a token is available) and ``extensions.retryAfter``.
+    anonymous requests and failed authentications (``ip:<address>``). The address is the TCP
+    peer's: ``X-Forwarded-For`` is believed only from the proxies ``GATEWAY_TRUSTED_PROXIES``
+    names (addresses or CIDR networks; none by default, so rotating the header buys a caller
+    nothing). A refused request gets HTTP 429 ``RATE_LIMITED`` with ``Retry-After`` (whole
+    seconds until enough tokens are available) and ``extensions.retryAfter``; a request
+    refused for its events has executed nothing.
     The buckets are per process and not shared: with N gateway processes (instances or
     workers) behind a load balancer, a caller's effective limit is N x the setting. Idle
     buckets are dropped once the table holds ``max_keys`` callers.
@@ -39,10 +45,8 @@ Content negotiation (GraphQL over HTTP)
 from __future__ import annotations
 
 import logging
-import math
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -60,7 +64,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.unset import UNSET
 
 from gateway.api.context import Context
-from gateway.callers.auth import Caller
+from gateway.api.rate_limit import RateLimited, RateLimiter
 
 logger = logging.getLogger("gateway.api.http")
 
@@ -169,67 +173,14 @@ class Unauthenticated(Exception):
         self.message = message
 
 
-# ------------------------------------------------------------------ rate limiting
-
-
-class RateLimited(Exception):
-    def __init__(self, limit: int, retry_after: int) -> None:
-        super().__init__(f"rate limit of {limit} requests per minute exceeded")
-        self.limit = limit
-        self.retry_after = retry_after
-
-
-class RateLimiter:
-    """Token buckets per caller key, in this process (see the module docstring)."""
-
-    def __init__(
-        self,
-        per_minute: int,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        max_keys: int = 100_000,
-    ) -> None:
-        self.per_minute = per_minute
-        self.rate = per_minute / 60.0  # tokens per second
-        self.clock = clock
-        self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
-
-    def hit(self, key: str) -> float | None:
-        """Take a token for ``key``: None when allowed, else seconds until one is available."""
-        if self.per_minute <= 0:
-            return None
-        now = self.clock()
-        tokens, at = self._buckets.get(key, (float(self.per_minute), now))
-        tokens = min(float(self.per_minute), tokens + (now - at) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            if len(self._buckets) > self.max_keys:
-                self._prune(now)
-            return None
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / self.rate
-
-    def _prune(self, now: float) -> None:
-        """Forget callers whose bucket has refilled: they are indistinguishable from new ones."""
-        full = float(self.per_minute)
-        idle = [k for k, (t, at) in self._buckets.items() if t + (now - at) * self.rate >= full]
-        for key in idle:
-            del self._buckets[key]
-
-    @staticmethod
-    def key(caller: Caller | None, request: Request) -> str:
-        if caller is not None and caller.is_secret_key:
-            return f"key:{caller.key_id}"
-        if caller is not None and caller.is_customer:
-            return f"customer:{caller.customer_id}"
-        return f"ip:{request.client.host if request.client else 'unknown'}"
-
-    def check(self, request: Request, caller: Caller | None) -> None:
-        """Count one request of ``caller`` (None: failed authentication); RateLimited if over."""
-        wait = self.hit(self.key(caller, request))
-        if wait is not None:
-            raise RateLimited(self.per_minute, max(1, math.ceil(wait - 1e-9)))
+def rate_limited_response(accept: str | None, exc: RateLimited) -> Response:
+    return error_response(
+        accept,
+        429,
+        f"{exc}: retry in {exc.retry_after} s",
+        headers={"Retry-After": str(exc.retry_after)},
+        retryAfter=exc.retry_after,
+    )
 
 
 # ------------------------------------------------------------------ body size
@@ -373,6 +324,9 @@ class GatewayRouter(GraphQLRouter[Context, None]):
                 exc.reason,
                 headers=getattr(exc, "headers", None),
             )
+        if context is not UNSET and context.rate_limited is not None:
+            # Refused for the usage events it would record (UsageEventBudget): nothing ran.
+            return rate_limited_response(media, context.rate_limited)
         if response.media_type == JSON_MEDIA and media != JSON_MEDIA:
             response.headers["content-type"] = media
             if context is not UNSET and context.request_error and response.status_code == 200:
@@ -401,13 +355,7 @@ def install(app: FastAPI, *, max_body_bytes: int, rate_limit_per_minute: int) ->
 
     @app.exception_handler(RateLimited)
     async def _rate_limited(request: Request, exc: RateLimited) -> Response:
-        return error_response(
-            request.headers.get("accept"),
-            429,
-            f"{exc}: retry in {exc.retry_after} s",
-            headers={"Retry-After": str(exc.retry_after)},
-            retryAfter=exc.retry_after,
-        )
+        return rate_limited_response(request.headers.get("accept"), exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

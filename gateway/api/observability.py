@@ -18,9 +18,12 @@ Metrics (besides ``gateway_db_queries_total``, defined in ``gateway.storage.db``
 - ``gateway_graphql_operations_total{operation, type, outcome}`` and
   ``gateway_graphql_operation_duration_seconds{operation, type}`` for every GraphQL operation
   that reached execution (parse and validation included). ``operation`` is the operation name
-  (``anonymous`` without one); after ``MAX_OPERATION_NAMES`` distinct names, new ones count as
-  ``other``. ``outcome`` is ``ok`` or the worst error class: ``internal_error``,
-  ``unauthenticated``, ``forbidden``, ``request_error`` (parse, validation, bad input).
+  (``anonymous`` without one, ``invalid`` for a malformed one). Names are bounded: secret-key
+  callers add up to ``MAX_OPERATION_NAMES`` distinct ones, customer sessions up to
+  ``MAX_CUSTOMER_OPERATION_NAMES`` of their own, unauthenticated callers none; any other name
+  counts as ``other`` (``_OperationNames``). ``outcome`` is ``ok`` or the worst error class:
+  ``internal_error``, ``unauthenticated``, ``forbidden``, ``rate_limited`` (a request refused
+  for the usage events it asked for), ``request_error`` (parse, validation, bad input).
   Requests refused before execution (no valid credentials: HTTP 401) appear only in the HTTP
   metrics.
 - ``gateway_usage_events_total{result}``: usage event results: ``recorded``, ``replayed``, or
@@ -69,6 +72,7 @@ from gateway.errors import UserError
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_OPERATION_NAMES = 200
+MAX_CUSTOMER_OPERATION_NAMES = 50
 READINESS_TIMEOUT_SECONDS = 2.0
 KNOWN_ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
 
@@ -196,28 +200,40 @@ class ObservabilityMiddleware:
 
 
 class _OperationNames:
-    """Operation names come from clients: cap how many distinct ones become label values."""
+    """Operation names come from clients: cap how many distinct ones become label values, and
+    who may add one. Secret-key callers (the operator's own backends) add names up to
+    ``limit``; customer sessions (end users' tokens) up to ``customer_limit`` of their own, so
+    a customer sending junk names cannot use up the names of the backends; unauthenticated
+    callers add none (their operations are labelled with a name only if it is already known,
+    else ``other``)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.seen: set[str] = set()
+    def __init__(self, limit: int, customer_limit: int) -> None:
+        self.limits = {"secret_key": limit, "customer": customer_limit}
+        self.pools: dict[str, set[str]] = {"secret_key": set(), "customer": set()}
         self.lock = threading.Lock()
 
-    def label(self, name: str | None) -> str:
+    @property
+    def seen(self) -> set[str]:
+        return self.pools["secret_key"] | self.pools["customer"]
+
+    def label(self, name: str | None, caller_kind: str = "anonymous") -> str:
         if not name:
             return "anonymous"
         if not _OPERATION_NAME.fullmatch(name):
             return "invalid"
-        if name in self.seen:
+        if name in self.pools["secret_key"] or name in self.pools["customer"]:
             return name
+        pool = self.pools.get(caller_kind)
+        if pool is None:
+            return "other"
         with self.lock:
-            if len(self.seen) >= self.limit:
+            if len(pool) >= self.limits[caller_kind]:
                 return "other"
-            self.seen.add(name)
+            pool.add(name)
         return name
 
 
-operation_names = _OperationNames(MAX_OPERATION_NAMES)
+operation_names = _OperationNames(MAX_OPERATION_NAMES, MAX_CUSTOMER_OPERATION_NAMES)
 
 _OUTCOMES = {
     "INTERNAL_SERVER_ERROR": "internal_error",
@@ -226,8 +242,9 @@ _OUTCOMES = {
     "GRAPHQL_PARSE_FAILED": "request_error",
     "GRAPHQL_VALIDATION_FAILED": "request_error",
     "BAD_USER_INPUT": "request_error",
+    "RATE_LIMITED": "rate_limited",
 }
-_OUTCOME_RANK = ("internal_error", "unauthenticated", "forbidden", "request_error")
+_OUTCOME_RANK = ("internal_error", "unauthenticated", "forbidden", "rate_limited", "request_error")
 
 
 def _outcome(errors: list[GraphQLError], executing: bool) -> str:
@@ -255,7 +272,8 @@ class GraphQLMetrics(SchemaExtension):
                 name = ctx.operation_name
             except Exception:  # no document, or an operation name it does not define
                 operation_type, name = "unknown", None
-            label = operation_names.label(name)
+            caller = getattr(ctx.context, "caller", None)
+            label = operation_names.label(name, getattr(caller, "kind", "anonymous"))
             result = ctx.result
             errors = list(result.errors or []) if result is not None else []
             if result is None and ctx.pre_execution_errors:
@@ -438,6 +456,10 @@ def run_server(
             factory=isinstance(app, str),
             log_config=log_config,
             access_log=False,
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: anyone on the host
+            # (or a local proxy relaying it) could pick their address and rotate past the rate
+            # limit. The app believes only GATEWAY_TRUSTED_PROXIES (gateway.api.app).
+            proxy_headers=False,
             timeout_graceful_shutdown=graceful_seconds,
             lifespan="on",
         )
