@@ -16,7 +16,7 @@ import pytest
 from graphql import Source, TokenKind
 from graphql.language.lexer import Lexer
 
-from gateway.api.graphql_limits import WORK
+from gateway.api.document_measure import WORK
 from gateway.settings import Settings
 from gateway.storage.db import Database
 from tests.conftest import GraphQLClient

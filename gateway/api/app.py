@@ -16,6 +16,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway.api import observability
 from gateway.api.context import Context, Services
+from gateway.api.event_budget import UsageEventBudget
 from gateway.api.graphiql import graphiql_routes
 from gateway.api.graphql_errors import GatewayErrors
 from gateway.api.graphql_limits import (
@@ -24,7 +25,6 @@ from gateway.api.graphql_limits import (
     DocumentLimits,
     DocumentPolicy,
     Limits,
-    UsageEventBudget,
 )
 from gateway.api.http import GatewayRouter, Unauthenticated
 from gateway.api.http import install as install_http
