@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import strawberry
-from strawberry.types.base import has_object_definition
+from strawberry.types import has_object_definition
 from strawberry.utils.str_converters import to_camel_case
 
 from gateway.errors import BadUserInput, UserError, invalid
