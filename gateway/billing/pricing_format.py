@@ -325,8 +325,7 @@ def parse(text: str) -> tuple[PricingModelSpec | None, list[str]]:
         return None, ["definition: is empty"]
     if not isinstance(data, dict):
         return None, [
-            "definition: the top level must be a mapping (name, usageMeters, features, "
-            "products)"
+            "definition: the top level must be a mapping (name, usageMeters, features, products)"
         ]
     try:
         spec = PricingModelSpec.model_validate(data)
@@ -395,18 +394,18 @@ def cross_check(spec: PricingModelSpec) -> list[str]:
             )
     products: dict[str, str] = {}
     default_product: str | None = None
-    for i, entry in enumerate(spec.products):
+    for i, pentry in enumerate(spec.products):
         at = f"products[{i}]"
-        product, price = entry.product, entry.price
+        product, pprice = pentry.product, pentry.price
         unique("product", products, product.slug, f"{at}.product.slug")
-        if price.slug.endswith(NO_CHARGE_SUFFIX):
+        if pprice.slug.endswith(NO_CHARGE_SUFFIX):
             problems.append(
-                f'{at}.price.slug: price slugs ending with "{NO_CHARGE_SUFFIX}" are reserved for'
+                f'{at}.pprice.slug: price slugs ending with "{NO_CHARGE_SUFFIX}" are reserved for'
                 " the no-charge prices of usage meters"
             )
         else:
-            unique("price", prices, price.slug, f"{at}.price.slug")
-        if not (price.active and price.is_default):
+            unique("price", prices, pprice.slug, f"{at}.pprice.slug")
+        if not (pprice.active and pprice.is_default):
             problems.append(f"{at}.price: price must have active=true and isDefault=true")
         if product.slug == FREE_PRODUCT_SLUG and not product.default:
             problems.append(
@@ -420,24 +419,23 @@ def cross_check(spec: PricingModelSpec) -> list[str]:
                     f" {default_product} is already the default"
                 )
             default_product = default_product or f"{at}.product"
-            if price.unit_price != 0:
-                problems.append(f"{at}.price.unitPrice: default products must have zero price")
-            if price.trial_period_days:
-                problems.append(f"{at}.price.trialPeriodDays: default products cannot have trials")
+            if pprice.unit_price != 0:
+                problems.append(f"{at}.pprice.unitPrice: default products must have zero price")
+            if pprice.trial_period_days:
+                problems.append(f"{at}.pprice.trialPeriodDays: default products cannot have trials")
         listed: set[str] = set()
-        for k, slug in enumerate(entry.features):
+        for k, slug in enumerate(pentry.features):
             if slug in listed:
                 problems.append(f"{at}.features[{k}]: duplicate feature {_quote(slug)}")
             elif slug not in features:
                 problems.append(f"{at}.features[{k}]: unknown feature {_quote(slug)}")
             listed.add(slug)
-    if default_product is None:
-        if FREE_PRODUCT_SLUG in prices:
-            problems.append(
-                f"{prices[FREE_PRODUCT_SLUG]}: no product is the default, so the free default"
-                f" product and its price {_quote(FREE_PRODUCT_SLUG)} are added; that price slug"
-                " is taken"
-            )
+    if default_product is None and FREE_PRODUCT_SLUG in prices:
+        problems.append(
+            f"{prices[FREE_PRODUCT_SLUG]}: no product is the default, so the free default"
+            f" product and its price {_quote(FREE_PRODUCT_SLUG)} are added; that price slug"
+            " is taken"
+        )
     return problems
 
 
