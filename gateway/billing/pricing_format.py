@@ -20,11 +20,21 @@ checked once every entry is well-formed, by :func:`cross_check`.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable
+import re
+from collections.abc import Collection, Hashable
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 MAX_NAME_LENGTH = 255
@@ -78,6 +88,16 @@ class _Model(BaseModel):
         populate_by_name=True,
         str_strip_whitespace=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """``null`` counts as absent for a known field (its default applies, or it is
+        required); an unknown field stays and is refused even when null."""
+        if not isinstance(data, dict):
+            return data
+        known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+        return {k: v for k, v in data.items() if v is not None or k not in known}
 
 
 # --- Usage meters and their prices ----------------------------------------------------------
@@ -285,35 +305,93 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return path or "definition"
 
 
+def _describe(value: Any) -> str:
+    """How a wrong value is named in a problem."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value}"
+    if isinstance(value, str):
+        return _quote(value if len(value) <= 60 else value[:60] + "...")
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"{type(value).__name__} {_quote(str(value))}"
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "int_parsing": "an integer",
+    "bool_type": "a boolean",
+    "bool_parsing": "a boolean",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "none_required": "null or absent",
+}
+
+
+def _choices(ctx: dict[str, Any], key: str) -> str:
+    """pydantic's list of allowed values ("'a', 'b' or 'c'") as '"a", "b", "c"'."""
+    return ", ".join(f'"{c}"' for c in re.findall(r"'([^']*)'", str(ctx.get(key, ""))))
+
+
 def _message(error: Any) -> tuple[str, str]:
     """(path, message) of one pydantic error, in the gateway's words."""
     loc = tuple(error["loc"])
     kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx", {})
+    path = _path(loc)
     if kind == "missing":
-        return _path(loc), "is required"
+        return path, "is required"
     if kind == "extra_forbidden":
-        return _path(loc), "unknown field"
+        return path, "unknown field"
+    if kind in _EXPECTED:
+        return path, f"must be {_EXPECTED[kind]}, got {_describe(value)}"
     if kind == "union_tag_not_found":
         return _path((*loc, "type")), "is required"
     if kind == "union_tag_invalid":
-        expected = error.get("ctx", {}).get("expected_tags", "")
-        got = json.dumps(error.get("input", {}).get("type"), default=str)
-        return _path((*loc, "type")), f"must be one of {expected}, got {got}"
+        tag = value.get("type") if isinstance(value, dict) else None
+        if tag == "usage" and "price" in loc:
+            return _path((*loc, "type")), "usage prices belong to a usage meter, not a product"
+        return _path((*loc, "type")), f"must be one of {_choices(ctx, 'expected_tags')}, got " + (
+            _describe(tag)
+        )
+    if kind == "literal_error" and loc[-1] == "type" and "prices" in loc:
+        return path, (
+            f'must be "usage": the prices of a usage meter are usage prices, got {_describe(value)}'
+        )
+    if kind == "literal_error":
+        return path, f"must be one of {_choices(ctx, 'expected')}, got {_describe(value)}"
+    if kind == "greater_than_equal":
+        bound = ctx.get("ge")
+        return path, "must be > 0" if bound == 1 else f"must be >= {bound}"
+    if kind == "less_than_equal":
+        return path, f"must be <= {ctx.get('le')}"
     if kind == "string_pattern_mismatch" and loc and loc[-1] == "currency":
-        return _path(loc), 'must be an upper-case three-letter ISO 4217 code such as "USD"'
+        if isinstance(value, str) and re.fullmatch(r"[A-Z]{3}", value.upper()):
+            return path, f'must be upper-case: "{value.upper()}", not {_quote(value)}'
+        return path, (f'must be a three-letter ISO 4217 code such as "USD", got {_describe(value)}')
     if kind == "string_pattern_mismatch":
-        return _path(loc), (
+        return path, (
             "must start with a lower-case letter or digit and contain only lower-case letters,"
-            f' digits, "_" and "-", got {json.dumps(error.get("input"))}'
+            f' digits, "_" and "-", got {_describe(value)}'
         )
     if kind == "string_too_long":
-        return _path(loc), f"must be at most {MAX_NAME_LENGTH} characters"
+        return path, f"must be at most {MAX_NAME_LENGTH} characters"
     if kind == "string_too_short":
-        return _path(loc), "must not be empty"
-    message = str(error["msg"])
-    if message.startswith("Value error, "):
-        message = message.removeprefix("Value error, ")
-    return _path(loc), message[:1].lower() + message[1:]
+        return path, "must not be empty"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return path, message[:1].lower() + message[1:]
 
 
 def parse(text: str) -> tuple[PricingModelSpec | None, list[str]]:
@@ -325,21 +403,80 @@ def parse(text: str) -> tuple[PricingModelSpec | None, list[str]]:
         return None, ["definition: is empty"]
     if not isinstance(data, dict):
         return None, [
-            "definition: the top level must be a mapping (name, usageMeters, features, products)"
+            "definition: the top level must be a mapping (name, usageMeters, features, products),"
+            f" got {_describe(data)}"
         ]
+    # Each entry of the four lists is validated on its own, so that the rules spanning
+    # entries (cross_check) still run over the valid ones: every problem is listed at once.
+    problems: list[str] = []
+    top = dict(data)
+    entries: dict[str, list[Any]] = {}
+    for key in _ENTRY_ADAPTERS:
+        if isinstance(top.get(key), list):
+            entries[key] = top[key]
+            top[key] = []
+    spec: PricingModelSpec | None = None
     try:
-        spec = PricingModelSpec.model_validate(data)
+        spec = PricingModelSpec.model_validate(top)
     except ValidationError as exc:
-        return None, [": ".join(_message(e)) for e in exc.errors()]
-    problems = cross_check(spec)
+        problems.extend(": ".join(_message(e)) for e in exc.errors())
+    valid: dict[str, list[Any]] = {}
+    for key, items in entries.items():
+        valid[key] = []
+        for i, item in enumerate(items):
+            try:
+                valid[key].append(_ENTRY_ADAPTERS[key].validate_python(item))
+            except ValidationError as exc:
+                for e in exc.errors():
+                    e["loc"] = (key, i, *e["loc"])
+                    problems.append(": ".join(_message(e)))
+    if spec is None:
+        snake = _snake(valid)
+        spec = PricingModelSpec.model_construct(
+            name="",
+            is_default=False,
+            usage_meters=snake.get("usage_meters", []),
+            features=snake.get("features", []),
+            products=snake.get("products", []),
+            resources=snake.get("resources"),
+        )
+    else:
+        spec = spec.model_copy(update=_snake(valid))
+    problems.extend(cross_check(spec, _raw_slugs(entries)))
     return (None, problems) if problems else (spec, [])
+
+
+_ENTRY_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    "usageMeters": TypeAdapter(UsageMeterEntry),
+    "features": TypeAdapter(Feature),
+    "products": TypeAdapter(ProductEntry),
+    "resources": TypeAdapter(ResourceSpec),
+}
+
+
+def _snake(valid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    names = {"usageMeters": "usage_meters", "features": "features", "products": "products"}
+    return {names.get(k, k): v for k, v in valid.items()}
+
+
+def _raw_slugs(entries: dict[str, list[Any]]) -> set[str]:
+    """Every slug an entry gives, valid or not: references to them are not reported again."""
+    slugs: set[str] = set()
+    for key, items in entries.items():
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            inner = item.get("usageMeter") if key == "usageMeters" else item
+            if isinstance(inner, dict) and isinstance(inner.get("slug"), str):
+                slugs.add(inner["slug"].strip())
+    return slugs
 
 
 def _quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def cross_check(spec: PricingModelSpec) -> list[str]:
+def cross_check(spec: PricingModelSpec, raw_slugs: Collection[str] = ()) -> list[str]:
     """Rules that span entries: unique slugs, references, defaults (Flowglad's rules and the
     gateway's), in document order."""
     problems: list[str] = []
@@ -348,7 +485,7 @@ def cross_check(spec: PricingModelSpec) -> list[str]:
         if slug is None:
             return
         if slug in seen:
-            problems.append(f"{path}: duplicate {kind} slug {_quote(slug)} (first at {seen[slug]})")
+            problems.append(f"{path}: duplicate slug {_quote(slug)}")
         else:
             seen[slug] = path
 
@@ -361,8 +498,9 @@ def cross_check(spec: PricingModelSpec) -> list[str]:
             at = f"usageMeters[{i}].prices[{j}]"
             if price.slug is not None and price.slug.endswith(NO_CHARGE_SUFFIX):
                 problems.append(
-                    f'{at}.slug: usage price slugs ending with "{NO_CHARGE_SUFFIX}" are reserved'
-                    " for the no-charge price the gateway creates for every usage meter"
+                    f'{at}.slug: {_quote(price.slug)} must not end in "{NO_CHARGE_SUFFIX}": the'
+                    " suffix is reserved for the no-charge price the gateway creates for every"
+                    " usage meter"
                 )
             else:
                 unique("price", prices, price.slug, f"{at}.slug")
@@ -384,11 +522,19 @@ def cross_check(spec: PricingModelSpec) -> list[str]:
     features: dict[str, str] = {}
     for i, feature in enumerate(spec.features):
         unique("feature", features, feature.slug, f"features[{i}].slug")
-        if isinstance(feature, UsageCreditGrantFeature) and feature.usage_meter_slug not in meters:
+        if (
+            isinstance(feature, UsageCreditGrantFeature)
+            and feature.usage_meter_slug not in meters
+            and feature.usage_meter_slug not in raw_slugs
+        ):
             problems.append(
                 f"features[{i}].usageMeterSlug: unknown usage meter {_quote(feature.usage_meter_slug)}"
             )
-        if isinstance(feature, ResourceFeature) and feature.resource_slug not in resources:
+        if (
+            isinstance(feature, ResourceFeature)
+            and feature.resource_slug not in resources
+            and feature.resource_slug not in raw_slugs
+        ):
             problems.append(
                 f"features[{i}].resourceSlug: unknown resource {_quote(feature.resource_slug)}"
             )
@@ -400,11 +546,12 @@ def cross_check(spec: PricingModelSpec) -> list[str]:
         unique("product", products, product.slug, f"{at}.product.slug")
         if pprice.slug.endswith(NO_CHARGE_SUFFIX):
             problems.append(
-                f'{at}.pprice.slug: price slugs ending with "{NO_CHARGE_SUFFIX}" are reserved for'
-                " the no-charge prices of usage meters"
+                f'{at}.price.slug: {_quote(pprice.slug)} must not end in "{NO_CHARGE_SUFFIX}":'
+                " the suffix is reserved for the no-charge price the gateway creates for every"
+                " usage meter"
             )
         else:
-            unique("price", prices, pprice.slug, f"{at}.pprice.slug")
+            unique("price", prices, pprice.slug, f"{at}.price.slug")
         if not (pprice.active and pprice.is_default):
             problems.append(f"{at}.price: price must have active=true and isDefault=true")
         if product.slug == FREE_PRODUCT_SLUG and not product.default:
@@ -420,14 +567,14 @@ def cross_check(spec: PricingModelSpec) -> list[str]:
                 )
             default_product = default_product or f"{at}.product"
             if pprice.unit_price != 0:
-                problems.append(f"{at}.pprice.unitPrice: default products must have zero price")
+                problems.append(f"{at}.price.unitPrice: default products must have zero price")
             if pprice.trial_period_days:
-                problems.append(f"{at}.pprice.trialPeriodDays: default products cannot have trials")
+                problems.append(f"{at}.price.trialPeriodDays: default products cannot have trials")
         listed: set[str] = set()
         for k, slug in enumerate(pentry.features):
             if slug in listed:
                 problems.append(f"{at}.features[{k}]: duplicate feature {_quote(slug)}")
-            elif slug not in features:
+            elif slug not in features and slug not in raw_slugs:
                 problems.append(f"{at}.features[{k}]: unknown feature {_quote(slug)}")
             listed.add(slug)
     if default_product is None and FREE_PRODUCT_SLUG in prices:

@@ -234,7 +234,7 @@ def plan(spec: fmt.PricingModelSpec) -> Plan:
     products = [_product(e, stored) for e in spec.products]
     if not any(p.is_default for p in products):
         currency = products[0].price.currency if products else fmt.DEFAULT_CURRENCY
-        products.insert(0, _free_product(currency))
+        products.append(_free_product(currency))
         warnings.append(
             'products: no product is the default; the free default product "free" is added'
         )
