@@ -7,7 +7,8 @@ Rules (``docs/billing.md``, "Updating a pricing model"):
 - what the definition no longer lists is archived, never deleted: prices, products and
   features get ``archived_at`` and ``active = false`` (usage events and grants refer to
   them); a product's prices are archived with it; links of products to features follow the
-  definition;
+  definition (an archived product or feature keeps none); an archived entry listed again is
+  restored;
 - what recorded usage was charged at is never rewritten: a usage price whose ``unitPrice``,
   ``usageEventsPerUnit`` or ``currency`` changes becomes a NEW price under the same slug, and
   the old one is archived under ``{slug}@{id}`` (recorded events keep pointing at it). The same
@@ -294,6 +295,9 @@ class _Applier:
                     "UPDATE products SET active = false, is_default = false, archived_at = now()"
                     " WHERE id = $1",
                     gone.id,
+                )
+                await self.conn.execute(
+                    "DELETE FROM product_features WHERE product_id = $1", gone.id
                 )
                 for price in self.cat.product_prices(gone.id):
                     if not price.archived:
