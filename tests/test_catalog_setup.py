@@ -12,16 +12,16 @@ import pytest
 
 from gateway.billing import pricing_setup as catalog_setup
 from gateway.billing.catalog import NOTIFY_CHANNEL, load_catalogs
-from gateway.billing.pricing_setup import (
+from gateway.billing.pricing_plan import (
     FeaturePlan,
     MeterPlan,
     Plan,
     ProductPlan,
     ProductPricePlan,
     UsagePricePlan,
-    setup_pricing_model,
 )
 from gateway.billing.pricing_setup import parse_plan as parse_definition
+from gateway.billing.pricing_setup import setup_pricing_model
 from gateway.errors import ErrorCode, UserError
 from gateway.storage.db import Database, start_counting
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from gateway.billing import pricing_plan as plan_
 from gateway.billing import pricing_setup as setup
 from gateway.billing.catalog import load_catalogs, notify_catalog_changed
 from gateway.billing.records import Catalog, PriceRow
@@ -66,7 +67,7 @@ def _owner(catalog: Catalog, price: PriceRow) -> str:
     return f"product {_q(catalog.product_by_id[price.product_id].slug)}"
 
 
-def refusals(catalog: Catalog, plan: setup.Plan) -> list[str]:
+def refusals(catalog: Catalog, plan: plan_.Plan) -> list[str]:
     """What the update may not do (see the module docstring)."""
     problems = []
     proposed_meters = {m.slug: m for m in plan.meters}
@@ -102,7 +103,7 @@ def refusals(catalog: Catalog, plan: setup.Plan) -> list[str]:
 
 
 class _Applier:
-    def __init__(self, conn: Conn, catalog: Catalog, plan: setup.Plan) -> None:
+    def __init__(self, conn: Conn, catalog: Catalog, plan: plan_.Plan) -> None:
         self.conn = conn
         self.cat = catalog
         self.plan = plan
@@ -173,7 +174,7 @@ class _Applier:
                 self.note(f"usage meter {_q(m.slug)}: name {_q(old_meter.name)} -> {_q(m.name)}")
             await self.meter_prices(m, meter_id)
 
-    async def meter_prices(self, m: setup.MeterPlan, meter_id: uuid.UUID) -> None:
+    async def meter_prices(self, m: plan_.MeterPlan, meter_id: uuid.UUID) -> None:
         existing = [p for p in self.cat.meter_prices(meter_id) if not p.archived]
         old_default = next(p.slug for p in existing if p.is_default)
         current = {p.slug: p for p in existing if not p.is_no_charge}
@@ -334,7 +335,7 @@ class _Applier:
                 await self.product_price(p, product_id)
             await self.links(p, product_id, old.feature_ids if old else ())
 
-    async def product_price(self, p: setup.ProductPlan, product_id: uuid.UUID) -> None:
+    async def product_price(self, p: plan_.ProductPlan, product_id: uuid.UUID) -> None:
         pp = p.price
         old = next(
             (x for x in self.cat.product_prices(product_id) if x.is_default and not x.archived),
@@ -363,7 +364,7 @@ class _Applier:
         self.note(f"product {_q(p.slug)}: new price {_q(pp.slug)}{replaced}")
 
     async def links(
-        self, p: setup.ProductPlan, product_id: uuid.UUID, current: tuple[uuid.UUID, ...]
+        self, p: plan_.ProductPlan, product_id: uuid.UUID, current: tuple[uuid.UUID, ...]
     ) -> None:
         wanted = {self.feature_ids[s] for s in p.feature_slugs}
         have = set(current) - self.archived_features
@@ -387,7 +388,7 @@ class _Applier:
 
 
 async def _apply(
-    conn: Conn, pm_id: uuid.UUID, plan: setup.Plan, dry_run: bool
+    conn: Conn, pm_id: uuid.UUID, plan: plan_.Plan, dry_run: bool
 ) -> Updated | UserError:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", setup.DEFAULT_PRICING_MODEL_LOCK)
     if await conn.fetchval("SELECT 1 FROM pricing_models WHERE id = $1 FOR UPDATE", pm_id) is None:
@@ -417,7 +418,7 @@ async def update_pricing_model(
         pm_id = uuid.UUID(pricing_model_id)
     except ValueError:
         return not_found(f"no pricing model {pricing_model_id}", "input", "pricingModelId")
-    plan, problems = setup.parse_plan(text)
+    plan, problems = plan_.parse_plan(text)
     if plan is None:
         return setup.invalid(problems)
     try:
