@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.billing.catalog import load_catalogs
+from gateway.billing.catalog import NOTIFY_CHANNEL, load_catalogs
 from gateway.billing.pricing_export import definition_of, export_definition
 from gateway.billing.pricing_setup import SetUp, parse_plan, setup_pricing_model
 from gateway.billing.pricing_update import update_pricing_model
@@ -613,3 +613,64 @@ async def test_apply_command_dry_run_and_apply(
     assert done.returncode == 0, done.stderr
     assert done.stdout == dry.stdout
     assert (await catalog_of(db, pm_id)).name == "Tracked Messages 2"
+
+
+async def test_update_notifies_every_process_and_a_dry_run_does_not(db: Database) -> None:
+    text = text_of("metered_tokens.yaml")
+    pm_id = await set_up(db, text)
+    received: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        received.put_nowait(payload)
+
+    conn = await db.pool.acquire()
+    try:
+        await conn.add_listener(NOTIFY_CHANNEL, on_notify)
+        renamed = text.replace("name: Metered Tokens", "name: Metered Tokens 2")
+        dry = await update_pricing_model(db, str(pm_id), renamed, dry_run=True)
+        assert not isinstance(dry, UserError)
+        assert dry.changes == ('pricing model: name "Metered Tokens" -> "Metered Tokens 2"',)
+        unchanged = await update_pricing_model(db, str(pm_id), text)
+        assert not isinstance(unchanged, UserError)
+        assert unchanged.changes == ()
+        done = await update_pricing_model(db, str(pm_id), renamed)
+        assert not isinstance(done, UserError)
+        assert done.changes == dry.changes
+        assert await asyncio.wait_for(received.get(), timeout=5) == str(pm_id)
+        assert received.empty()  # neither the dry run nor the no-op notified
+    finally:
+        await conn.remove_listener(NOTIFY_CHANNEL, on_notify)
+        await db.pool.release(conn)
+
+
+async def test_inactive_products_and_archived_prices_cannot_be_subscribed(
+    db: Database, gql: GraphQLClient
+) -> None:
+    data = yaml.safe_load(text_of("metered_tokens.yaml"))
+    data["isDefault"] = True
+    data["products"][1]["product"]["active"] = False
+    pm_id = await set_up(db, yaml.safe_dump(data))
+    await customer_on_plan(gql, "user-1", "hobby_monthly")
+    response = await gql(
+        """mutation { createSubscription(input: {customerExternalId: "user-1",
+             priceSlug: "builder_monthly"}) { __typename ... on UserError { code message } } }"""
+    )
+    assert ok(response, "createSubscription") == {
+        "__typename": "InvalidInput",
+        "code": "INVALID_INPUT",
+        "message": "price 'builder_monthly' belongs to an inactive product",
+    }
+    assert await db.fetchval("SELECT count(*) FROM subscriptions") == 1
+    # Dropped from the definition: archived with its price.
+    del data["products"][1]
+    data["features"] = [f for f in data["features"] if f["slug"] == "hobby_tokens"]
+    result = await update_pricing_model(db, str(pm_id), yaml.safe_dump(data))
+    assert not isinstance(result, UserError)
+    assert result.changes == (
+        'feature "builder_tokens": archived',
+        'feature "email_support": archived',
+        'product "builder_monthly": archived with its price(s)',
+    )
+    price = (await catalog_of(db, pm_id)).price_by_slug["builder_monthly"]
+    assert (price.active, price.archived) == (False, True)
+    assert await db.fetchval("SELECT count(*) FROM subscriptions") == 1
