@@ -730,7 +730,9 @@ products:
 """
     problems = problems_of_text(text)
     # Field problems of every entry, then the rules spanning entries, checked over the
-    # entries that are well-formed (here the second meter and the duplicate it makes is not).
+    # entries that are well-formed: every entry here has a field problem, so the reserved
+    # slug, the second default price and the duplicate meter slug are reported once those
+    # entries are fixed.
     assert problems == [
         "name: must not be empty",
         "colour: unknown field",

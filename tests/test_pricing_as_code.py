@@ -674,3 +674,19 @@ async def test_inactive_products_and_archived_prices_cannot_be_subscribed(
     price = (await catalog_of(db, pm_id)).price_by_slug["builder_monthly"]
     assert (price.active, price.archived) == (False, True)
     assert await db.fetchval("SELECT count(*) FROM subscriptions") == 1
+
+
+async def test_update_of_a_missing_model_is_not_found(db: Database, gql: GraphQLClient) -> None:
+    missing = str(uuid.uuid4())
+    response = await gql(
+        "mutation($id: ID!, $d: String!) { updatePricingModel(input: {pricingModelId: $id,"
+        " definition: $d}) { __typename ... on UserError { code message field } } }",
+        {"id": missing, "d": text_of("metered_tokens.yaml")},
+    )
+    assert ok(response, "updatePricingModel") == {
+        "__typename": "NotFound",
+        "code": "NOT_FOUND",
+        "message": f"no pricing model {missing}",
+        "field": ["input", "pricingModelId"],
+    }
+    assert await db.fetchval("SELECT count(*) FROM pricing_models") == 0
