@@ -92,18 +92,57 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_pricing_import(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.billing.catalog_setup import setup_pricing_model
+    from gateway.billing.pricing_setup import setup_pricing_model
     from gateway.errors import UserError
 
     text = Path(args.file).read_text()
     result = _with_db(settings, lambda db: setup_pricing_model(db, text))
     if isinstance(result, UserError):
-        print(f"error: {result.message}", file=sys.stderr)
-        for problem in result.extra.get("problems", []):
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    print(f"pricing model {result} created")
+        return _refused(result)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"pricing model {result.pricing_model_id} created")
     return 0
+
+
+def cmd_pricing_export(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.billing.pricing_export import export_pricing_model
+    from gateway.errors import UserError
+
+    result = _with_db(settings, lambda db: export_pricing_model(db, args.model_id))
+    if isinstance(result, UserError):
+        return _refused(result)
+    if args.output:
+        Path(args.output).write_text(result)
+    else:
+        sys.stdout.write(result)
+    return 0
+
+
+def cmd_pricing_apply(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.billing.pricing_update import update_pricing_model
+    from gateway.errors import UserError
+
+    text = Path(args.file).read_text()
+    result = _with_db(
+        settings, lambda db: update_pricing_model(db, args.model, text, dry_run=args.dry_run)
+    )
+    if isinstance(result, UserError):
+        return _refused(result)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for change in result.changes:
+        print(change)
+    what = "would change" if result.dry_run else "changed"
+    print(f"pricing model {result.pricing_model_id}: {len(result.changes)} {what}", file=sys.stderr)
+    return 0
+
+
+def _refused(error: Any) -> int:
+    print(f"error: {error.message}", file=sys.stderr)
+    for problem in error.extra.get("problems", []):
+        print(f"  {problem}", file=sys.stderr)
+    return 1
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -188,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     imp = pricing.add_parser("import", help="set up a pricing model from a YAML or JSON file")
     imp.add_argument("file")
     imp.set_defaults(func=cmd_pricing_import)
+    exp = pricing.add_parser("export", help="write a pricing model in the setup format (YAML)")
+    exp.add_argument("model_id")
+    exp.add_argument("--output", help="default: standard output")
+    exp.set_defaults(func=cmd_pricing_export)
+    apply = pricing.add_parser(
+        "apply", help="apply an edited definition to an existing pricing model, by slug"
+    )
+    apply.add_argument("file")
+    apply.add_argument("--model", required=True, help="the pricing model's id")
+    apply.add_argument("--dry-run", action="store_true", help="list the changes, write nothing")
+    apply.set_defaults(func=cmd_pricing_apply)
 
     keys = sub.add_parser("keys", help="secret API keys").add_subparsers(
         dest="keys_command", required=True

@@ -7,7 +7,7 @@ from typing import Any
 
 import strawberry
 
-from gateway.billing import balances, catalog_setup, customers, subscriptions
+from gateway.billing import balances, customers, pricing_setup, pricing_update, subscriptions
 from gateway.callers import auth, authz
 from gateway.errors import UserError
 from resolvers._args import checked_input, opt
@@ -21,10 +21,12 @@ from schema.admin import (
     CustomerSessionsRevoked,
     GrantUsageCreditsInput,
     PricingModelSetUp,
+    PricingModelUpdated,
     RevokeCustomerSessionsInput,
     SetupPricingModelInput,
     SubscriptionCanceled,
     SubscriptionCreated,
+    UpdatePricingModelInput,
     UsageCreditsGranted,
 )
 from schema.billing import Customer, Subscription, UsageBalance
@@ -36,11 +38,32 @@ from schema.errors import respond, to_graphql
 async def setup_pricing_model(info: strawberry.Info, input: SetupPricingModelInput) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
-    result = await catalog_setup.setup_pricing_model(ctx.db, input.definition)
+    result = await pricing_setup.setup_pricing_model(ctx.db, input.definition)
     if isinstance(result, UserError):
         return to_graphql(result)
-    catalog = await ctx.loaders.catalog.load(result)
-    return PricingModelSetUp(pricing_model=PricingModel(catalog=catalog))
+    catalog = await ctx.loaders.catalog.load(result.pricing_model_id)
+    return PricingModelSetUp(
+        pricing_model=PricingModel(catalog=catalog), warnings=list(result.warnings)
+    )
+
+
+@checked_input
+async def update_pricing_model(info: strawberry.Info, input: UpdatePricingModelInput) -> Any:
+    ctx = info.context
+    authz.require_secret_key(ctx.caller)
+    result = await pricing_update.update_pricing_model(
+        ctx.db, str(input.pricing_model_id), input.definition
+    )
+    if isinstance(result, UserError):
+        return to_graphql(result)
+    # The NOTIFY reaches this process's cache asynchronously: drop the old copy now.
+    ctx.catalogs.invalidate(result.pricing_model_id)
+    catalog = await ctx.loaders.catalog.load(result.pricing_model_id)
+    return PricingModelUpdated(
+        pricing_model=PricingModel(catalog=catalog),
+        changes=list(result.changes),
+        warnings=list(result.warnings),
+    )
 
 
 @checked_input

@@ -22,10 +22,37 @@ class SetupPricingModelInput:
 @strawberry.type
 class PricingModelSetUp:
     pricing_model: PricingModel
+    warnings: list[str] = strawberry.field(
+        description="What the definition holds that the gateway does not model (accepted,"
+        " not stored), and the names the gateway gave (unslugged usage prices, the free"
+        " default product)."
+    )
 
 
 SetupPricingModelResult = Annotated[
     PricingModelSetUp | InvalidInput, strawberry.union("SetupPricingModelResult")
+]
+
+
+@strawberry.input
+class UpdatePricingModelInput:
+    pricing_model_id: strawberry.ID
+    definition: str = strawberry.field(
+        description="The whole pricing model in Flowglad's setup format (YAML or JSON text)."
+    )
+
+
+@strawberry.type
+class PricingModelUpdated:
+    pricing_model: PricingModel
+    changes: list[str] = strawberry.field(description="What was done, one line per change.")
+    warnings: list[str] = strawberry.field(
+        description="What the definition holds that the gateway does not model."
+    )
+
+
+UpdatePricingModelResult = Annotated[
+    PricingModelUpdated | InvalidInput | NotFound, strawberry.union("UpdatePricingModelResult")
 ]
 
 

@@ -7,6 +7,7 @@ from enum import Enum
 
 import strawberry
 
+from gateway.billing.pricing_export import export_definition
 from gateway.billing.records import Catalog, FeatureRow, PriceRow, ProductRow, UsageMeterRow
 
 
@@ -196,6 +197,13 @@ class PricingModel:
     @strawberry.field(description="New customers are created on the default pricing model.")
     def is_default(self) -> bool:
         return self.catalog.is_default
+
+    @strawberry.field(
+        description="The model in Flowglad's setup format (YAML); setupPricingModel of it"
+        " rebuilds an equal model."
+    )
+    def definition(self) -> str:
+        return export_definition(self.catalog)
 
     @strawberry.field
     def products(self) -> list[Product]:

@@ -13,6 +13,7 @@ from schema.admin import (
     GrantUsageCreditsResult,
     RevokeCustomerSessionsResult,
     SetupPricingModelResult,
+    UpdatePricingModelResult,
 )
 from schema.billing import Billing, CustomerConnection, UsageBalance
 from schema.usage import CreateUsageEventResult
@@ -49,6 +50,12 @@ class Mutation:
     setup_pricing_model: SetupPricingModelResult = strawberry.field(
         resolver=admin.setup_pricing_model,
         description="Create a pricing model from Flowglad's setup format (YAML or JSON).",
+    )
+    update_pricing_model: UpdatePricingModelResult = strawberry.field(
+        resolver=admin.update_pricing_model,
+        description="Apply a definition to an existing pricing model, by slug: add what is new,"
+        " update names and flags, archive what is gone; never rewrite the price of usage"
+        " already recorded.",
     )
     create_customer: CreateCustomerResult = strawberry.field(resolver=admin.create_customer)
     create_subscription: CreateSubscriptionResult = strawberry.field(

@@ -36,7 +36,7 @@ features:
     renewalFrequency: once
 products:
   - product: {slug: basic_b, name: Basic B, default: true}
-    price: {type: subscription, slug: basic_b_monthly, unitPrice: 1000, intervalUnit: month}
+    price: {type: subscription, slug: basic_b_monthly, unitPrice: 0, intervalUnit: month}
     features: [calls_b]
 """
 
@@ -57,7 +57,7 @@ features:
     renewalFrequency: once
 products:
   - product: {slug: basic_a, name: Basic A, default: true}
-    price: {type: subscription, slug: basic_a_monthly, unitPrice: 1000, intervalUnit: month}
+    price: {type: subscription, slug: basic_a_monthly, unitPrice: 0, intervalUnit: month}
     features: [calls_a]
 """
 
@@ -67,7 +67,7 @@ usageMeters:
   - usageMeter: {slug: seats, name: Seats}
 products:
   - product: {slug: basic_c, name: Basic C, default: true}
-    price: {type: subscription, slug: basic_c_monthly, unitPrice: 500, intervalUnit: month}
+    price: {type: subscription, slug: basic_c_monthly, unitPrice: 0, intervalUnit: month}
 """
 
 NO_CREDENTIALS = "authentication required: send Authorization: Bearer <secret key or session token>"

@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 
-from gateway.billing import catalog_setup
+from gateway.billing import pricing_setup as catalog_setup
 from gateway.billing.catalog import NOTIFY_CHANNEL, load_catalogs
-from gateway.billing.catalog_setup import (
-    FeatureDefinition,
-    PricingModelDefinition,
-    ProductDefinition,
-    ProductPriceDefinition,
-    UsageMeterDefinition,
-    UsagePriceDefinition,
-    parse_definition,
-    setup_pricing_model,
+from gateway.billing.pricing_plan import (
+    FeaturePlan,
+    MeterPlan,
+    Plan,
+    ProductPlan,
+    ProductPricePlan,
+    UsagePricePlan,
 )
+from gateway.billing.pricing_setup import parse_plan as parse_definition
+from gateway.billing.pricing_setup import setup_pricing_model
 from gateway.errors import ErrorCode, UserError
 from gateway.storage.db import Database, start_counting
 
@@ -143,16 +143,16 @@ products:
 def test_realistic_definition_parses_with_defaults_applied() -> None:
     definition, problems = parse_definition(REALISTIC)
     assert problems == []
-    assert definition == PricingModelDefinition(
+    assert definition == Plan(
         name="AI App",
         is_default=False,
-        usage_meters=(
-            UsageMeterDefinition(
+        meters=(
+            MeterPlan(
                 slug="api_calls",
                 name="API calls",
                 aggregation_type="sum",
                 prices=(
-                    UsagePriceDefinition(
+                    UsagePricePlan(
                         slug="api_calls_standard",
                         name="Standard",
                         unit_price=2,
@@ -160,8 +160,10 @@ def test_realistic_definition_parses_with_defaults_applied() -> None:
                         usage_events_per_unit=100,
                         is_default=True,
                         active=True,
+                        interval_unit=None,
+                        interval_count=None,
                     ),
-                    UsagePriceDefinition(
+                    UsagePricePlan(
                         slug="api_calls_legacy",
                         name=None,
                         unit_price=3,
@@ -169,15 +171,17 @@ def test_realistic_definition_parses_with_defaults_applied() -> None:
                         usage_events_per_unit=100,
                         is_default=False,
                         active=False,
+                        interval_unit=None,
+                        interval_count=None,
                     ),
                 ),
             ),
-            UsageMeterDefinition(
+            MeterPlan(
                 slug="unique_users",
                 name="Unique users",
                 aggregation_type="count_distinct_properties",
                 prices=(
-                    UsagePriceDefinition(
+                    UsagePricePlan(
                         slug="unique_users_eur",
                         name=None,
                         unit_price=5,
@@ -185,12 +189,14 @@ def test_realistic_definition_parses_with_defaults_applied() -> None:
                         usage_events_per_unit=1,
                         is_default=False,
                         active=True,
+                        interval_unit=None,
+                        interval_count=None,
                     ),
                 ),
             ),
         ),
         features=(
-            FeatureDefinition(
+            FeaturePlan(
                 type="usage_credit_grant",
                 slug="monthly_api_credits",
                 name="1,000 API calls a month",
@@ -198,8 +204,9 @@ def test_realistic_definition_parses_with_defaults_applied() -> None:
                 usage_meter_slug="api_calls",
                 amount=1000,
                 renewal_frequency="every_billing_period",
+                active=True,
             ),
-            FeatureDefinition(
+            FeaturePlan(
                 type="usage_credit_grant",
                 slug="welcome_api_credits",
                 name="100 API calls to start",
@@ -207,8 +214,9 @@ def test_realistic_definition_parses_with_defaults_applied() -> None:
                 usage_meter_slug="api_calls",
                 amount=100,
                 renewal_frequency="once",
+                active=True,
             ),
-            FeatureDefinition(
+            FeaturePlan(
                 type="toggle",
                 slug="priority_support",
                 name="Priority support",
@@ -216,15 +224,16 @@ def test_realistic_definition_parses_with_defaults_applied() -> None:
                 usage_meter_slug=None,
                 amount=None,
                 renewal_frequency=None,
+                active=True,
             ),
         ),
         products=(
-            ProductDefinition(
+            ProductPlan(
                 slug="free",
                 name="Free",
                 description=None,
                 is_default=True,
-                price=ProductPriceDefinition(
+                price=ProductPricePlan(
                     type="subscription",
                     slug="free_monthly",
                     name=None,
@@ -234,13 +243,14 @@ def test_realistic_definition_parses_with_defaults_applied() -> None:
                     interval_count=1,
                 ),
                 feature_slugs=("welcome_api_credits",),
+                active=True,
             ),
-            ProductDefinition(
+            ProductPlan(
                 slug="pro",
                 name="Pro",
                 description="For teams",
                 is_default=False,
-                price=ProductPriceDefinition(
+                price=ProductPricePlan(
                     type="subscription",
                     slug="pro_monthly",
                     name="Pro monthly",
@@ -250,11 +260,12 @@ def test_realistic_definition_parses_with_defaults_applied() -> None:
                     interval_count=1,
                 ),
                 feature_slugs=("monthly_api_credits", "welcome_api_credits", "priority_support"),
+                active=True,
             ),
         ),
     )
-    assert definition.usage_meters[0].no_charge_slug == "api_calls_no_charge"
-    assert definition.usage_meters[1].no_charge_currency == "EUR"
+    assert definition.meters[0].no_charge_slug == "api_calls_no_charge"
+    assert definition.meters[1].no_charge_currency == "EUR"
 
 
 def test_json_is_accepted_including_tab_indentation() -> None:
@@ -262,7 +273,7 @@ def test_json_is_accepted_including_tab_indentation() -> None:
     definition, problems = parse_definition(text)
     assert problems == []
     assert definition is not None
-    assert [m.slug for m in definition.usage_meters] == ["api_calls"]
+    assert [m.slug for m in definition.meters] == ["api_calls"]
     yaml_definition, _ = parse_definition(json.dumps(minimal()))
     assert yaml_definition == definition
 
@@ -274,7 +285,7 @@ def test_single_payment_price_and_meter_price_with_type_usage() -> None:
     definition, problems = parse_definition(json.dumps(data))
     assert problems == []
     assert definition is not None
-    assert definition.products[0].price == ProductPriceDefinition(
+    assert definition.products[0].price == ProductPricePlan(
         type="single_payment",
         slug="pack",
         name=None,
@@ -293,7 +304,7 @@ def test_nulls_count_as_absent() -> None:
     )
     assert problems == []
     assert definition is not None
-    assert definition.usage_meters == ()
+    assert definition.meters == ()
     assert definition.products[0].price.currency == "USD"
 
 
@@ -369,7 +380,11 @@ def test_two_default_prices_on_one_meter() -> None:
 def test_default_price_must_be_active() -> None:
     data = minimal()
     data["usageMeters"][0]["prices"][0].update(isDefault=True, active=False)
-    assert problems_of(data) == ["usageMeters[0].prices[0].active: a default price must be active"]
+    # Flowglad: "An inactive price cannot be set as default. Set active=true or isDefault=false."
+    assert problems_of(data) == [
+        "usageMeters[0].prices[0].isDefault: an inactive price cannot be the default;"
+        " set active: true or isDefault: false"
+    ]
 
 
 def test_usage_price_under_a_product() -> None:
@@ -480,13 +495,15 @@ def test_wrong_types_and_ranges_elsewhere() -> None:
 
 
 def test_slug_format() -> None:
+    # Flowglad's safeZodSanitizedString: slugs and names are trimmed, 1 to 255 characters.
     data = minimal()
     data["usageMeters"][0]["usageMeter"]["slug"] = "API calls"
-    data["products"][0]["product"]["slug"] = "p" * 65
+    data["products"][0]["product"]["slug"] = "p" * 256
+    data["features"][0]["slug"] = "  support  "
     assert problems_of(data) == [
         "usageMeters[0].usageMeter.slug: must start with a lower-case letter or digit and"
         ' contain only lower-case letters, digits, "_" and "-", got "API calls"',
-        "products[0].product.slug: must be at most 64 characters",
+        "products[0].product.slug: must be at most 255 characters",
     ]
 
 
@@ -507,14 +524,15 @@ def test_feature_shapes() -> None:
     ]
     data["products"][0]["features"] = []
     assert problems_of(data) == [
-        "features[0].amount: only usage_credit_grant features have this field",
+        "features[0].amount: unknown field",
         "features[1].usageMeterSlug: is required",
         "features[1].amount: is required",
         "features[1].renewalFrequency: is required",
         "features[2].amount: must be > 0",
         'features[2].renewalFrequency: must be one of "once", "every_billing_period", got'
         ' "monthly"',
-        'features[3].type: must be one of "toggle", "usage_credit_grant", got "boolean"',
+        'features[3].type: must be one of "toggle", "usage_credit_grant", "resource", got'
+        ' "boolean"',
     ]
 
 
@@ -527,8 +545,6 @@ def test_product_price_rules() -> None:
             "slug": "pack_once",
             "unitPrice": 100,
             "intervalUnit": "month",
-            "isDefault": False,
-            "active": False,
         },
     }
     third = {
@@ -537,34 +553,49 @@ def test_product_price_rules() -> None:
     }
     data["products"] += [second, third]
     assert problems_of(data) == [
-        "products[1].price.intervalUnit: only subscription prices have an interval",
-        "products[1].price.isDefault: a product's only price is always its default price;"
-        " remove isDefault or set it to true",
-        "products[1].price.active: a product's only price is its default price, which must be"
-        " active",
+        'products[1].price.intervalUnit: must be null or absent, got "month"',
+        "products[2].price.type: is required",
+    ]
+    # Flowglad: "Price must have active=true and isDefault=true"; at most one default
+    # product, and "Default products must have zero price".
+    second["price"] = {
+        "type": "single_payment",
+        "slug": "pack_once",
+        "unitPrice": 100,
+        "isDefault": False,
+        "active": False,
+    }
+    third["price"] = {"type": "single_payment", "slug": "team_once", "unitPrice": 0}
+    assert problems_of(data) == [
+        "products[1].price: price must have active=true and isDefault=true",
+        "products[1].price.unitPrice: default products must have zero price",
         "products[2].product.default: at most one product may be the default;"
         " products[1].product is already the default",
-        "products[2].price.type: is required",
     ]
 
 
 def test_required_fields() -> None:
+    # Without its type a feature's other fields cannot be checked (the type decides them).
     assert problems_of({"usageMeters": [{"prices": []}], "features": [{}], "products": [{}]}) == [
         "name: is required",
         "usageMeters[0].usageMeter: is required",
         "features[0].type: is required",
-        "features[0].slug: is required",
-        "features[0].name: is required",
         "products[0].product: is required",
         "products[0].price: is required",
     ]
 
 
-def test_products_are_required() -> None:
-    assert problems_of({"name": "N"}) == ["products: is required"]
-    assert problems_of({"name": "N", "products": []}) == [
-        "products: must list at least one product"
-    ]
+def test_products_may_be_empty() -> None:
+    # Flowglad adds a free default product when none is marked default, so no products at
+    # all (or products: []) is a valid definition.
+    for data in ({"name": "N"}, {"name": "N", "products": []}):
+        definition, problems = parse_definition(json.dumps(data))
+        assert problems == []
+        assert definition is not None
+        assert [
+            (p.slug, p.name, p.is_default, p.price.slug, p.price.unit_price)
+            for p in definition.products
+        ] == [("free", "Free Plan", True, "free", 0)]
     assert problems_of({"name": " ", "products": {"product": {}}}) == [
         "name: must not be empty",
         "products: must be a list, got a mapping",
@@ -625,18 +656,16 @@ def test_unknown_fields_at_every_level() -> None:
     data["description"] = "top"
     data["usageMeters"][0]["usageMeter"]["unit"] = "call"
     data["usageMeters"][0]["prices"][0]["unitprice"] = 3
-    data["features"][0]["active"] = True
+    data["features"][0]["active"] = True  # a Flowglad field: accepted
     data["products"][0]["prices"] = []
-    data["products"][0]["product"]["imageURL"] = "x"
+    data["products"][0]["product"]["imageURL"] = "x"  # a Flowglad field: accepted, warned
     data["products"][0]["price"]["unitprice"] = 2000
     assert problems_of(data) == [
         "description: unknown field",
         "usageMeters[0].usageMeter.unit: unknown field",
         "usageMeters[0].prices[0].unitprice: unknown field",
-        "features[0].active: unknown field",
-        "products[0].prices: unknown field",
-        "products[0].product.imageURL: unknown field",
         "products[0].price.unitprice: unknown field",
+        "products[0].prices: unknown field",
     ]
 
 
@@ -700,28 +729,27 @@ products:
     features: [credits, support]
 """
     problems = problems_of_text(text)
+    # Field problems of every entry, then the rules spanning entries, checked over the
+    # entries that are well-formed: every entry here has a field problem, so the reserved
+    # slug, the second default price and the duplicate meter slug are reported once those
+    # entries are fixed.
     assert problems == [
-        "colour: unknown field",
         "name: must not be empty",
-        'usageMeters[0].prices[0].slug: "api_calls_no_charge" must not end in "_no_charge":'
-        " the suffix is reserved for the no-charge price the gateway creates for every usage"
-        " meter",
+        "colour: unknown field",
         'usageMeters[0].prices[1].unitPrice: must be an integer, got "2"',
-        "usageMeters[0].prices[2].isDefault: a usage meter has at most one default price;"
-        " usageMeters[0].prices[1] is already the default",
-        'usageMeters[1].usageMeter.slug: duplicate slug "api_calls"',
         'usageMeters[1].usageMeter.aggregationType: must be one of "sum",'
         ' "count_distinct_properties", got "max"',
-        'features[0].usageMeterSlug: unknown usage meter "tokens"',
         "features[0].amount: must be an integer, got number 1.5",
         "products[0].price.type: usage prices belong to a usage meter, not a product",
-        'products[0].price.slug: duplicate slug "standard"',
-        "products[0].price.unitPrice: must be >= 0",
-        'products[0].features[1]: unknown feature "support"',
     ]
 
 
 # --- Writing -------------------------------------------------------------------------------
+
+
+async def set_up(db: Database, text: str) -> uuid.UUID | UserError:
+    result = await setup_pricing_model(db, text)
+    return result if isinstance(result, UserError) else result.pricing_model_id
 
 
 async def _count_rows(db: Database) -> dict[str, int]:
@@ -737,7 +765,7 @@ async def _count_rows(db: Database) -> dict[str, int]:
 
 
 async def test_realistic_model_writes_every_row(db: Database) -> None:
-    pm_id = await setup_pricing_model(db, REALISTIC)
+    pm_id = await set_up(db, REALISTIC)
     assert isinstance(pm_id, uuid.UUID)
     assert pm_id.version == 7
 
@@ -792,7 +820,7 @@ async def test_realistic_model_writes_every_row(db: Database) -> None:
             None,
             api,
             "api_calls_no_charge",
-            None,
+            "API calls - No Charge",  # Flowglad: the no-charge price is "<meter name> - No Charge"
             "usage",
             0,
             "USD",
@@ -872,7 +900,7 @@ async def test_realistic_model_writes_every_row(db: Database) -> None:
             None,
             users,
             "unique_users_no_charge",
-            None,
+            "Unique users - No Charge",
             "usage",
             0,
             "EUR",
@@ -940,7 +968,7 @@ async def test_realistic_model_writes_every_row(db: Database) -> None:
 
 async def test_writes_are_set_based(db: Database) -> None:
     counter = start_counting()
-    assert isinstance(await setup_pricing_model(db, REALISTIC), uuid.UUID)
+    assert isinstance(await set_up(db, REALISTIC), uuid.UUID)
     small = counter.count
 
     data: dict[str, Any] = {
@@ -966,15 +994,19 @@ async def test_writes_are_set_based(db: Database) -> None:
         ],
         "products": [
             {
-                "product": {"slug": f"p{i}", "name": f"P{i}"},
-                "price": {"type": "single_payment", "slug": f"p{i}_once", "unitPrice": 100},
+                "product": {"slug": f"p{i}", "name": f"P{i}", "default": i == 0},
+                "price": {
+                    "type": "single_payment",
+                    "slug": f"p{i}_once",
+                    "unitPrice": 0 if i == 0 else 100,
+                },
                 "features": [f"f{k}" for k in range(20)],
             }
             for i in range(20)
         ],
     }
     counter = start_counting()
-    assert isinstance(await setup_pricing_model(db, json.dumps(data)), uuid.UUID)
+    assert isinstance(await set_up(db, json.dumps(data)), uuid.UUID)
     # One more statement: clearing the previous default.
     assert counter.count == small + 1
     assert counter.statements[:4] == [
@@ -998,7 +1030,7 @@ async def test_catalog_change_is_notified(db: Database) -> None:
     conn = await db.pool.acquire()
     try:
         await conn.add_listener(NOTIFY_CHANNEL, on_notify)
-        pm_id = await setup_pricing_model(db, json.dumps(minimal()))
+        pm_id = await set_up(db, json.dumps(minimal()))
         assert isinstance(pm_id, uuid.UUID)
         assert await asyncio.wait_for(received.get(), timeout=5) == str(pm_id)
     finally:
@@ -1010,10 +1042,11 @@ async def test_bad_definition_writes_nothing(db: Database) -> None:
     data = minimal()
     data["products"][0]["price"]["unitPrice"] = -1
     data["products"][0]["features"] = ["nope"]
+    data["features"][0]["usageMeterSlug"] = "api_calls"
     result = await setup_pricing_model(db, json.dumps(data))
     problems = [
+        "features[0].usageMeterSlug: unknown field",
         "products[0].price.unitPrice: must be >= 0",
-        'products[0].features[0]: unknown feature "nope"',
     ]
     assert result == UserError(
         ErrorCode.INVALID_INPUT,
@@ -1032,7 +1065,7 @@ async def test_bad_definition_writes_nothing(db: Database) -> None:
 
 
 async def test_malformed_text_is_an_invalid_input(db: Database) -> None:
-    result = await setup_pricing_model(db, "name: [")
+    result = await set_up(db, "name: [")
     assert isinstance(result, UserError)
     assert result.code is ErrorCode.INVALID_INPUT
     assert result.field == ["input", "definition"]
@@ -1049,20 +1082,20 @@ async def test_integrity_error_is_an_invalid_input_and_rolls_back(
     """Should validation miss a conflict, the database's constraint still rejects it whole."""
     valid, _ = parse_definition(json.dumps(minimal()))
     assert valid is not None
-    meter = valid.usage_meters[0]
-    clashing = PricingModelDefinition(
+    meter = valid.meters[0]
+    clashing = Plan(
         name=valid.name,
         is_default=True,
-        usage_meters=valid.usage_meters,
+        meters=valid.meters,
         features=valid.features,
         # A product price with the slug of the meter's price: prices_slug_key.
         products=(
-            ProductDefinition(
+            ProductPlan(
                 slug="pro",
                 name="Pro",
                 description=None,
                 is_default=False,
-                price=ProductPriceDefinition(
+                price=ProductPricePlan(
                     type="single_payment",
                     slug=meter.prices[0].slug,
                     name=None,
@@ -1072,13 +1105,14 @@ async def test_integrity_error_is_an_invalid_input_and_rolls_back(
                     interval_count=None,
                 ),
                 feature_slugs=(),
+                active=True,
             ),
         ),
     )
-    first = await setup_pricing_model(db, json.dumps(minimal()))
+    first = await set_up(db, json.dumps(minimal()))
     assert isinstance(first, uuid.UUID)
-    monkeypatch.setattr(catalog_setup, "parse_definition", lambda text: (clashing, []))
-    result = await setup_pricing_model(db, "ignored")
+    monkeypatch.setattr(catalog_setup, "parse_plan", lambda text: (clashing, []))
+    result = await set_up(db, "ignored")
     assert isinstance(result, UserError)
     assert result.code is ErrorCode.INVALID_INPUT
     assert result.field == ["input", "definition"]
@@ -1095,10 +1129,10 @@ async def test_integrity_error_is_an_invalid_input_and_rolls_back(
 
 
 async def test_explicit_default_moves_the_default(db: Database) -> None:
-    first = await setup_pricing_model(db, json.dumps(minimal()))
+    first = await set_up(db, json.dumps(minimal()))
     data = minimal()
     data.update(name="Second", isDefault=True)
-    second = await setup_pricing_model(db, json.dumps(data))
+    second = await set_up(db, json.dumps(data))
     assert isinstance(first, uuid.UUID)
     assert isinstance(second, uuid.UUID)
     rows = await db.fetch("SELECT id, is_default FROM pricing_models ORDER BY id")
@@ -1106,12 +1140,12 @@ async def test_explicit_default_moves_the_default(db: Database) -> None:
 
 
 async def test_without_is_default_the_existing_default_stays(db: Database) -> None:
-    first = await setup_pricing_model(db, json.dumps(minimal()))
+    first = await set_up(db, json.dumps(minimal()))
     data = minimal()
     data.update(name="Second")
-    second = await setup_pricing_model(db, json.dumps(data))
+    second = await set_up(db, json.dumps(data))
     data.update(name="Third", isDefault=False)
-    third = await setup_pricing_model(db, json.dumps(data))
+    third = await set_up(db, json.dumps(data))
     rows = await db.fetch("SELECT id, name, is_default FROM pricing_models ORDER BY id")
     assert [tuple(r) for r in rows] == [
         (first, "Minimal", True),
@@ -1124,7 +1158,7 @@ async def test_concurrent_setups_leave_exactly_one_default(db: Database) -> None
     async def one(i: int) -> uuid.UUID | UserError:
         data = minimal()
         data["name"] = f"Model {i}"
-        return await setup_pricing_model(db, json.dumps(data))
+        return await set_up(db, json.dumps(data))
 
     results = await asyncio.gather(*(one(i) for i in range(8)))
     assert all(isinstance(r, uuid.UUID) for r in results)

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from gateway.billing.catalog_setup import parse_definition
+from gateway.billing.pricing_setup import parse_plan
 from gateway.callers.auth import verify_customer_token
 from gateway.demo import DEMO_QUERY, PRICING_PATH, banner, prepare_demo
 from gateway.settings import Settings
@@ -66,11 +66,12 @@ EXPECTED_BALANCES = [
 
 
 def test_the_demo_pricing_model_is_a_valid_setup_definition() -> None:
-    definition, problems = parse_definition(PRICING_PATH.read_text())
+    definition, problems = parse_plan(PRICING_PATH.read_text())
     assert problems == []
     assert definition is not None
+    assert definition.warnings == ()
     assert [p.slug for p in definition.products] == ["free", "pro"]
-    assert [m.slug for m in definition.usage_meters] == ["api_calls", "ai_generations"]
+    assert [m.slug for m in definition.meters] == ["api_calls", "ai_generations"]
     assert {(f.slug, f.type, f.renewal_frequency) for f in definition.features} == {
         ("ai_generations_monthly_pro", "usage_credit_grant", "every_billing_period"),
         ("ai_generations_monthly_free", "usage_credit_grant", "every_billing_period"),

@@ -89,14 +89,6 @@ PENDING: dict[str, tuple[str, ...]] = {
         "DeleteWebhookEndpointResult",
         "WebhookEndpointDeleted",
     ),
-    "pricing models as code": (
-        "PricingModelSetUp.warnings",
-        "PricingModel.definition",
-        "Mutation.updatePricingModel",
-        "UpdatePricingModelInput",
-        "UpdatePricingModelResult",
-        "PricingModelUpdated",
-    ),
 }
 
 

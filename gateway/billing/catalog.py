@@ -23,6 +23,8 @@ _CATALOG_SQL = """
 SELECT pm.id, pm.name, pm.is_default,
   coalesce((SELECT jsonb_agg(jsonb_build_object(
       'id', p.id, 'slug', p.slug, 'name', p.name, 'is_default', p.is_default,
+      'description', p.description, 'active', p.active,
+      'archived', p.archived_at IS NOT NULL,
       'feature_ids', coalesce((SELECT jsonb_agg(pf.feature_id ORDER BY f.id)
                                  FROM product_features pf JOIN features f ON f.id = pf.feature_id
                                 WHERE pf.product_id = p.id), '[]'::jsonb))
@@ -52,6 +54,9 @@ def _catalog_from_record(r: dict[str, object]) -> Catalog:
             name=p["name"],
             is_default=p["is_default"],
             feature_ids=tuple(uuid.UUID(f) for f in p["feature_ids"]),
+            description=p["description"],
+            active=p["active"],
+            archived=p["archived"],
         )
         for p in r["products"]  # type: ignore[attr-defined]
     )
@@ -72,6 +77,7 @@ def _catalog_from_record(r: dict[str, object]) -> Catalog:
             is_default=p["is_default"],
             is_no_charge=p["is_no_charge"],
             active=p["active"],
+            archived=p["archived_at"] is not None,
         )
         for p in r["prices"]  # type: ignore[attr-defined]
     )
@@ -95,6 +101,9 @@ def _catalog_from_record(r: dict[str, object]) -> Catalog:
             amount=f["amount"],
             usage_meter_id=_uuid(f["usage_meter_id"]),
             renewal_frequency=f["renewal_frequency"],
+            description=f["description"],
+            active=f["active"],
+            archived=f["archived_at"] is not None,
         )
         for f in r["features"]  # type: ignore[attr-defined]
     )

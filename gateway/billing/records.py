@@ -26,6 +26,8 @@ class PriceRow:
     is_default: bool
     is_no_charge: bool
     active: bool
+    archived: bool = False
+    """Removed from the model's definition by an update (kept: usage refers to it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,9 @@ class FeatureRow:
     amount: int | None
     usage_meter_id: uuid.UUID | None
     renewal_frequency: str | None
+    description: str | None = None
+    active: bool = True
+    archived: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,9 @@ class ProductRow:
     name: str
     is_default: bool
     feature_ids: tuple[uuid.UUID, ...] = ()
+    description: str | None = None
+    active: bool = True
+    archived: bool = False
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,8 @@ async def create_subscription(
         return invalid(f"price {price_slug!r} is not a SUBSCRIPTION price", "input", "priceSlug")
     if not price.active:
         return invalid(f"price {price_slug!r} is archived", "input", "priceSlug")
+    if not catalog.product_by_id[price.product_id].active:
+        return invalid(f"price {price_slug!r} belongs to an inactive product", "input", "priceSlug")
     once_features = [
         f
         for f in catalog.product_features(price.product_id)

@@ -114,6 +114,7 @@ ROOT_FIELD_ACCESS: dict[tuple[str, str], frozenset[CallerKind]] = {
     ("mutation", "createUsageEvent"): frozenset({"secret_key", "customer"}),
     ("mutation", "createUsageEvents"): frozenset({"secret_key", "customer"}),
     ("mutation", "setupPricingModel"): frozenset({"secret_key"}),
+    ("mutation", "updatePricingModel"): frozenset({"secret_key"}),
     ("mutation", "createCustomer"): frozenset({"secret_key"}),
     ("mutation", "createSubscription"): frozenset({"secret_key"}),
     ("mutation", "cancelSubscription"): frozenset({"secret_key"}),

@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.billing.catalog import CatalogCache
-from gateway.billing.catalog_setup import setup_pricing_model
 from gateway.billing.customers import create_customer, customers_by_external_id
+from gateway.billing.pricing_setup import setup_pricing_model
 from gateway.billing.subscriptions import create_subscription, subscriptions_by_customer
 from gateway.billing.usage import UsageInput, record_usage_event
 from gateway.callers.auth import Caller, create_api_key, issue_customer_token

@@ -128,6 +128,8 @@ class Product(SQLModel, table=True):
     name: str = _text()
     description: str | None = _text(nullable=True)
     is_default: bool = _bool(False)
+    active: bool = _bool(True)
+    archived_at: datetime | None = _ts(nullable=True)
     created_at: datetime | None = _ts(now=True)
 
 
@@ -150,7 +152,9 @@ class Price(SQLModel, table=True):
             name="prices_product_owner_check",
         ),
         sa.CheckConstraint(
-            "(type = 'subscription') = (interval_unit IS NOT NULL AND interval_count IS NOT NULL)",
+            "(type <> 'subscription' OR (interval_unit IS NOT NULL AND interval_count IS NOT NULL))"
+            " AND (type <> 'single_payment' OR (interval_unit IS NULL AND interval_count IS NULL))"
+            " AND ((interval_unit IS NULL) = (interval_count IS NULL))",
             name="prices_interval_check",
         ),
         sa.CheckConstraint(
@@ -207,6 +211,7 @@ class Price(SQLModel, table=True):
     is_default: bool = _bool(False)
     is_no_charge: bool = _bool(False)
     active: bool = _bool(True)
+    archived_at: datetime | None = _ts(nullable=True)
     created_at: datetime | None = _ts(now=True)
 
 
@@ -238,6 +243,8 @@ class Feature(SQLModel, table=True):
     amount: int | None = _bigint(nullable=True)
     usage_meter_id: uuid.UUID | None = _fk("usage_meters.id", nullable=True)
     renewal_frequency: str | None = _text(nullable=True)
+    active: bool = _bool(True)
+    archived_at: datetime | None = _ts(nullable=True)
     created_at: datetime | None = _ts(now=True)
 
 
