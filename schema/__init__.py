@@ -34,13 +34,16 @@ _ERROR_TYPES = [
 FAST_FIELDS = ("createUsageEvent", "createUsageEvents")
 
 
-def build_schema(extensions: Sequence[Any] = (), *, fast: bool = True) -> strawberry.Schema:
+def build_schema(
+    extensions: Sequence[Any] = (), *, fast: bool = True, hide_suggestions: bool = False
+) -> strawberry.Schema:
     return GatewaySchema(
         query=Query,
         mutation=Mutation,
         types=_ERROR_TYPES,
         extensions=list(extensions),
         fast_fields=FAST_FIELDS if fast else (),
+        hide_suggestions=hide_suggestions,
     )
 
 
