@@ -4,7 +4,12 @@ field suggestions are off unless a setting turns them on. FastAPI's /docs, /redo
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,7 @@ from pydantic import ValidationError
 
 from gateway.settings import Settings
 from gateway.storage.db import Database
+from tests.servers import free_port
 from tests.test_http import BROWSER, INTROSPECTION, TYPENAME, bearer, gateway_app
 
 ROOT = Path(__file__).parent.parent
@@ -344,3 +350,76 @@ async def test_no_fastapi_docs_in_any_mode(
             404,
             {"errors": [{"message": "Not Found", "extensions": {"code": "NOT_FOUND"}}]},
         )
+
+
+# ------------------------------------------------------------------ real processes
+
+
+def _production_env(database_url: str, secret: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k != "DATABASE_URL"
+    }
+    return {
+        **env,
+        "GATEWAY_ENV": "production",
+        "DATABASE_URL": database_url,
+        "GATEWAY_TOKEN_SECRET": secret,
+    }
+
+
+def test_serve_refuses_the_placeholder_without_echoing_it(database_url: str) -> None:
+    placeholder = "change-me-to-a-long-random-secret-of-at-least-32-characters"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port())],
+        env=_production_env(database_url, placeholder),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        "",
+        "configuration error: GATEWAY_TOKEN_SECRET is the example file's placeholder: generate"
+        ' one with: python -c "import secrets; print(secrets.token_urlsafe(48))"\n',
+    )
+    assert placeholder not in proc.stderr and database_url not in proc.stderr
+
+
+def test_serve_in_production_serves_graphql_only(database_url: str) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+        env=_production_env(database_url, GOOD_SECRET),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(base + "/healthz", timeout=2).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("the gateway did not start")
+                time.sleep(0.2)
+        page = httpx.get(base + "/graphql", headers=BROWSER, timeout=5)
+        assert (page.status_code, "GraphiQL" in page.text) == (404, False)
+        for path in ("/docs", "/openapi.json", "/static/graphiql/graphiql.min.js"):
+            assert httpx.get(base + path, timeout=5).status_code == 404, path
+        introspection = httpx.post(base + "/graphql", json=INTROSPECTION, timeout=5)
+        assert (introspection.status_code, introspection.json()["errors"][0]["extensions"]) == (
+            401,
+            {"code": "UNAUTHENTICATED"},
+        )
+        typename = httpx.post(base + "/graphql", json=TYPENAME, timeout=5)
+        assert typename.json() == {"data": {"__typename": "Query"}}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert f"GraphQL: http://127.0.0.1:{port}/graphql\n" in output
+    assert "GraphiQL" not in output
