@@ -24,7 +24,7 @@ MIN_SECRET_LENGTH = 32
 MIN_SECRET_DISTINCT_CHARACTERS = 10
 MIN_SECRET_BITS_PER_CHARACTER = 3.0
 # The values the example files ship with (gateway.env.example, postgres.env.example), and words
-# that mark a value as one to replace; tests/test_settings.py checks the example files.
+# that mark a value as one to replace; tests/test_production.py checks the example files.
 PLACEHOLDER_SECRETS = frozenset({"change-me-to-a-long-random-secret-of-at-least-32-characters"})
 PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "replace-me", "placeholder")
 GENERATE_HINT = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
@@ -33,7 +33,7 @@ GENERATE_HINT = 'generate one with: python -c "import secrets; print(secrets.tok
 def bits_per_character(value: str) -> float:
     """Shannon entropy of the string's character distribution, in bits per character.
 
-    Hand-written (five lines): no maintained library offers just this measure, and a password
+    Hand-written (two lines): no maintained library offers just this measure, and a password
     strength estimator (zxcvbn and the like) judges human passwords, not generated secrets.
     """
     size = len(value)
@@ -49,7 +49,7 @@ def secret_problem(value: str | None) -> str | None:
         )
     lowered = value.lower()
     if value in PLACEHOLDER_SECRETS or any(word in lowered for word in PLACEHOLDER_WORDS):
-        return f"GATEWAY_TOKEN_SECRET is the example file's placeholder: {GENERATE_HINT}"
+        return f"GATEWAY_TOKEN_SECRET is a placeholder, not a secret: {GENERATE_HINT}"
     distinct = len(set(value))
     bits = bits_per_character(value)
     if distinct < MIN_SECRET_DISTINCT_CHARACTERS or bits < MIN_SECRET_BITS_PER_CHARACTER:

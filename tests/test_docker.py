@@ -106,7 +106,7 @@ def test_compose_runs_the_image_in_production_mode_on_postgres() -> None:
     # The example's secret is a placeholder the production-mode check refuses; once replaced by
     # a generated one, the example passes.
     example = {"gateway_env": "production", **{k.lower(): v for k, v in gateway_env.items()}}
-    with pytest.raises(ValidationError, match="is the example file's placeholder"):
+    with pytest.raises(ValidationError, match="is a placeholder, not a secret"):
         Settings.model_validate(example)
     generated = secrets.token_urlsafe(48)
     settings = Settings.model_validate({**example, "gateway_token_secret": generated})

@@ -51,7 +51,7 @@ def test_production_refuses_every_value_of_the_example_files() -> None:
             production(gateway_token_secret=value)
         message = str(refused.value)
         assert (
-            "is the example file's placeholder" in message
+            "is a placeholder, not a secret" in message
             or "must be set (at least 32 characters)" in message
         ), value
 
@@ -63,7 +63,7 @@ def test_production_names_the_placeholder_and_how_to_generate_a_secret() -> None
         )
     (error,) = refused.value.errors()
     assert error["msg"] == (
-        "Value error, GATEWAY_TOKEN_SECRET is the example file's placeholder: generate one with:"
+        "Value error, GATEWAY_TOKEN_SECRET is a placeholder, not a secret: generate one with:"
         ' python -c "import secrets; print(secrets.token_urlsafe(48))"'
     )
 
@@ -380,7 +380,7 @@ def test_serve_refuses_the_placeholder_without_echoing_it(database_url: str) -> 
     assert (proc.returncode, proc.stdout, proc.stderr) == (
         2,
         "",
-        "configuration error: GATEWAY_TOKEN_SECRET is the example file's placeholder: generate"
+        "configuration error: GATEWAY_TOKEN_SECRET is a placeholder, not a secret: generate"
         ' one with: python -c "import secrets; print(secrets.token_urlsafe(48))"\n',
     )
     assert placeholder not in proc.stderr and database_url not in proc.stderr
