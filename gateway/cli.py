@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from gateway.settings import Settings, get_settings
 from gateway.storage.db import Database
 from gateway.storage.embedded import EmbeddedPostgres, resolve_database_url
@@ -58,7 +60,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     url, server = _database(settings)
     host = args.host or settings.gateway_host
     port = args.port or settings.gateway_port
-    print(f"GraphiQL: http://{host}:{port}/graphql", flush=True)
+    # Production serves no GraphiQL page unless GATEWAY_GRAPHIQL says so (Settings.graphiql).
+    print(
+        f"{'GraphiQL' if settings.graphiql else 'GraphQL'}: http://{host}:{port}/graphql",
+        flush=True,
+    )
     workers = args.workers or settings.gateway_workers
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turn that into a normal
     # exit so the embedded server below is stopped too.
@@ -263,7 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # One line per problem, without pydantic's echo of the input (it holds the secrets).
+        for error in exc.errors(include_url=False, include_input=False):
+            print(
+                f"configuration error: {error['msg'].removeprefix('Value error, ')}",
+                file=sys.stderr,
+            )
+        return 2
     func: Callable[[Settings, argparse.Namespace], Any] = args.func
     return int(func(settings, args))
 

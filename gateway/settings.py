@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import secrets
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -18,6 +20,50 @@ def _split(value: str) -> list[str]:
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "billing-gateway"
+
+
+MIN_SECRET_LENGTH = 32
+# A secret from `secrets.token_urlsafe(48)` has ~40 distinct characters and ~5.3 bits per
+# character, one from `openssl rand -hex 32` 16 and ~3.9: the floors below refuse only what no
+# random generator produces (a repeated character, a short cycle, a word padded out).
+MIN_SECRET_DISTINCT_CHARACTERS = 10
+MIN_SECRET_BITS_PER_CHARACTER = 3.0
+# The values the example files ship with (gateway.env.example, postgres.env.example), and words
+# that mark a value as one to replace; tests/test_production.py checks the example files.
+PLACEHOLDER_SECRETS = frozenset({"change-me-to-a-long-random-secret-of-at-least-32-characters"})
+PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "replace-me", "placeholder")
+GENERATE_HINT = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
+
+
+def bits_per_character(value: str) -> float:
+    """Shannon entropy of the string's character distribution, in bits per character.
+
+    Hand-written (two lines): no maintained library offers just this measure, and a password
+    strength estimator (zxcvbn and the like) judges human passwords, not generated secrets.
+    """
+    size = len(value)
+    return sum(n / size * math.log2(size / n) for n in Counter(value).values())
+
+
+def secret_problem(value: str | None) -> str | None:
+    """Why ``value`` is not acceptable as a production token secret, or None."""
+    if not value or len(value) < MIN_SECRET_LENGTH:
+        return (
+            f"GATEWAY_TOKEN_SECRET must be set (at least {MIN_SECRET_LENGTH} characters)"
+            " in production mode"
+        )
+    lowered = value.lower()
+    if value in PLACEHOLDER_SECRETS or any(word in lowered for word in PLACEHOLDER_WORDS):
+        return f"GATEWAY_TOKEN_SECRET is a placeholder, not a secret: {GENERATE_HINT}"
+    distinct = len(set(value))
+    bits = bits_per_character(value)
+    if distinct < MIN_SECRET_DISTINCT_CHARACTERS or bits < MIN_SECRET_BITS_PER_CHARACTER:
+        return (
+            f"GATEWAY_TOKEN_SECRET is not random enough ({distinct} distinct characters,"
+            f" {bits:.1f} bits per character; at least {MIN_SECRET_DISTINCT_CHARACTERS} and"
+            f" {MIN_SECRET_BITS_PER_CHARACTER:.1f} are required): {GENERATE_HINT}"
+        )
+    return None
 
 
 class Settings(BaseSettings):
@@ -38,11 +84,13 @@ class Settings(BaseSettings):
     # Mode and secrets.
     gateway_env: Literal["development", "production"] = Field(
         default="development",
-        description="production refuses to start without an explicit GATEWAY_TOKEN_SECRET.",
+        description="production refuses placeholder or weak secrets and, unless the settings"
+        " below turn them on, serves no GraphiQL, introspection or field suggestions.",
     )
     gateway_token_secret: str | None = Field(
         default=None,
-        description="HMAC secret for customer session tokens (>= 32 characters).",
+        description="HMAC secret for customer session tokens (>= 32 characters; in production"
+        " random: no placeholder, at least 10 distinct characters, 3 bits per character).",
     )
 
     # HTTP.
@@ -82,8 +130,14 @@ class Settings(BaseSettings):
     )
 
     # GraphQL hardening.
-    gateway_introspection: bool = True
-    gateway_graphiql: bool = True
+    # Unset (None): on in development, off in production (see the properties below).
+    gateway_introspection: bool | None = Field(
+        default=None, description="Schema introspection (for every caller, anonymous included)."
+    )
+    gateway_graphiql: bool | None = Field(default=None, description="The GraphiQL page.")
+    gateway_field_suggestions: bool | None = Field(
+        default=None, description='"Did you mean ...?" in validation and variable errors.'
+    )
     gateway_max_depth: int = 12
     gateway_max_aliases: int = 200
     gateway_max_tokens: int = 20000
@@ -132,13 +186,34 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _production_requires_secrets(self) -> Settings:
         if self.gateway_env == "production":
-            if not self.gateway_token_secret or len(self.gateway_token_secret) < 32:
-                raise ValueError(
-                    "GATEWAY_TOKEN_SECRET must be set (at least 32 characters) in production mode"
-                )
+            problem = secret_problem(self.gateway_token_secret)
+            if problem is not None:
+                raise ValueError(problem)
             if not self.database_url:
                 raise ValueError("DATABASE_URL must be set in production mode")
         return self
+
+    @property
+    def production(self) -> bool:
+        return self.gateway_env == "production"
+
+    @property
+    def introspection(self) -> bool:
+        """Introspection is served (GATEWAY_INTROSPECTION; unset: not in production)."""
+        return self._on_in_development(self.gateway_introspection)
+
+    @property
+    def graphiql(self) -> bool:
+        """The GraphiQL page is served (GATEWAY_GRAPHIQL; unset: not in production)."""
+        return self._on_in_development(self.gateway_graphiql)
+
+    @property
+    def field_suggestions(self) -> bool:
+        """Errors suggest names (GATEWAY_FIELD_SUGGESTIONS; unset: not in production)."""
+        return self._on_in_development(self.gateway_field_suggestions)
+
+    def _on_in_development(self, value: bool | None) -> bool:
+        return not self.production if value is None else value
 
     def token_secret(self) -> str:
         """The token secret: configured, or generated once and kept in the data directory."""

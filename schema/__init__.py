@@ -36,7 +36,9 @@ _ERROR_TYPES = [
 FAST_FIELDS = ("createUsageEvent", "createUsageEvents")
 
 
-def build_schema(extensions: Sequence[Any] = (), *, fast: bool = True) -> strawberry.Schema:
+def build_schema(
+    extensions: Sequence[Any] = (), *, fast: bool = True, hide_suggestions: bool = False
+) -> strawberry.Schema:
     return GatewaySchema(
         query=Query,
         mutation=Mutation,
@@ -44,6 +46,7 @@ def build_schema(extensions: Sequence[Any] = (), *, fast: bool = True) -> strawb
         extensions=list(extensions),
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
         fast_fields=FAST_FIELDS if fast else (),
+        hide_suggestions=hide_suggestions,
     )
 
 

@@ -369,6 +369,15 @@ def cases(w: World) -> dict[str, Case]:
                 }
             },
         ),
+        # An unknown model: the matrix is about who may call it (pricing tests apply real ones).
+        "updatePricingModel": Case(
+            """mutation($d: String!) { updatePricingModel(input: {
+                 pricingModelId: "00000000-0000-7000-8000-000000000000", definition: $d}) {
+                 __typename } }""",
+            {"d": PLAN_C},
+            False,
+            {"updatePricingModel": {"__typename": "NotFound"}},
+        ),
         "createCustomer": Case(
             """mutation { createCustomer(input: {externalId: "cust-new", name: "New"}) {
                  __typename ... on CustomerCreated { customer { externalId name } } } }""",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from gateway.settings import Settings
 
@@ -101,8 +103,12 @@ def test_compose_runs_the_image_in_production_mode_on_postgres() -> None:
     assert gateway_env["DATABASE_URL"] == (
         f"postgresql://{user}:{postgres_env['POSTGRES_PASSWORD']}@postgres:5432/{database}"
     )
-    # The example is accepted by the production-mode settings check.
-    settings = Settings.model_validate(
-        {"gateway_env": "production", **{k.lower(): v for k, v in gateway_env.items()}}
-    )
+    # The example's secret is a placeholder the production-mode check refuses; once replaced by
+    # a generated one, the example passes.
+    example = {"gateway_env": "production", **{k.lower(): v for k, v in gateway_env.items()}}
+    with pytest.raises(ValidationError, match="is a placeholder, not a secret"):
+        Settings.model_validate(example)
+    generated = secrets.token_urlsafe(48)
+    settings = Settings.model_validate({**example, "gateway_token_secret": generated})
     assert settings.database_url == gateway_env["DATABASE_URL"]
+    assert settings.token_secret() == generated

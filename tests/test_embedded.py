@@ -87,17 +87,20 @@ def test_serve_answers_graphql_and_stops_the_server_on_exit(tmp_path: Path) -> N
     assert not _postgres_running(tmp_path)
 
 
+SECRET = "kQ3v-9Zr_T1mXw8bLp2YcN6dHs4uJf0aEg7iRo5tVy"  # random enough for production
+
+
 def test_production_mode_refuses_default_secrets() -> None:
     with pytest.raises(ValidationError, match="GATEWAY_TOKEN_SECRET must be set"):
         Settings(gateway_env="production", database_url="postgresql://db/billing")
     with pytest.raises(ValidationError, match="DATABASE_URL must be set in production mode"):
-        Settings(gateway_env="production", gateway_token_secret="s" * 40)
+        Settings(gateway_env="production", gateway_token_secret=SECRET)
     settings = Settings(
         gateway_env="production",
         database_url="postgresql://db/billing",
-        gateway_token_secret="s" * 40,
+        gateway_token_secret=SECRET,
     )
-    assert settings.token_secret() == "s" * 40
+    assert settings.token_secret() == SECRET
 
 
 def test_development_mode_generates_and_keeps_a_token_secret(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from tests.conftest import GraphQLClient
 from tests.servers import gateway_processes
 from tests.test_auth_matrix import PLAN_A, new_customer, setup_model
 
-SECRET = "s" * 40
+SECRET = "kQ3v-9Zr_T1mXw8bLp2YcN6dHs4uJf0aEg7iRo5tVy"  # random enough for production
 DASHBOARD = {"query": "{ customers(first: 1) { pageInfo { hasNextPage } } }"}
 DASHBOARD_OK = {"data": {"customers": {"pageInfo": {"hasNextPage": False}}}}
 REVOKED = {

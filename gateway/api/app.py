@@ -18,7 +18,7 @@ from gateway.api import observability
 from gateway.api.context import Context, Services
 from gateway.api.event_budget import UsageEventBudget
 from gateway.api.graphiql import graphiql_routes
-from gateway.api.graphql_errors import GatewayErrors
+from gateway.api.graphql_errors import GatewayErrors, HideSuggestions
 from gateway.api.graphql_limits import (
     BoundedParserCache,
     BoundedValidationCache,
@@ -58,13 +58,15 @@ def graphql_extensions(settings: Settings) -> list[Any]:
         lambda: parser_cache,
         # Before the validation cache: a refused document is not validated at all. The gate
         # is linear (each fragment once); the limits make everything after them linear.
-        lambda: OperationGate(introspection=settings.gateway_introspection),
+        lambda: OperationGate(introspection=settings.introspection),
         lambda: DocumentLimits(policy),
         lambda: validation_cache,
         lambda: UsageEventBudget(settings.gateway_max_batch_size),
     ]
-    if not settings.gateway_introspection:
+    if not settings.introspection:
         extensions.append(DisableIntrospection)
+    if not settings.field_suggestions:
+        extensions.append(HideSuggestions)
     return extensions
 
 
@@ -111,19 +113,27 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         context.charge = functools.partial(rate_limiter.check, request, caller)
         return context
 
-    app = FastAPI(title="Billing gateway", lifespan=lifespan)
+    # No /docs, /redoc or /openapi.json: the API is GraphQL (its SDL is schema/schema.graphql),
+    # the OpenAPI document would describe nothing real, and /docs loads its page from a CDN.
+    app = FastAPI(
+        title="Billing gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     rate_limiter = install_http(  # body limit, rate limiter, JSON error bodies: gateway.api.http
         app,
         max_body_bytes=settings.gateway_max_body_bytes,
         rate_limit_per_minute=settings.gateway_rate_limit_per_minute,
     )
     router = GatewayRouter(
-        build_schema(graphql_extensions(settings), fast=settings.gateway_compiled_execution),
+        build_schema(
+            graphql_extensions(settings),
+            fast=settings.gateway_compiled_execution,
+            hide_suggestions=not settings.field_suggestions,
+        ),
         context_getter=get_context,
         graphql_ide=None,  # our own offline page: gateway.api.graphiql
         allow_queries_via_get=True,
     )
-    if settings.gateway_graphiql:  # the page route must come before the router's GET route
+    if settings.graphiql:  # the page route must come before the router's GET route
         app.router.routes.extend(graphiql_routes())
     app.include_router(router, prefix="/graphql")
     observability.install(app)

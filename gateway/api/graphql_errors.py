@@ -17,19 +17,29 @@ to ``finalize_errors``, which logs each once (logger ``gateway.errors``, with it
 trace). It runs as the ``GatewayErrors`` extension leaves the operation, and again in
 ``GatewaySchema.execute`` for errors raised by an extension hook (strawberry then skips every
 operation hook).
+
+Field suggestions ("Did you mean 'customers'?") describe the schema to whoever guesses at it;
+production leaves them out (``Settings.field_suggestions``). graphql-core 3.3 has the switch
+(``hide_suggestions`` of ``validate``, ``execute`` and ``get_variable_values``), but strawberry
+calls all three without it: ``GatewaySchema(hide_suggestions=True)`` passes it to execution
+(variable coercion included) and the ``HideSuggestions`` extension validates again, with it, a
+document whose validation errors suggest something.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError, GraphQLSyntaxError
+from graphql import GraphQLError, GraphQLSyntaxError, validate
 from graphql import execute as graphql_execute
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
@@ -140,11 +150,19 @@ class GatewaySchema(strawberry.Schema):
     """The schema, without strawberry's stack trace per error in the log, and with every error
     finalized even when an extension hook failed (strawberry then skips the operation hooks,
     ``GatewayErrors`` included). The mutations named in ``fast_fields`` run compiled
-    (``gateway.api.graphql_fast``) when their document allows it."""
+    (``gateway.api.graphql_fast``) when their document allows it. ``hide_suggestions``: execution
+    errors (variables that do not fit their type) name no other field or value."""
 
-    def __init__(self, *args: Any, fast_fields: Iterable[str] = (), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        fast_fields: Iterable[str] = (),
+        hide_suggestions: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._fast: FastExecutor | None = None
+        self._hide_suggestions = hide_suggestions
         fast_fields = list(fast_fields)
         if fast_fields:
             self._fast = FastExecutor(
@@ -158,7 +176,9 @@ class GatewaySchema(strawberry.Schema):
     def _get_execute_function(self) -> Callable[..., Any]:
         execute_function = super()._get_execute_function()
         if self._fast is not None and execute_function is graphql_execute:
-            return self._fast.execute
+            execute_function = self._fast.execute
+        if self._hide_suggestions:
+            return functools.partial(execute_function, hide_suggestions=True)
         return execute_function
 
     def process_errors(
@@ -212,4 +232,36 @@ class GatewayErrors(SchemaExtension):
             ctx.context,
             ctx.operation_name,
             executing=not isinstance(ctx.result, PreExecutionError),
+        )
+
+
+# What graphql-core's ``did_you_mean`` starts every suggestion with.
+SUGGESTION = " Did you mean "
+
+
+class HideSuggestions(SchemaExtension):
+    """Validation errors without "Did you mean ...?": when strawberry's validation (cached, so
+    valid documents cost nothing more) found errors that suggest names, the document is
+    validated again by graphql-core with ``hide_suggestions=True`` and the same rules, and
+    those errors replace the first ones in the operation's result (as the operation ends:
+    strawberry builds the result from the error list inside the validation hook, and that
+    list may be the validation cache's own, which is left as it is). Must come after
+    ``GatewayErrors`` in the extension list, so that it leaves the operation first."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        ctx = self.execution_context
+        result = ctx.result
+        if (
+            not isinstance(result, PreExecutionError)
+            or not result.errors
+            or ctx.graphql_document is None
+            or not any(SUGGESTION in error.message for error in result.errors)
+        ):
+            return
+        result.errors = validate(
+            ctx.schema._schema,
+            ctx.graphql_document,
+            (*ctx.validation_rules, MaybeNullValidationRule, OneOfInputValidationRule),
+            hide_suggestions=True,
         )

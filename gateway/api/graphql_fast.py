@@ -318,13 +318,19 @@ class CompiledOperation:
     complete: Completer
 
     async def run(
-        self, schema: GraphQLSchema, context: Any, variables: dict[str, Any] | None
+        self,
+        schema: GraphQLSchema,
+        context: Any,
+        variables: dict[str, Any] | None,
+        *,
+        hide_suggestions: bool = False,
     ) -> ExecutionResult:
         coerced = get_variable_values(
             schema,
             self.operation.variable_definitions or (),
             variables or {},
             max_errors=MAX_COERCION_ERRORS,
+            hide_suggestions=hide_suggestions,
         )
         if isinstance(coerced, list):
             return ExecutionResult(data=None, errors=coerced)
@@ -387,7 +393,12 @@ class FastExecutor:
                 operation_name=operation_name,
                 **kwargs,
             )
-        return plan.run(schema, context_value, variable_values)
+        return plan.run(
+            schema,
+            context_value,
+            variable_values,
+            hide_suggestions=bool(kwargs.get("hide_suggestions", False)),
+        )
 
     def plan(self, document: DocumentNode, operation_name: str | None) -> CompiledOperation | None:
         key = (id(document), operation_name)
