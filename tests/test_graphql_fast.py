@@ -237,3 +237,23 @@ async def test_an_unexpected_error_is_masked_the_same_way(
     assert answer["data"] is None
     assert [e["extensions"]["code"] for e in answer["errors"]] == ["INTERNAL_SERVER_ERROR"]
     assert "boom" not in json.dumps(answer)
+
+
+def test_the_installed_strawberry_is_one_the_compiled_path_is_proven_on() -> None:
+    from gateway.api import graphql_fast
+
+    assert graphql_fast.proven(), (
+        f"strawberry {graphql_fast.STRAWBERRY_VERSION} is not in PROVEN_STRAWBERRY"
+        f" {graphql_fast.PROVEN_STRAWBERRY}: the compiled path reads strawberry's type"
+        " definitions. Run this module's comparisons on it, fix what differs, then add it."
+    )
+
+
+def test_on_another_strawberry_every_document_goes_to_graphql_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gateway.api import graphql_fast
+
+    assert build_schema()._fast is not None  # type: ignore[attr-defined]
+    monkeypatch.setattr(graphql_fast, "STRAWBERRY_VERSION", "0.999.0")
+    assert build_schema()._fast is None  # type: ignore[attr-defined]

@@ -44,6 +44,7 @@ from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
+from gateway.api import graphql_fast
 from gateway.api.graphql_fast import FastExecutor
 from gateway.callers.authz import NotAllowed, NotAuthenticated
 from gateway.errors import BadUserInput
@@ -164,6 +165,13 @@ class GatewaySchema(strawberry.Schema):
         self._fast: FastExecutor | None = None
         self._hide_suggestions = hide_suggestions
         fast_fields = list(fast_fields)
+        if fast_fields and not graphql_fast.proven():
+            logger.warning(
+                "compiled execution is off: strawberry %s is not a release it is proven on (%s)",
+                graphql_fast.STRAWBERRY_VERSION,
+                ", ".join(graphql_fast.PROVEN_STRAWBERRY),
+            )
+            fast_fields = []
         if fast_fields:
             self._fast = FastExecutor(
                 self._schema,
