@@ -32,6 +32,8 @@ import asyncpg
 from gateway.billing import pricing_plan as plan_
 from gateway.billing import pricing_setup as setup
 from gateway.billing.catalog import load_catalogs, notify_catalog_changed
+from gateway.billing.pricing_refusals import q as _q
+from gateway.billing.pricing_refusals import refusals
 from gateway.billing.records import Catalog, PriceRow
 from gateway.errors import UserError, not_found
 from gateway.storage.db import Conn, Database
@@ -54,52 +56,6 @@ class Updated:
 class _Rollback(Exception):
     def __init__(self, result: Updated | UserError) -> None:
         self.result = result
-
-
-def _q(value: object) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(value)
-
-
-def _owner(catalog: Catalog, price: PriceRow) -> str:
-    if price.usage_meter_id is not None:
-        return f"usage meter {_q(catalog.meter_by_id[price.usage_meter_id].slug)}"
-    assert price.product_id is not None
-    return f"product {_q(catalog.product_by_id[price.product_id].slug)}"
-
-
-def refusals(catalog: Catalog, plan: plan_.Plan) -> list[str]:
-    """What the update may not do (see the module docstring)."""
-    problems = []
-    proposed_meters = {m.slug: m for m in plan.meters}
-    for m in catalog.meters:
-        new = proposed_meters.get(m.slug)
-        if new is None:
-            problems.append(
-                f"usageMeters: usage meter {_q(m.slug)} cannot be removed (usage refers to it)"
-            )
-        elif new.aggregation_type != m.aggregation_type:
-            problems.append(
-                f"usageMeters[{_q(m.slug)}].aggregationType: cannot change from"
-                f" {_q(m.aggregation_type)} to {_q(new.aggregation_type)}"
-            )
-    for f in plan.features:
-        old_feature = catalog.feature_by_slug.get(f.slug)
-        if old_feature is not None and old_feature.type != f.type:
-            problems.append(
-                f"features[{_q(f.slug)}].type: cannot change from {_q(old_feature.type)} to"
-                f" {_q(f.type)};"
-                " give the feature a new slug"
-            )
-    owners = [(p.slug, f"usage meter {_q(m.slug)}") for m in plan.meters for p in m.prices]
-    owners += [(p.price.slug, f"product {_q(p.slug)}") for p in plan.products]
-    for slug, owner in owners:
-        old = catalog.price_by_slug.get(slug)
-        if old is not None and not old.archived and _owner(catalog, old) != owner:
-            problems.append(
-                f"price {_q(slug)}: cannot move from {_owner(catalog, old)} to {owner};"
-                " give the price a new slug"
-            )
-    return problems
 
 
 class _Applier:
