@@ -33,7 +33,12 @@ def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     url, server = _database(settings)
 
     async def run() -> T:
-        db = Database(url, min_size=1, max_size=2)
+        db = Database(
+            url,
+            min_size=1,
+            max_size=2,
+            prepared_statements=not settings.gateway_transaction_pooling,
+        )
         await db.connect()
         try:
             return await work(db)

@@ -73,6 +73,8 @@ async def test_a_request_in_flight_at_sigterm_completes(
         "DATABASE_URL": database_url,
         "GATEWAY_TOKEN_SECRET": settings.token_secret(),
         "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+        # The request waits on the test's lock on purpose: longer than the default timeout.
+        "GATEWAY_LOCK_TIMEOUT_SECONDS": "60",
     }
     server = _serve(["--host", "127.0.0.1", "--port", str(port)], env, log)
     locker = await asyncpg.connect(asyncpg_dsn(database_url))
