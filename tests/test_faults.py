@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,13 @@ from typing import Any
 import asyncpg
 import httpx
 
+from gateway.billing.catalog import notify_catalog_changed
+from gateway.callers.auth import create_api_key
 from gateway.storage.db import Database, asyncpg_dsn
+from gateway.storage.migrate import upgrade
+from tests.conftest import GraphQLClient
 from tests.factories import CREATE_USAGE_EVENT, customer_on_plan, record, setup_pricing
+from tests.own_postgres import OwnPostgres
 from tests.servers import gateway_processes
 
 LOCK_TIMEOUT = 1.0
@@ -173,3 +179,210 @@ async def test_a_locked_balance_stalls_only_its_own_subscription(
     lines = _log_lines(tmp_path)
     assert sum("service unavailable in" in line for line in lines) == 12, lines
     assert not any("Traceback" in line for line in lines), lines
+
+
+# --- PostgreSQL restarts ------------------------------------------------------------------
+
+CATALOG = '{ billing(customerExternalId: "user-1") { catalog { usageMeters { slug defaultPrice { slug } } } } }'
+
+
+class _Load:
+    """Clients recording events with unique transactionIds, retrying each (same id) until it is
+    acknowledged, as a client following the 503's Retry-After does. One HTTP client per
+    (worker, server), each with a single connection, so that a dropped connection shows."""
+
+    def __init__(self, urls: list[str], key: str, sub_id: str, workers: int) -> None:
+        self.urls = urls
+        self.key = key
+        self.sub_id = sub_id
+        self.workers = workers
+        self.acknowledged: dict[str, str] = {}  # transactionId -> event id
+        self.unavailable = 0
+        self.other_failures: list[str] = []
+        self.ports: dict[tuple[int, int], set[int]] = {}
+        self.stopping = False
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._worker(w) for w in range(self.workers)))
+
+    async def _worker(self, worker: int) -> None:
+        clients = [
+            httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1))
+            for url in self.urls
+        ]
+        try:
+            n = 0
+            while not self.stopping:
+                transaction_id = f"w{worker}-{n}"
+                while True:
+                    server = (worker + n) % len(clients)
+                    response = await clients[server].post(
+                        "/graphql",
+                        json={
+                            "query": CREATE_USAGE_EVENT,
+                            "variables": {"input": _event(self.sub_id, transaction_id)},
+                        },
+                        headers={"Authorization": f"Bearer {self.key}"},
+                    )
+                    stream = response.extensions["network_stream"]
+                    port = stream.get_extra_info("client_addr")[1]
+                    self.ports.setdefault((worker, server), set()).add(port)
+                    if response.status_code == 200:
+                        result = response.json()["data"]["createUsageEvent"]
+                        if result["__typename"] == "UsageEventRecorded":
+                            self.acknowledged[transaction_id] = result["usageEvent"]["id"]
+                            break
+                        self.other_failures.append(str(result))
+                        return
+                    if response.status_code == 503:
+                        _assert_database_unavailable(response)
+                        self.unavailable += 1
+                        await asyncio.sleep(0.05)
+                        continue
+                    self.other_failures.append(f"{response.status_code} {response.text}")
+                    return
+                n += 1
+                await asyncio.sleep(0.02)
+        finally:
+            for client in clients:
+                await client.aclose()
+
+
+def _assert_database_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.headers.get("connection") != "close"
+    (error,) = response.json()["errors"]
+    assert error["extensions"] == {"code": "SERVICE_UNAVAILABLE", "retryAfter": 1}
+    assert error["message"].startswith("Service unavailable: "), error
+
+
+async def _default_price(client: httpx.AsyncClient, url: str, key: str) -> str:
+    response = await client.post(
+        url + "/graphql", json={"query": CATALOG}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 200, response.text
+    meters = response.json()["data"]["billing"]["catalog"]["usageMeters"]
+    return str(next(m["defaultPrice"]["slug"] for m in meters if m["slug"] == "generations"))
+
+
+async def _listening(db: Database, processes: int) -> bool:
+    count = await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+        " 'billing-gateway-listener' AND state = 'idle' AND query LIKE 'LISTEN %'"
+    )
+    return bool(count == processes)
+
+
+async def _until(check: Any, seconds: float, what: str) -> float:
+    """Poll ``check`` until true; returns the seconds it took."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_the_gateway_heals_after_a_postgresql_restart(tmp_path: Path) -> None:
+    pg = OwnPostgres()
+    admin_url = pg.start()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    try:
+        admin = await asyncpg.connect(asyncpg_dsn(admin_url))
+        await admin.execute('CREATE DATABASE "faults"')
+        await admin.close()
+        url = admin_url.replace("/postgres?", "/faults?")
+        await asyncio.to_thread(upgrade, url)
+        db = Database(url, min_size=1, max_size=2)
+        await db.connect()
+        _, key = await create_api_key(db, "faults")
+        with gateway_processes(url, 2, logs=logs) as urls:
+            async with httpx.AsyncClient(base_url=urls[0], timeout=30) as setup_http:
+                gql = GraphQLClient(setup_http)
+                gql.token = key
+                model = await setup_pricing(gql)
+                sub_id = await customer_on_plan(gql, "user-1", "pro_monthly")
+
+            load = _Load(urls, key, sub_id, workers=4)
+            running = asyncio.create_task(load.run())
+            async with httpx.AsyncClient(timeout=30) as client:
+                await asyncio.sleep(1)
+                await db.close()
+                await asyncio.to_thread(pg.stop_server)
+                await asyncio.sleep(1)
+                # While the database is down: 503, and readiness says so.
+                for base in urls:
+                    response, _ = await _record(client, base, key, _event(sub_id, "outage"))
+                    _assert_database_unavailable(response)
+                    ready = await client.get(base + "/readyz")
+                    assert ready.status_code == 503
+                    assert ready.json()["database"] == "unreachable"
+                probes = len(urls)
+
+                await asyncio.to_thread(pg.start_server)
+                # Each process answers again within 2 s of the database.
+                for base in urls:
+
+                    async def answers(base: str = base) -> bool:
+                        nonlocal probes
+                        response = await client.post(
+                            base + "/graphql",
+                            json={"query": CATALOG},
+                            headers={"Authorization": f"Bearer {key}"},
+                        )
+                        probes += response.status_code == 503
+                        return response.status_code == 200
+
+                    await _until(answers, 2, f"{base} to answer after the restart")
+                    ready = await client.get(base + "/readyz")
+                    assert ready.status_code == 200, ready.text
+
+                await asyncio.sleep(1)
+                load.stopping = True
+                await running
+
+                # Every acknowledged event is stored, once; nothing else is.
+                await db.connect()
+                stored = await db.fetch("SELECT transaction_id, id FROM usage_events")
+                assert load.other_failures == []
+                assert {r["transaction_id"]: str(r["id"]) for r in stored} == load.acknowledged
+                assert len(stored) == len(load.acknowledged)
+                # No connection was dropped: every client kept its one connection.
+                assert {k: len(v) for k, v in load.ports.items()} == {
+                    (w, s): 1 for w in range(4) for s in range(2)
+                }
+
+                # The listeners are back: a catalog change is seen at once by every process
+                # (within 2 s); without its notification it would not be (the cache is used).
+                await _until(lambda: _listening(db, 2), 3, "both listeners to be back")
+                for base in urls:
+                    assert await _default_price(client, base, key) == "generations_overage"
+                async with db.transaction() as conn:
+                    await conn.execute(
+                        "UPDATE prices SET is_default = false, active = false"
+                        " WHERE slug = 'generations_overage'"
+                    )
+                    await conn.execute(
+                        "UPDATE prices SET is_default = true WHERE slug = 'generations_no_charge'"
+                    )
+                for base in urls:
+                    assert await _default_price(client, base, key) == "generations_overage"
+                async with db.transaction() as conn:
+                    await notify_catalog_changed(conn, uuid.UUID(model["id"]))
+                for base in urls:
+
+                    async def fresh(base: str = base) -> bool:
+                        return await _default_price(client, base, key) == "generations_no_charge"
+
+                    await _until(fresh, 2, f"{base} to see the catalog change")
+        await db.close()
+    finally:
+        pg.close()
+
+    # One log line per refused request, no stack trace, and a clean shutdown.
+    lines = _log_lines(logs)
+    assert sum("service unavailable in" in line for line in lines) == load.unavailable + probes
+    assert not any("Traceback" in line for line in lines), lines
+    assert not any("remove_listener" in line for line in lines), lines

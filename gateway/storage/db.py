@@ -51,6 +51,25 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+class _OneLine(logging.Filter):
+    """asyncpg's pool logs every failed attempt to reconnect its minimum of connections with a
+    stack trace; during an outage that is one trace per second per process, for an expected
+    condition. Keep the record, on one line with the error's text (a logging filter: asyncpg
+    has no option for it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            if isinstance(error, UNAVAILABLE_ERRORS):
+                record.msg = f"{record.getMessage()}: {unavailable(error).reason}: {error}"
+                record.args = ()
+                record.exc_info = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_OneLine())
+
+
 class DatabaseUnavailable(Exception):
     """The database could not serve a statement: a timeout or an outage. Safe to retry."""
 
