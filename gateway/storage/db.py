@@ -226,9 +226,11 @@ class Database:
         self.statement_timeout = statement_timeout
         self.lock_timeout = lock_timeout
         self.prepared_statements = prepared_statements
-        # Waiting for a key's turn is waiting for its row lock (without holding a connection):
-        # bounded by the lock timeout (or, without one, as a wait for a connection).
-        self.writers = KeyedLimiter(writers_per_key, timeout=lock_timeout or self.acquire_timeout)
+        # A waiter for a key's turn holds no connection: it waits as long as for one, and less
+        # when the key makes no progress for the lock timeout (gateway.storage.isolation).
+        self.writers = KeyedLimiter(
+            writers_per_key, timeout=self.acquire_timeout, stall=lock_timeout or None
+        )
         self._pool: asyncpg.Pool | None = None
 
     def server_settings(self) -> dict[str, str]:
