@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from gateway.settings import Settings, get_settings
 from gateway.storage.db import Database
 from gateway.storage.embedded import EmbeddedPostgres, resolve_database_url
@@ -25,7 +27,9 @@ def _database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
     from gateway.storage.migrate import upgrade
 
     url, server = resolve_database_url(settings.database_url, settings.gateway_data_dir)
-    upgrade(url)
+    # Behind a transaction-mode pooler, migrations (Alembic's driver prepares its statements)
+    # take the direct URL.
+    upgrade(settings.gateway_direct_database_url or url)
     return url, server
 
 
@@ -218,7 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # one line per setting at fault, no stack trace
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            print(f"billing-gateway: {field + ': ' if field else ''}{message}", file=sys.stderr)
+        return 2
     func: Callable[[Settings, argparse.Namespace], Any] = args.func
     return int(func(settings, args))
 

@@ -51,11 +51,11 @@ class Settings(BaseSettings):
     gateway_transaction_pooling: bool = Field(
         default=False,
         description="DATABASE_URL is a pooler in transaction mode (PgBouncer): no prepared"
-        " statements, and GATEWAY_LISTEN_DATABASE_URL is required.",
+        " statements, and GATEWAY_DIRECT_DATABASE_URL is required.",
     )
-    gateway_listen_database_url: str | None = Field(
+    gateway_direct_database_url: str | None = Field(
         default=None,
-        description="Direct PostgreSQL URL for LISTEN; unset: DATABASE_URL.",
+        description="Direct PostgreSQL URL for LISTEN and migrations; unset: DATABASE_URL.",
     )
 
     # Timeouts: no request waits without bound (docs/operations.md, "Timeouts").
@@ -113,10 +113,10 @@ class Settings(BaseSettings):
                 )
             if not self.database_url:
                 raise ValueError("DATABASE_URL must be set in production mode")
-        if self.gateway_transaction_pooling and not self.gateway_listen_database_url:
+        if self.gateway_transaction_pooling and not self.gateway_direct_database_url:
             raise ValueError(
-                "GATEWAY_TRANSACTION_POOLING needs GATEWAY_LISTEN_DATABASE_URL: a direct"
-                " PostgreSQL URL (not through the pooler) for LISTEN"
+                "GATEWAY_TRANSACTION_POOLING needs GATEWAY_DIRECT_DATABASE_URL: a direct"
+                " PostgreSQL URL (not through the pooler) for LISTEN and migrations"
             )
         return self
 

@@ -70,7 +70,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         await warn_without_server_timeouts(db)
         catalogs = CatalogCache(db, settings.gateway_catalog_cache_seconds)
         # LISTEN on a supervised connection of its own (gateway.storage.listener).
-        listener = Listener(settings.gateway_listen_database_url or database_url)
+        listener = Listener(settings.gateway_direct_database_url or database_url)
         catalogs.attach(listener)
         await listener.start(wait=5)
         services_holder["services"] = Services(
