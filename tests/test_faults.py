@@ -326,7 +326,7 @@ async def _default_price(client: httpx.AsyncClient, url: str, key: str) -> str:
 async def _listening(db: Database, processes: int) -> bool:
     count = await db.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
-        " 'billing-gateway-listener' AND state = 'idle' AND query LIKE 'LISTEN %'"
+        " 'billing-gateway-listener' AND state = 'idle' AND (query LIKE 'LISTEN %' OR query = 'SELECT 1')"
     )
     return bool(count == processes)
 
