@@ -8,6 +8,9 @@ server connections carry the timeouts through ``connect_query``, as docs/operati
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -157,3 +160,24 @@ async def test_catalog_changes_reach_every_process_behind_pgbouncer(
                 return await _default_price(client, base, secret_key) == "generations_no_charge"
 
             await _until(fresh, 2, f"{base} to see the catalog change")
+
+
+def test_transaction_pooling_without_a_direct_url_is_refused_in_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(
+        DATABASE_URL="postgresql://gateway@127.0.0.1:1/billing", GATEWAY_TRANSACTION_POOLING="1"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        "billing-gateway: GATEWAY_TRANSACTION_POOLING needs GATEWAY_DIRECT_DATABASE_URL: a direct"
+        " PostgreSQL URL (not through the pooler) for LISTEN and migrations\n"
+    )

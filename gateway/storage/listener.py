@@ -10,7 +10,8 @@ two. ``connected`` says whether notifications are being received right now: a ca
 bypass itself while it is False.
 
 Callbacks are plain functions, called on the event loop: ``on(channel, callback(payload))``
-and ``on_reconnect(callback())``. An exception in a callback is logged and does not stop the
+(before ``start()``) or ``await listen(channel, callback(payload))`` (any time), and
+``on_reconnect(callback())``. An exception in a callback is logged and does not stop the
 listener. ``stop()`` closes the connection (which ends its LISTENs server-side), whatever its
 state; it never calls ``remove_listener`` on a dead connection.
 """
@@ -63,6 +64,7 @@ class Listener:
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._using = asyncio.Lock()  # one operation at a time on the connection
         self._stopping = False
         self.connections = 0  # how many times a connection was established (for tests)
 
@@ -77,6 +79,21 @@ class Listener:
         Register before ``start()``; a channel added later is listened to from the next
         (re)connection on."""
         self._channels.setdefault(channel, []).append(callback)
+
+    async def listen(self, channel: str, callback: Payload) -> None:
+        """``on()``, and LISTEN at once when connected (else on the next connection)."""
+        new = channel not in self._channels
+        self.on(channel, callback)
+        conn = self._conn
+        if not new or conn is None or conn.is_closed():
+            return
+        try:
+            async with self._using:
+                await conn.add_listener(channel, self._dispatch)
+        except _CONNECTION_ERRORS as exc:
+            # The supervisor reconnects, and LISTENs to every channel.
+            logger.warning("listener: LISTEN %s failed: %s", channel, _reason(exc))
+            conn.terminate()
 
     def on_reconnect(self, callback: Hook) -> None:
         """Call ``callback()`` after every re-established connection (not the first one)."""
@@ -163,7 +180,8 @@ class Listener:
             if lost.is_set() or conn.is_closed():
                 return
             try:
-                await conn.fetchval("SELECT 1", timeout=self.check_timeout)
+                async with self._using:
+                    await conn.fetchval("SELECT 1", timeout=self.check_timeout)
             except _CONNECTION_ERRORS as exc:
                 logger.warning("listener: check failed: %s", _reason(exc))
                 conn.terminate()
