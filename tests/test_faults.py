@@ -190,6 +190,50 @@ async def test_a_locked_balance_stalls_only_its_own_subscription(
     assert not any("Traceback" in line for line in lines), lines
 
 
+# --- the pool's timeouts ------------------------------------------------------------------
+
+
+async def test_a_statement_past_its_timeout_is_rolled_back(database_url: str, db: Database) -> None:
+    timed = Database(database_url, min_size=1, max_size=1, statement_timeout=0.2)
+    await timed.connect()
+    try:
+        started = time.monotonic()
+        try:
+            await timed.fetchval(
+                "WITH written AS (INSERT INTO api_keys (name, prefix, key_hash)"
+                " VALUES ('slow', 'sk_slow', 'x') RETURNING 1)"
+                " SELECT pg_sleep(5) FROM written"
+            )
+        except DatabaseUnavailable as exc:
+            assert exc.reason == "statement timeout"
+        else:
+            raise AssertionError("the statement was not cancelled")
+        assert time.monotonic() - started < 2
+        assert await db.fetchval("SELECT count(*) FROM api_keys WHERE name = 'slow'") == 0
+        assert await timed.fetchval("SELECT 1") == 1  # the connection is usable again
+    finally:
+        await timed.close()
+
+
+async def test_waiting_for_a_pooled_connection_is_bounded(database_url: str) -> None:
+    small = Database(database_url, min_size=1, max_size=1, acquire_timeout=0.2)
+    await small.connect()
+    try:
+        async with small.transaction():  # the only connection is taken
+            started = time.monotonic()
+            try:
+                await small.fetchval("SELECT 1")
+            except DatabaseUnavailable as exc:
+                assert exc.reason == "no database connection available in time"
+            else:
+                raise AssertionError("the pool handed out a connection it does not have")
+            assert 0.2 <= time.monotonic() - started < 1
+            # Readiness does not take a busy pool for an outage: it asks on its own connection.
+            assert await small.probe("SELECT 42", 2) == 42
+    finally:
+        await small.close()
+
+
 # --- the writer limit on its own ------------------------------------------------------------
 
 
