@@ -27,7 +27,9 @@ def _database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
     from gateway.storage.migrate import upgrade
 
     url, server = resolve_database_url(settings.database_url, settings.gateway_data_dir)
-    upgrade(url)
+    # Behind a transaction-mode pooler, migrations (Alembic's driver prepares its statements)
+    # take the direct URL.
+    upgrade(settings.gateway_direct_database_url or url)
     return url, server
 
 
@@ -35,7 +37,12 @@ def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     url, server = _database(settings)
 
     async def run() -> T:
-        db = Database(url, min_size=1, max_size=2)
+        db = Database(
+            url,
+            min_size=1,
+            max_size=2,
+            prepared_statements=not settings.gateway_transaction_pooling,
+        )
         await db.connect()
         try:
             return await work(db)
@@ -272,12 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = get_settings()
     except ValidationError as exc:
-        # One line per problem, without pydantic's echo of the input (it holds the secrets).
+        # One line per setting at fault, without pydantic's echo of the input (it holds the
+        # secrets), and no stack trace.
         for error in exc.errors(include_url=False, include_input=False):
-            print(
-                f"configuration error: {error['msg'].removeprefix('Value error, ')}",
-                file=sys.stderr,
-            )
+            field = ".".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            print(f"configuration error: {field + ': ' if field else ''}{message}", file=sys.stderr)
         return 2
     func: Callable[[Settings, argparse.Namespace], Any] = args.func
     return int(func(settings, args))

@@ -108,6 +108,34 @@ class Settings(BaseSettings):
     # Database pool.
     gateway_pool_min_size: int = 2
     gateway_pool_max_size: int = 10
+    gateway_transaction_pooling: bool = Field(
+        default=False,
+        description="DATABASE_URL is a pooler in transaction mode (PgBouncer): no prepared"
+        " statements, and GATEWAY_DIRECT_DATABASE_URL is required.",
+    )
+    gateway_direct_database_url: str | None = Field(
+        default=None,
+        description="Direct PostgreSQL URL for LISTEN and migrations; unset: DATABASE_URL.",
+    )
+
+    # Timeouts: no request waits without bound (docs/operations.md, "Timeouts").
+    gateway_pool_acquire_timeout_seconds: float = Field(
+        default=5.0, ge=0, description="Longest wait for a pooled connection; 0: no limit."
+    )
+    gateway_statement_timeout_seconds: float = Field(
+        default=10.0, ge=0, description="PostgreSQL statement_timeout; 0: no limit."
+    )
+    gateway_lock_timeout_seconds: float = Field(
+        default=2.0, ge=0, description="PostgreSQL lock_timeout; 0: no limit."
+    )
+    gateway_writers_per_meter: int = Field(
+        default=2,
+        ge=1,
+        description="Usage writes in flight per (subscription, meter) per process.",
+    )
+    gateway_retry_after_seconds: int = Field(
+        default=1, ge=1, description="Retry-After of a 503 (timeout or database outage)."
+    )
 
     # Billing rules.
     gateway_backdating_days: int = Field(
@@ -191,6 +219,11 @@ class Settings(BaseSettings):
                 raise ValueError(problem)
             if not self.database_url:
                 raise ValueError("DATABASE_URL must be set in production mode")
+        if self.gateway_transaction_pooling and not self.gateway_direct_database_url:
+            raise ValueError(
+                "GATEWAY_TRANSACTION_POOLING needs GATEWAY_DIRECT_DATABASE_URL: a direct"
+                " PostgreSQL URL (not through the pooler) for LISTEN and migrations"
+            )
         return self
 
     @property

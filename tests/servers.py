@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -20,9 +21,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def gateway_processes(database_url: str, count: int, **env: str) -> Iterator[list[str]]:
-    """`count` uvicorn processes serving the app on 127.0.0.1; yields their base URLs."""
+def gateway_processes(
+    database_url: str, count: int, *, logs: Path | None = None, **env: str
+) -> Iterator[list[str]]:
+    """`count` uvicorn processes serving the app on 127.0.0.1; yields their base URLs.
+
+    With ``logs`` (a directory), process i writes its stderr to ``logs/gateway-i.log``."""
     procs: list[subprocess.Popen[bytes]] = []
+    files = ExitStack()
     urls: list[str] = []
     environment = {
         **os.environ,
@@ -31,8 +37,11 @@ def gateway_processes(database_url: str, count: int, **env: str) -> Iterator[lis
         **env,
     }
     try:
-        for _ in range(count):
+        for index in range(count):
             port = free_port()
+            stderr = None
+            if logs is not None:
+                stderr = files.enter_context((logs / f"gateway-{index}.log").open("wb"))
             procs.append(
                 subprocess.Popen(
                     [
@@ -51,6 +60,7 @@ def gateway_processes(database_url: str, count: int, **env: str) -> Iterator[lis
                         "--no-proxy-headers",
                     ],
                     env=environment,
+                    stderr=stderr,
                 )
             )
             urls.append(f"http://127.0.0.1:{port}")
@@ -74,3 +84,4 @@ def gateway_processes(database_url: str, count: int, **env: str) -> Iterator[lis
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        files.close()

@@ -133,7 +133,7 @@ async def test_readyz_is_503_when_migrations_were_never_applied(database_url: st
 
 
 class _Unreachable:
-    async def fetchval(self, sql: str, *args: object) -> object:
+    async def probe(self, sql: str, seconds: float) -> object:
         raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")
 
 

@@ -29,11 +29,13 @@ from gateway.api.graphql_limits import (
 from gateway.api.http import GatewayRouter, Unauthenticated
 from gateway.api.http import install as install_http
 from gateway.api.observability import GraphQLMetrics
+from gateway.api.unavailable import install as install_unavailable
 from gateway.billing.catalog import CatalogCache
 from gateway.callers.auth import AuthenticationError, authenticate
 from gateway.callers.authz import OperationGate
 from gateway.settings import Settings
-from gateway.storage.db import Database
+from gateway.storage.db import database_from_settings, warn_without_server_timeouts
+from gateway.storage.listener import Listener
 from schema import build_schema
 
 logger = logging.getLogger(__name__)
@@ -76,14 +78,14 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        db = Database(
-            database_url,
-            min_size=settings.gateway_pool_min_size,
-            max_size=settings.gateway_pool_max_size,
-        )
+        db = database_from_settings(settings, database_url)
         await db.connect()
+        await warn_without_server_timeouts(db)
         catalogs = CatalogCache(db, settings.gateway_catalog_cache_seconds)
-        await catalogs.listen()
+        # LISTEN on a supervised connection of its own (gateway.storage.listener).
+        listener = Listener(settings.gateway_direct_database_url or database_url)
+        catalogs.attach(listener)
+        await listener.start(wait=5)
         services_holder["services"] = Services(
             settings=settings, db=db, catalogs=catalogs, token_secret=settings.token_secret()
         )
@@ -95,7 +97,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         try:
             yield
         finally:
-            await catalogs.stop()
+            await listener.stop()
             await db.close()
 
     async def get_context(request: Request, response: Response) -> Context:
@@ -123,6 +125,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         max_body_bytes=settings.gateway_max_body_bytes,
         rate_limit_per_minute=settings.gateway_rate_limit_per_minute,
     )
+    install_unavailable(app, retry_after=settings.gateway_retry_after_seconds)  # 503 answers
     router = GatewayRouter(
         build_schema(
             graphql_extensions(settings),

@@ -8,6 +8,9 @@ caller must fix or a bug:
   limits) and ``BAD_USER_INPUT`` (variables of the wrong type, bad arguments): the request is
   wrong. When the operation never executed, the context's ``request_error`` is set, so the HTTP
   layer can answer 400 to clients that asked for ``application/graphql-response+json``.
+- ``SERVICE_UNAVAILABLE`` (HTTP 503 with ``Retry-After``): the database could not serve the
+  request in time or at all (``gateway.storage.db.DatabaseUnavailable``: a timeout, an outage).
+  Logged once, on one line, without a stack trace: it is not a bug, and retrying is safe.
 - Anything else is a bug and is masked: a generic message and an error id, which also appears
   in the structured log record (``extra={"error_id": ...}``) with the stack trace.
 
@@ -48,10 +51,12 @@ from gateway.api import graphql_fast
 from gateway.api.graphql_fast import FastExecutor
 from gateway.callers.authz import NotAllowed, NotAuthenticated
 from gateway.errors import BadUserInput
+from gateway.storage.unavailable import SERVER_UNAVAILABLE_ERRORS, DatabaseUnavailable, unavailable
 
 logger = logging.getLogger("gateway.errors")
 
-_STATUS = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403}
+_STATUS = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "SERVICE_UNAVAILABLE": 503}
+DEFAULT_RETRY_AFTER = 1
 _REQUEST_ERRORS = frozenset({"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT"})
 
 
@@ -66,6 +71,8 @@ def error_code(error: GraphQLError, *, executing: bool = False) -> str:
         return "UNAUTHENTICATED"
     if isinstance(original, NotAllowed):
         return "FORBIDDEN"
+    if isinstance(original, (DatabaseUnavailable, *SERVER_UNAVAILABLE_ERRORS)):
+        return "SERVICE_UNAVAILABLE"
     if isinstance(error, GraphQLSyntaxError) or isinstance(original, RecursionError):
         return "GRAPHQL_PARSE_FAILED"
     if isinstance(original, BadUserInput | GraphQLError):  # e.g. a scalar that failed to parse
@@ -89,11 +96,13 @@ def finalize_errors(
     status: int | None = None
     codes: list[str] = []
     processed: list[GraphQLError] = []
+    settings = getattr(context, "settings", None)
+    retry_after = getattr(settings, "gateway_retry_after_seconds", DEFAULT_RETRY_AFTER)
     for error in result.errors:
         code = (error.extensions or {}).get("code")
         if code is None:
             code = error_code(error, executing=executing)
-            error = _with_code(error, code, operation_name)
+            error = _with_code(error, code, operation_name, retry_after)
         codes.append(code)
         http_status = _STATUS.get(code)
         if http_status is not None and (status is None or http_status < status):
@@ -113,9 +122,36 @@ def finalize_errors(
         response.status_code = status
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        elif status == 503:
+            response.headers["Retry-After"] = str(retry_after)
 
 
-def _with_code(error: GraphQLError, code: str, operation_name: str | None) -> GraphQLError:
+def unavailable_message(reason: str, retry_after: int) -> str:
+    return f"Service unavailable: {reason}; retry in {retry_after} s"
+
+
+def _with_code(
+    error: GraphQLError, code: str, operation_name: str | None, retry_after: int
+) -> GraphQLError:
+    if code == "SERVICE_UNAVAILABLE":
+        original = error.original_error
+        if not isinstance(original, DatabaseUnavailable):
+            assert original is not None  # error_code() says so
+            original = unavailable(original)
+        logger.warning(
+            "service unavailable in %s: %s",
+            operation_name or "anonymous operation",
+            original.reason,
+            extra={"reason": original.reason},
+        )
+        return GraphQLError(
+            unavailable_message(original.reason, retry_after),
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            extensions={"code": code, "retryAfter": retry_after},
+        )
     if code == "INTERNAL_SERVER_ERROR":
         error_id = uuid.uuid4().hex
         logger.error(

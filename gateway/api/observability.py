@@ -32,7 +32,6 @@ Metrics (besides ``gateway_db_queries_total``, defined in ``gateway.storage.db``
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import logging.config
@@ -69,6 +68,7 @@ from strawberry.extensions import SchemaExtension
 from gateway.api.graphql_errors import error_code
 from gateway.billing.usage import UsageResult
 from gateway.errors import UserError
+from gateway.storage.unavailable import DatabaseUnavailable
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_OPERATION_NAMES = 200
@@ -243,8 +243,16 @@ _OUTCOMES = {
     "GRAPHQL_VALIDATION_FAILED": "request_error",
     "BAD_USER_INPUT": "request_error",
     "RATE_LIMITED": "rate_limited",
+    "SERVICE_UNAVAILABLE": "unavailable",
 }
-_OUTCOME_RANK = ("internal_error", "unauthenticated", "forbidden", "rate_limited", "request_error")
+_OUTCOME_RANK = (
+    "internal_error",
+    "unavailable",
+    "unauthenticated",
+    "forbidden",
+    "rate_limited",
+    "request_error",
+)
 
 
 def _outcome(errors: list[GraphQLError], executing: bool) -> str:
@@ -324,8 +332,10 @@ async def readiness(db: Any) -> tuple[int, dict[str, Any]]:
     """(status code, body): 200 when the database answers and is at the code's revision."""
     expected = expected_revision()
     try:
-        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
-            revision = await db.fetchval("SELECT version_num FROM alembic_version")
+        # On a connection of its own when the pool is busy: a busy pool is not an outage.
+        revision = await db.probe(
+            "SELECT version_num FROM alembic_version", READINESS_TIMEOUT_SECONDS
+        )
     except asyncpg.UndefinedTableError:
         return 503, {
             "status": "unavailable",
@@ -335,16 +345,18 @@ async def readiness(db: Any) -> tuple[int, dict[str, Any]]:
             "reason": "migrations were never applied",
         }
     except (
+        DatabaseUnavailable,
         OSError,
         TimeoutError,
         asyncpg.PostgresError,
         asyncpg.InterfaceError,
         RuntimeError,
     ) as exc:
+        cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) and exc.__cause__ else exc
         return 503, {
             "status": "unavailable",
             "database": "unreachable",
-            "reason": f"{type(exc).__name__}: {exc}"[:300],
+            "reason": f"{type(cause).__name__}: {cause}"[:300],
         }
     if revision != expected:
         return 503, {

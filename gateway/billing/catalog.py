@@ -2,20 +2,21 @@
 
 The catalog is read on almost every request and changes rarely, so each process keeps
 whole pricing models in memory. A change to the catalog sends ``NOTIFY gateway_catalog``
-in the same transaction; every process LISTENs and drops its copy, and entries also expire
-after ``GATEWAY_CATALOG_CACHE_SECONDS`` as a bound should a notification be lost.
+in the same transaction; every process LISTENs (``gateway.storage.listener.Listener``) and
+drops its copy, and entries also expire after ``GATEWAY_CATALOG_CACHE_SECONDS`` as a bound
+should a notification be lost. While the listener is disconnected the cache is bypassed
+(notifications could be missed), and when it reconnects the cache is emptied.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from gateway.billing.records import Catalog, FeatureRow, PriceRow, ProductRow, UsageMeterRow
 from gateway.storage.db import Conn, Database
+from gateway.storage.listener import Listener
 
 NOTIFY_CHANNEL = "gateway_catalog"
 
@@ -135,15 +136,33 @@ class CatalogCache:
         self.db = db
         self.ttl = ttl_seconds
         self._entries: dict[uuid.UUID, tuple[float, Catalog]] = {}
-        self._listener: tuple[Any, Any] | None = None
+        self._listener: Listener | None = None
+        # Bumped by every invalidation: a load that was under way when one arrived may have
+        # read the old catalog, so it is not kept.
+        self._generation = 0
+
+    def attach(self, listener: Listener) -> None:
+        """Invalidate on ``listener``'s notifications; bypass the cache while it is down."""
+        listener.on(NOTIFY_CHANNEL, self._on_notify)
+        listener.on_reconnect(self.invalidate)
+        self._listener = listener
+
+    def _on_notify(self, payload: str) -> None:
+        try:
+            self.invalidate(uuid.UUID(payload))
+        except ValueError:
+            self.invalidate()
 
     def invalidate(self, pricing_model_id: uuid.UUID | None = None) -> None:
+        self._generation += 1
         if pricing_model_id is None:
             self._entries.clear()
         else:
             self._entries.pop(pricing_model_id, None)
 
     async def get_many(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Catalog]:
+        if self._listener is not None and not self._listener.connected:
+            return await load_catalogs(self.db, list(ids))
         now = time.monotonic()
         found: dict[uuid.UUID, Catalog] = {}
         missing: list[uuid.UUID] = []
@@ -154,28 +173,10 @@ class CatalogCache:
             else:
                 missing.append(pm_id)
         if missing:
+            generation = self._generation
             loaded = await load_catalogs(self.db, missing)
-            for pm_id, catalog in loaded.items():
-                self._entries[pm_id] = (now, catalog)
+            if generation == self._generation:
+                for pm_id, catalog in loaded.items():
+                    self._entries[pm_id] = (now, catalog)
             found.update(loaded)
         return found
-
-    async def listen(self) -> None:
-        """LISTEN for catalog changes on a dedicated connection (kept open until stop)."""
-        conn = await self.db.pool.acquire()
-
-        def _on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-            try:
-                self.invalidate(uuid.UUID(payload))
-            except ValueError:
-                self.invalidate()
-
-        await conn.add_listener(NOTIFY_CHANNEL, _on_notify)
-        self._listener = (conn, _on_notify)
-
-    async def stop(self) -> None:
-        if self._listener is not None:
-            conn, callback = self._listener
-            self._listener = None
-            await conn.remove_listener(NOTIFY_CHANNEL, callback)
-            await asyncio.shield(self.db.pool.release(conn))

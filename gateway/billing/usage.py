@@ -221,6 +221,13 @@ async def _with_retry(call: Any) -> Any:
     raise AssertionError("unreachable")
 
 
+def _writer_key(caller: Caller, prepared: dict[str, Any]) -> str:
+    """The (subscription, meter) an event locks, as far as known before the database resolves
+    it (gateway.storage.isolation): one stuck balance row cannot take every connection."""
+    owner = prepared["subscription_id"] or f"customer:{caller.customer_id}"
+    return f"{owner}/{prepared['target_kind']}:{prepared['target']}"
+
+
 def _intervals(settings: Settings) -> tuple[timedelta, timedelta]:
     return (
         timedelta(days=settings.gateway_backdating_days),
@@ -254,7 +261,8 @@ async def record_usage_event(
             future,
         )
 
-    return _result(await _with_retry(call))
+    async with db.writers.hold([_writer_key(caller, prepared)]):
+        return _result(await _with_retry(call))
 
 
 async def record_usage_events(
@@ -296,7 +304,9 @@ async def record_usage_events(
                 future,
             )
 
-        for row in await _with_retry(call):
+        async with db.writers.hold(_writer_key(caller, p) for p in payload):
+            rows = await _with_retry(call)
+        for row in rows:
             index = valid[row["item_position"] - 1][0]
             result = _result(row["result"])
             if isinstance(result, UserError) and result.field:

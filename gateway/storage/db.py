@@ -5,11 +5,21 @@ Each call acquires its own connection from the pool (or runs inside an explicit
 Every round trip is counted twice: in a per-request counter (a context variable, used by
 tests to pin SQL round trips per operation) and in the Prometheus counter
 ``gateway_db_queries_total``.
+
+No statement waits without bound: the wait for a pooled connection is limited
+(``acquire_timeout``, on the client: nothing was sent yet), and every pooled session carries
+PostgreSQL's ``statement_timeout`` and ``lock_timeout``, enforced by the server, which rolls the
+statement (and its transaction) back. Those failures, and a database that cannot be reached,
+are raised as ``DatabaseUnavailable``: the request can be retried, nothing of it was written
+(a connection lost while a statement ran is the one case where it may have been, which the
+idempotency keys make safe to retry too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,7 +29,15 @@ import asyncpg
 import orjson
 from prometheus_client import Counter
 
+from gateway.settings import Settings
+from gateway.storage.isolation import KeyedLimiter
+from gateway.storage.unavailable import (
+    UNAVAILABLE_ERRORS,
+    unavailable,
+)
+
 DB_QUERIES = Counter("gateway_db_queries_total", "SQL statements sent to the database")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -88,33 +106,87 @@ class Conn:
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         _count(sql)
-        return list(await self.raw.fetch(sql, *args))
+        try:
+            return list(await self.raw.fetch(sql, *args))
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         _count(sql)
-        return await self.raw.fetchrow(sql, *args)
+        try:
+            return await self.raw.fetchrow(sql, *args)
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         _count(sql)
-        return await self.raw.fetchval(sql, *args)
+        try:
+            return await self.raw.fetchval(sql, *args)
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def execute(self, sql: str, *args: Any) -> str:
         _count(sql)
-        return str(await self.raw.execute(sql, *args))
+        try:
+            return str(await self.raw.execute(sql, *args))
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         _count(sql)
-        await self.raw.executemany(sql, args)
+        try:
+            await self.raw.executemany(sql, args)
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
+
+
+def _milliseconds(seconds: float | None) -> str:
+    return str(round((seconds or 0) * 1000))
 
 
 class Database:
-    """The pool. Stateless besides the pool: several processes can share one database."""
+    """The pool. Stateless besides the pool: several processes can share one database.
 
-    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10) -> None:
+    ``acquire_timeout``, ``statement_timeout``, ``lock_timeout``: seconds, None or 0 for no
+    limit (see the module docstring). ``prepared_statements=False`` (behind a pooler in
+    transaction mode) keeps no prepared statement across statements, and leaves the timeouts to
+    the pooler's server connections (``ALTER ROLE ... SET``): such poolers refuse unknown
+    start-up parameters. ``writers_per_key``: see ``KeyedLimiter`` (``self.writers``).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        acquire_timeout: float | None = None,
+        statement_timeout: float | None = None,
+        lock_timeout: float | None = None,
+        prepared_statements: bool = True,
+        writers_per_key: int = 2,
+    ) -> None:
+
         self.url = asyncpg_dsn(url)
         self.min_size = min_size
         self.max_size = max_size
+        self.acquire_timeout = acquire_timeout or None
+        self.statement_timeout = statement_timeout
+        self.lock_timeout = lock_timeout
+        self.prepared_statements = prepared_statements
+        # A waiter for a key's turn holds no connection: it waits as long as for one, and less
+        # when the key makes no progress for the lock timeout (gateway.storage.isolation).
+        self.writers = KeyedLimiter(
+            writers_per_key, timeout=self.acquire_timeout, stall=lock_timeout or None
+        )
         self._pool: asyncpg.Pool | None = None
+
+    def server_settings(self) -> dict[str, str]:
+        settings = {"timezone": "UTC", "application_name": "billing-gateway"}
+        if self.prepared_statements:
+            settings["statement_timeout"] = _milliseconds(self.statement_timeout)
+            settings["lock_timeout"] = _milliseconds(self.lock_timeout)
+        return settings
 
     async def connect(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -123,13 +195,18 @@ class Database:
             max_size=self.max_size,
             init=_init_connection,
             reset=_keep_session,
-            server_settings={"timezone": "UTC", "application_name": "billing-gateway"},
+            server_settings=self.server_settings(),
+            statement_cache_size=100 if self.prepared_statements else 0,
         )
 
     async def close(self) -> None:
         if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            try:
+                await pool.close()
+            except UNAVAILABLE_ERRORS as exc:  # the database went away: nothing to close
+                logger.warning("closing the database pool: %s", unavailable(exc))
+                pool.terminate()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -139,33 +216,113 @@ class Database:
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         _count(sql)
-        return list(await self.pool.fetch(sql, *args))
+        try:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
+                return list(await raw.fetch(sql, *args))
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         _count(sql)
-        return await self.pool.fetchrow(sql, *args)
+        try:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
+                return await raw.fetchrow(sql, *args)
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         _count(sql)
-        return await self.pool.fetchval(sql, *args)
+        try:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
+                return await raw.fetchval(sql, *args)
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def execute(self, sql: str, *args: Any) -> str:
         _count(sql)
-        return str(await self.pool.execute(sql, *args))
+        try:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
+                return str(await raw.execute(sql, *args))
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
+
+    async def probe(self, sql: str, seconds: float) -> Any:
+        """One statement for a health check: on a pooled connection when one is free, else
+        on a connection of its own, so that a pool busy with slow requests (a stuck lock) does
+        not read as an unreachable database. Raises ``DatabaseUnavailable``."""
+        _count(sql)
+        try:
+            try:
+                async with self.pool.acquire(timeout=min(seconds, 0.25)) as raw:
+                    return await raw.fetchval(sql, timeout=seconds)
+            except TimeoutError:
+                pass  # every pooled connection is in use
+            raw = await asyncpg.connect(
+                self.url,
+                timeout=seconds,
+                statement_cache_size=0,
+                server_settings=self.server_settings(),
+            )
+            try:
+                return await raw.fetchval(sql, timeout=seconds)
+            finally:
+                await raw.close(timeout=seconds)
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         """BEGIN ... COMMIT on one connection (two counted round trips besides the body)."""
-        async with self.pool.acquire() as raw:
-            tx = raw.transaction()
-            _count("BEGIN")
-            await tx.start()
-            try:
-                yield Conn(raw)
-            except BaseException:
-                _count("ROLLBACK")
-                await tx.rollback()
-                raise
-            else:
-                _count("COMMIT")
-                await tx.commit()
+        try:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
+                tx = raw.transaction()
+                _count("BEGIN")
+                await tx.start()
+                try:
+                    yield Conn(raw)
+                except BaseException:
+                    _count("ROLLBACK")
+                    if not raw.is_closed():
+                        # A lost connection took the transaction with it.
+                        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                            await tx.rollback()
+                    raise
+                else:
+                    _count("COMMIT")
+                    await tx.commit()
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
+
+
+def database_from_settings(settings: Settings, url: str) -> Database:
+    """The serving pool: sizes, timeouts, pooler mode and writer isolation from ``settings``."""
+    return Database(
+        url,
+        min_size=settings.gateway_pool_min_size,
+        max_size=settings.gateway_pool_max_size,
+        acquire_timeout=settings.gateway_pool_acquire_timeout_seconds,
+        statement_timeout=settings.gateway_statement_timeout_seconds,
+        lock_timeout=settings.gateway_lock_timeout_seconds,
+        prepared_statements=not settings.gateway_transaction_pooling,
+        writers_per_key=settings.gateway_writers_per_meter,
+    )
+
+
+async def warn_without_server_timeouts(db: Database) -> None:
+    """Behind a transaction-mode pooler the timeouts cannot travel as start-up parameters:
+    say so, once, when the server's own settings leave them unbounded."""
+    if db.prepared_statements:
+        return
+    row = await db.fetchrow(
+        "SELECT current_setting('statement_timeout') AS statement_timeout,"
+        " current_setting('lock_timeout') AS lock_timeout"
+    )
+    assert row is not None
+    for name in ("statement_timeout", "lock_timeout"):
+        if row[name] == "0":
+            logger.warning(
+                "%s is not set on the server's sessions: set it on the role or in the pooler"
+                " (ALTER ROLE ... SET %s = '...'; see docs/operations.md, PgBouncer)",
+                name,
+                name,
+            )
