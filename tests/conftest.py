@@ -32,7 +32,8 @@ from gateway.storage.migrate import upgrade
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TABLES = (
-    "usage_events, usage_distinct_keys, usage_totals, meter_balances, credit_grants,"
+    "webhook_attempts, webhook_deliveries, webhook_endpoints, usage_alert_events, usage_alerts,"
+    " usage_events, usage_distinct_keys, usage_totals, meter_balances, credit_grants,"
     " subscriptions, customers, product_features, features, prices, products, usage_meters,"
     " pricing_models, api_keys"
 )

@@ -194,6 +194,7 @@ BEGIN
   EXCEPTION WHEN unique_violation THEN
     RETURN;
   END;
+  PERFORM evaluate_usage_alerts_batch(v_results);  -- alerts hook (alerts.sql): once per group
 
   RETURN QUERY SELECT x.pos, x.res FROM unnest(v_positions, v_results) AS x(pos, res);
 END;
