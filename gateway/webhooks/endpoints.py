@@ -155,3 +155,15 @@ async def recent_deliveries(
         fields = {k: r[k] for k in DeliveryRow.__slots__ if k != "attempts"}
         found[r["endpoint_id"]].append(DeliveryRow(**fields, attempts=attempts))
     return found
+
+
+async def deliveries_by_endpoint(
+    db: Database, keys: list[tuple[uuid.UUID, int]]
+) -> dict[tuple[uuid.UUID, int], list[DeliveryRow]]:
+    """For a DataLoader keyed by (endpoint, first): one statement per distinct ``first``."""
+    found: dict[tuple[uuid.UUID, int], list[DeliveryRow]] = {}
+    for first in sorted({k[1] for k in keys}):
+        ids = [k[0] for k in keys if k[1] == first]
+        for endpoint_id, rows in (await recent_deliveries(db, ids, first)).items():
+            found[(endpoint_id, first)] = rows
+    return found
