@@ -17,7 +17,11 @@ from datetime import datetime, timedelta
 from gateway.storage.db import Database
 from gateway.webhooks.sending import Outcome
 
-CLAIM_MARGIN_SECONDS = 30.0
+
+def claim_seconds(timeout: float) -> float:
+    """How long a claim holds: past the send's timeout (which bounds the whole exchange),
+    with room to record the attempt."""
+    return 2 * timeout + 5
 
 
 @dataclass(frozen=True, slots=True)

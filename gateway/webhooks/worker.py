@@ -66,7 +66,7 @@ class DeliveryWorker:
     async def round(self, client: httpx.AsyncClient) -> int:
         """One claim-send-record round; returns how many deliveries it sent."""
         claimed = await deliveries.claim(
-            self.db, self.batch, self.timeout + deliveries.CLAIM_MARGIN_SECONDS
+            self.db, self.batch, deliveries.claim_seconds(self.timeout)
         )
         if claimed:
             await asyncio.gather(*(self._deliver(client, d) for d in claimed))
