@@ -262,3 +262,31 @@ async def test_exactly_one_threshold_and_a_secret_key_are_required(
     assert refused.errors is not None
     assert refused.errors[0]["extensions"]["code"] == "FORBIDDEN"
     assert await db.fetchval("SELECT count(*) FROM usage_alerts") == 0
+
+
+async def test_a_period_that_ends_triggered_resolves_at_the_first_change_of_the_next(
+    gql: GraphQLClient, db: Database
+) -> None:
+    await setup_pricing(gql, CREDITS_PRICING)
+    period_end = datetime.now(UTC) + timedelta(seconds=4)
+    sub = await customer_on_plan(
+        gql, "user-1", "daily_plan", (period_end - timedelta(days=1)).isoformat()
+    )
+    await create_alert(gql, threshold={"usedAbove": 100})
+    await _use(gql, sub, 150, "a")
+    assert await alert_events(db) == [("triggered", 150)]
+    assert datetime.now(UTC) < period_end, "the machine was too slow for this test"
+    await asyncio.sleep((period_end - datetime.now(UTC)).total_seconds() + 0.2)
+    await _use(gql, sub, 10, "b")  # the new period: 10 used, under the threshold
+    await _use(gql, sub, 90, "c")  # 100: the new period's own TRIGGERED
+    rows = await db.fetch(
+        "SELECT type, period_start < $1 AS earlier FROM usage_alert_events"
+        " ORDER BY occurred_at, id",
+        period_end - timedelta(seconds=1),
+    )
+    assert [(r["type"], r["earlier"]) for r in rows] == [
+        ("triggered", True),
+        ("resolved", True),
+        ("triggered", False),
+    ]
+    assert await alert_events(db) == [("triggered", 150), ("resolved", 10), ("triggered", 100)]
