@@ -134,13 +134,20 @@ async def test_a_claim_of_a_process_that_died_lapses_and_another_delivers(
         running.start()
         try:
             assert await deliveries.claim(db, 10, 0.5) == []  # held by the dead claim
+            await asyncio.sleep(0.2)  # the worker's rounds see it pending
+            assert 0.1 < _sample("gateway_webhook_oldest_pending_seconds") < 30
             received = await _wait(hooks, 1)
             found = await _settled(gql)
+            for _ in range(20):  # the round that delivered it updates the gauge last
+                if _sample("gateway_webhook_oldest_pending_seconds") == 0.0:
+                    break
+                await asyncio.sleep(0.05)
         finally:
             await running.stop()
     assert len(received) == 1
     assert found[0]["status"] == "DELIVERED"
     assert [a["statusCode"] for a in found[0]["attempts"]] == [200]
+    assert _sample("gateway_webhook_oldest_pending_seconds") == 0.0
 
 
 async def test_replay_from_the_command_line_sends_the_event_again(
