@@ -290,3 +290,22 @@ async def test_a_period_that_ends_triggered_resolves_at_the_first_change_of_the_
         ("triggered", False),
     ]
     assert await alert_events(db) == [("triggered", 150), ("resolved", 10), ("triggered", 100)]
+
+
+async def test_a_batch_recorded_item_by_item_is_evaluated_once_per_group_too(
+    gql: GraphQLClient, db: Database
+) -> None:
+    await setup_pricing(gql, CREDITS_PRICING)
+    sub = await customer_on_plan(gql, "user-1", "daily_plan")
+    await create_alert(gql, threshold={"percentUsed": 80})
+    # The first events of the period (its grant not yet issued): recorded one by one.
+    items = [
+        {"target": CREDITS, "subscriptionId": sub, "amount": 300, "transactionId": f"s{i}"}
+        for i in range(4)
+    ]
+    results = ok(await gql(CREATE_USAGE_EVENTS, {"input": items}), "createUsageEvents")
+    assert [r["balance"]["usedBalance"] for r in results] == [300, 600, 900, 1200]
+    assert await alert_events(db) == [("triggered", 1200)]  # not at 900
+    # The deferral ends with the batch: the next single event is evaluated by itself.
+    await _grant(gql, sub, 1000, (datetime.now(UTC) + timedelta(hours=1)).isoformat())
+    assert await alert_events(db) == [("triggered", 1200), ("resolved", 1200)]

@@ -4,6 +4,8 @@
 -- The write functions call these through one marked hook line each ("alerts hook"):
 --   record_usage_event()      PERFORM evaluate_usage_alerts(sub, meter, balance)
 --   _record_usage_steady()    PERFORM evaluate_usage_alerts_batch(results)
+--   record_usage_events()     the same for the items it records one by one (whose own
+--                             evaluation it defers with the setting gateway.alerts_deferred)
 --   grant_usage_credits       SELECT evaluate_usage_alerts(sub, meter, balance)
 -- A balance is the JSON of usage_balance() (subscription_id, usage_meter_id,
 -- available_balance, used_balance, balance_limit, period_start, period_end), as of now.
@@ -120,6 +122,8 @@ END;
 $$;
 
 -- One (subscription, meter) after a change; a single index probe when the meter has no alert.
+-- Inside record_usage_events()'s item-by-item loop (gateway.alerts_deferred is on) it does
+-- nothing: the batch evaluates each group once, after its last item.
 CREATE OR REPLACE FUNCTION public.evaluate_usage_alerts(
   p_subscription_id uuid,
   p_meter_id uuid,
@@ -127,7 +131,8 @@ CREATE OR REPLACE FUNCTION public.evaluate_usage_alerts(
 RETURNS integer
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-  IF p_balance IS NULL OR NOT EXISTS (
+  IF p_balance IS NULL OR current_setting('gateway.alerts_deferred', true) = 'on'
+     OR NOT EXISTS (
       SELECT 1 FROM usage_alerts a WHERE a.usage_meter_id = p_meter_id AND a.deleted_at IS NULL) THEN
     RETURN 0;
   END IF;
