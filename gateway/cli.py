@@ -204,6 +204,22 @@ def cmd_reconcile(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.webhooks.deliveries import replay
+
+    try:
+        event_id = uuid.UUID(args.event_id)
+    except ValueError:
+        print(f"error: {args.event_id} is not an event id", file=sys.stderr)
+        return 2
+    queued = _with_db(settings, lambda db: replay(db, event_id))
+    if queued is None:
+        print(f"error: no usage alert event {event_id}", file=sys.stderr)
+        return 1
+    print(f"queued event {event_id} for {queued} endpoint(s); the gateway's workers send it")
+    return 0
+
+
 def cmd_export_schema(_settings: Settings, args: argparse.Namespace) -> int:
     from schema import SDL_PATH, export_sdl
 
@@ -266,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "reconcile", help="recompute balances from events and grants; exit 1 on drift"
     ).set_defaults(func=cmd_reconcile)
+
+    webhooks = sub.add_parser("webhooks", help="webhook deliveries").add_subparsers(
+        dest="webhooks_command", required=True
+    )
+    replay = webhooks.add_parser(
+        "replay", help="send a usage alert event again to every current endpoint of its type"
+    )
+    replay.add_argument("event_id")
+    replay.set_defaults(func=cmd_webhooks_replay)
 
     export = sub.add_parser("export-schema", help="write the GraphQL SDL")
     export.add_argument("--output")

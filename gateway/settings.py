@@ -195,6 +195,41 @@ class Settings(BaseSettings):
     # Cache of the catalog (slug -> id maps); invalidated by LISTEN/NOTIFY, bounded by this TTL.
     gateway_catalog_cache_seconds: float = 60.0
 
+    # Webhook deliveries (gateway.webhooks): a worker in every process.
+    gateway_webhook_worker: bool = Field(
+        default=True, description="Run the webhook delivery worker in this process."
+    )
+    gateway_webhook_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often the worker looks for due deliveries."
+    )
+    gateway_webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Longest wait for a webhook receiver's answer."
+    )
+    gateway_webhook_batch_size: int = Field(
+        default=20, ge=1, le=1000, description="Deliveries a worker claims and sends at once."
+    )
+    gateway_webhook_retry_base_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="First retry delay (doubling each attempt, with jitter: half to all of it).",
+    )
+    gateway_webhook_retry_max_seconds: float = Field(
+        default=3600.0, gt=0, description="Longest delay between two attempts."
+    )
+    gateway_webhook_retry_hours: float = Field(
+        default=72.0,
+        ge=24,
+        description="How long a delivery is retried before it is given up (at least a day).",
+    )
+    gateway_webhook_allow_private_networks: bool = Field(
+        default=False,
+        description=(
+            "production: allow webhook URLs on loopback, link-local and private addresses"
+            " (development always allows them)."
+        ),
+    )
+
     @field_validator("gateway_trusted_proxies")
     @classmethod
     def _proxies_are_addresses(cls, value: str | None) -> str | None:

@@ -10,6 +10,7 @@ import strawberry
 from strawberry.schema.config import StrawberryConfig
 
 from gateway.api.graphql_errors import GatewaySchema
+from schema.alerts import UsageAlertEvent
 from schema.errors import (
     Forbidden,
     IdempotencyConflict,
@@ -29,6 +30,7 @@ _ERROR_TYPES = [
     NoCurrentSubscription,
     IdempotencyConflict,
     InsufficientBalance,
+    UsageAlertEvent,  # reached by no field yet: the payload of webhook deliveries
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
-from resolvers import admin, queries, usage
+from resolvers import admin, alerts, queries, usage
 from schema.admin import (
     CancelSubscriptionResult,
     CreateCustomerResult,
@@ -15,8 +15,14 @@ from schema.admin import (
     SetupPricingModelResult,
     UpdatePricingModelResult,
 )
+from schema.alerts import CreateUsageAlertResult, DeleteUsageAlertResult
 from schema.billing import Billing, CustomerConnection, UsageBalance
 from schema.usage import CreateUsageEventResult
+from schema.webhooks import (
+    CreateWebhookEndpointResult,
+    DeleteWebhookEndpointResult,
+    WebhookEndpoint,
+)
 
 
 @strawberry.type
@@ -34,6 +40,10 @@ class Query:
     customers: CustomerConnection = strawberry.field(
         resolver=queries.customers_page,
         description="Dashboards (secret key only): customers page by page; first <= 100.",
+    )
+    webhook_endpoints: list[WebhookEndpoint] = strawberry.field(
+        resolver=alerts.webhook_endpoints,
+        description="Secret key only: the webhook endpoints, each with its recent deliveries.",
     )
 
 
@@ -75,4 +85,21 @@ class Mutation:
         resolver=admin.revoke_customer_sessions,
         description="Every session token of the customer issued before now stops working,"
         " on every process.",
+    )
+    create_usage_alert: CreateUsageAlertResult = strawberry.field(
+        resolver=alerts.create_usage_alert,
+        description="Secret key only: a threshold on one meter's balance, for one customer or"
+        " every customer of the meter's pricing model.",
+    )
+    delete_usage_alert: DeleteUsageAlertResult = strawberry.field(
+        resolver=alerts.delete_usage_alert
+    )
+    create_webhook_endpoint: CreateWebhookEndpointResult = strawberry.field(
+        resolver=alerts.create_webhook_endpoint,
+        description="Deliveries follow the Standard Webhooks specification (webhook-id,"
+        " webhook-timestamp, webhook-signature headers; HMAC-SHA256 with the returned whsec_"
+        " secret).",
+    )
+    delete_webhook_endpoint: DeleteWebhookEndpointResult = strawberry.field(
+        resolver=alerts.delete_webhook_endpoint
     )

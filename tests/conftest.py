@@ -32,7 +32,8 @@ from gateway.storage.migrate import upgrade
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TABLES = (
-    "usage_events, usage_distinct_keys, usage_totals, meter_balances, credit_grants,"
+    "webhook_attempts, webhook_deliveries, webhook_endpoints, usage_alert_events, usage_alerts,"
+    " usage_events, usage_distinct_keys, usage_totals, meter_balances, credit_grants,"
     " subscriptions, customers, product_features, features, prices, products, usage_meters,"
     " pricing_models, api_keys"
 )
@@ -82,6 +83,11 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         database_url=database_url,
         gateway_data_dir=tmp_path_factory.mktemp("data"),
         gateway_token_secret="test-secret-" + "x" * 32,
+        # Webhook tests start their own delivery workers (tests/test_webhooks.py).
+        gateway_webhook_worker=False,
+        gateway_webhook_poll_seconds=0.05,
+        gateway_webhook_timeout_seconds=1.0,
+        gateway_webhook_retry_base_seconds=0.1,
     )
 
 

@@ -20,6 +20,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PROCESSES: dict[str, subprocess.Popen[bytes]] = {}  # by base URL, while they run
+
+
 @contextmanager
 def gateway_processes(
     database_url: str, count: int, *, logs: Path | None = None, **env: str
@@ -64,6 +67,7 @@ def gateway_processes(
                 )
             )
             urls.append(f"http://127.0.0.1:{port}")
+            PROCESSES[urls[-1]] = procs[-1]
         deadline = time.monotonic() + 30
         for url in urls:
             while True:
@@ -77,6 +81,8 @@ def gateway_processes(
                 time.sleep(0.1)
         yield urls
     finally:
+        for url in urls:
+            PROCESSES.pop(url, None)
         for proc in procs:
             proc.terminate()
         for proc in procs:

@@ -27,6 +27,8 @@ LAYERS = {
     "gateway.storage": 1,
     "gateway.callers.auth": 2,
     "gateway.billing": 3,
+    "gateway.alerts": 3,  # alerts and webhooks sit beside billing: the same layer
+    "gateway.webhooks": 3,
     "gateway.callers": 4,
     "gateway.api": 5,
     "schema": 6,

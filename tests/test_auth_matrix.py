@@ -442,6 +442,55 @@ def cases(w: World) -> dict[str, Case]:
             False,
             {"revokeCustomerSessions": {"__typename": "CustomerSessionsRevoked"}},
         ),
+        "createUsageAlert": Case(
+            """mutation { createUsageAlert(input: {usageMeterSlug: "api_calls",
+                 threshold: {percentUsed: 80}, customerExternalId: "cust-a"}) {
+                 __typename ... on UsageAlertCreated { alert { usageMeter { slug }
+                 customerExternalId percentUsed usedAbove } } } }""",
+            {},
+            False,
+            {
+                "createUsageAlert": {
+                    "__typename": "UsageAlertCreated",
+                    "alert": {
+                        "usageMeter": {"slug": "api_calls"},
+                        "customerExternalId": "cust-a",
+                        "percentUsed": 80.0,
+                        "usedAbove": None,
+                    },
+                }
+            },
+        ),
+        "deleteUsageAlert": Case(
+            """mutation { deleteUsageAlert(input: {alertId: "00000000-0000-0000-0000-000000000000"})
+                 { __typename ... on UserError { code } } }""",
+            {},
+            False,
+            {"deleteUsageAlert": {"__typename": "NotFound", "code": "NOT_FOUND"}},
+        ),
+        "createWebhookEndpoint": Case(
+            """mutation { createWebhookEndpoint(input: {url: "http://127.0.0.1:9/hooks"}) {
+                 __typename ... on WebhookEndpointCreated { endpoint { url eventTypes } } } }""",
+            {},
+            False,
+            {
+                "createWebhookEndpoint": {
+                    "__typename": "WebhookEndpointCreated",
+                    "endpoint": {
+                        "url": "http://127.0.0.1:9/hooks",
+                        "eventTypes": ["usage_alert.triggered", "usage_alert.resolved"],
+                    },
+                }
+            },
+        ),
+        "deleteWebhookEndpoint": Case(
+            """mutation { deleteWebhookEndpoint(input: {
+                 endpointId: "00000000-0000-0000-0000-000000000000"})
+                 { __typename ... on UserError { code } } }""",
+            {},
+            False,
+            {"deleteWebhookEndpoint": {"__typename": "NotFound", "code": "NOT_FOUND"}},
+        ),
     }
 
 
@@ -474,6 +523,10 @@ def test_the_matrix_covers_every_root_field_of_the_contract() -> None:
         "grantUsageCredits",
         "createCustomerSession",
         "revokeCustomerSessions",
+        "createUsageAlert",
+        "deleteUsageAlert",
+        "createWebhookEndpoint",
+        "deleteWebhookEndpoint",
     ],
 )
 async def test_each_caller_gets_exactly_its_answer(

@@ -85,3 +85,31 @@ async def test_a_cold_catalog_costs_one_round_trip(gql, app) -> None:
     counter = start_counting()
     ok(await gql(DASHBOARD, {"first": 3}), "customers")
     assert counter.count == 6, counter.statements
+
+
+async def test_alert_evaluation_adds_no_round_trip_to_create_usage_event(gql, db) -> None:
+    from tests.alert_factories import CREDITS_PRICING, alert_events, create_alert
+    from tests.factories import record
+
+    await setup_pricing(gql, CREDITS_PRICING)
+    sub_id = await customer_on_plan(gql, "user-1", "daily_plan")
+    await create_alert(gql, threshold={"percentUsed": 80})
+    await record(
+        gql,
+        target={"usageMeterSlug": "credits"},
+        subscriptionId=sub_id,
+        amount=1,
+        transactionId="warm",
+    )
+    counter = start_counting()
+    result = await record(
+        gql,
+        target={"usageMeterSlug": "credits"},
+        subscriptionId=sub_id,
+        amount=900,
+        transactionId="cross",
+    )
+    assert result["__typename"] == "UsageEventRecorded"
+    # the key look-up and record_usage_event(), which evaluates the alert itself
+    assert counter.count == 2, counter.statements
+    assert await alert_events(db) == [("triggered", 901)]  # evaluated, and it fired

@@ -64,31 +64,6 @@ PENDING: dict[str, tuple[str, ...]] = {
         "UsageEvent.voidedAt",
         "UsageEvent.voidReason",
     ),
-    "alerts": (
-        "Mutation.createUsageAlert",
-        "Mutation.deleteUsageAlert",
-        "UsageAlertThreshold",
-        "CreateUsageAlertInput",
-        "CreateUsageAlertResult",
-        "UsageAlertCreated",
-        "UsageAlert",
-        "DeleteUsageAlertInput",
-        "DeleteUsageAlertResult",
-        "UsageAlertDeleted",
-        "UsageAlertEventType",
-        "UsageAlertEvent",
-    ),
-    "webhooks": (
-        "Mutation.createWebhookEndpoint",
-        "Mutation.deleteWebhookEndpoint",
-        "CreateWebhookEndpointInput",
-        "CreateWebhookEndpointResult",
-        "WebhookEndpointCreated",
-        "WebhookEndpoint",
-        "DeleteWebhookEndpointInput",
-        "DeleteWebhookEndpointResult",
-        "WebhookEndpointDeleted",
-    ),
 }
 
 

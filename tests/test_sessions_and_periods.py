@@ -343,6 +343,11 @@ async def test_no_quantity_column_or_function_result_is_32_bit(db: Database) -> 
         ("prices", "interval_count", "integer"),  # months or days per period
         ("prices", "usage_events_per_unit", "integer"),  # a divisor, set up by the merchant
         ("subscriptions", "interval_count", "integer"),
+        ("usage_alerts", "percent_used", "double precision"),  # a percentage threshold
+        ("webhook_attempts", "latency_ms", "double precision"),
+        ("webhook_attempts", "status_code", "integer"),  # HTTP status
+        ("webhook_deliveries", "attempts", "integer"),
+        ("webhook_deliveries", "last_status", "integer"),
     ]
     results = await db.fetch(
         "SELECT p.proname, pg_get_function_result(p.oid) AS result FROM pg_proc p"
@@ -352,5 +357,8 @@ async def test_no_quantity_column_or_function_result_is_32_bit(db: Database) -> 
     )
     assert [r["proname"] for r in results] == [
         "_record_usage_steady",  # item_position integer
+        "evaluate_usage_alerts",  # alert events written
+        "evaluate_usage_alerts_batch",
+        "fire_usage_alerts",
         "record_usage_events",  # item_position integer
     ]

@@ -36,6 +36,7 @@ from gateway.callers.authz import OperationGate
 from gateway.settings import Settings
 from gateway.storage.db import database_from_settings, warn_without_server_timeouts
 from gateway.storage.listener import Listener
+from gateway.webhooks.worker import DeliveryWorker
 from schema import build_schema
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             settings=settings, db=db, catalogs=catalogs, token_secret=settings.token_secret()
         )
         _app.state.services = services_holder["services"]
+        worker = DeliveryWorker(db, settings) if settings.gateway_webhook_worker else None
+        if worker is not None:
+            worker.start()
         # What exists now (schema, modules, pool) lives as long as the process: keep it out of
         # the collector's full passes, which otherwise walk ~135,000 objects (~40 ms each, a
         # pause for every request in flight). bench/RESULTS.md: p99 -40%, CPU -14%.
@@ -97,6 +101,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
             await listener.stop()
             await db.close()
 

@@ -31,6 +31,41 @@ SELECT b.subscription_id, b.usage_meter_id, c.pricing_model_id, b.available_bala
 """
 
 
+# A manual grant takes the (subscription, meter) lock usage events take.
+_GRANT_SQL = """
+WITH target AS (
+  SELECT s.id AS subscription_id, s.customer_id, m.id AS meter_id
+    FROM subscriptions s
+    JOIN customers c ON c.id = s.customer_id
+    LEFT JOIN usage_meters m ON m.pricing_model_id = c.pricing_model_id AND m.slug = $2
+   WHERE s.id = $1
+), locked AS (
+  -- Take the (subscription, meter) lock usage events take, and a place in their order:
+  -- the grant covers the events written after it.
+  INSERT INTO meter_balances AS mb (subscription_id, usage_meter_id, customer_id,
+                                    event_seq)
+  SELECT subscription_id, meter_id, customer_id, 1 FROM target WHERE meter_id IS NOT NULL
+  ON CONFLICT (subscription_id, usage_meter_id)
+  DO UPDATE SET event_seq = mb.event_seq + 1
+  RETURNING mb.event_seq
+), granted AS (
+  INSERT INTO credit_grants (customer_id, subscription_id, usage_meter_id, source,
+                             amount, granted_at, expires_at, issued_seq)
+  SELECT customer_id, subscription_id, meter_id, 'manual', $3, now(), $4,
+         (SELECT event_seq FROM locked)
+    FROM target WHERE meter_id IS NOT NULL
+  RETURNING id
+)
+SELECT t.subscription_id, t.meter_id, (SELECT count(*) FROM granted) AS granted
+  FROM target t
+"""
+
+# Alerts on the balance after a change (gateway/storage/sql/alerts.sql), in its transaction.
+ALERTS_HOOK_SQL = """
+SELECT evaluate_usage_alerts($1, $2, (SELECT to_jsonb(b) FROM usage_balance($1, $2, now()) b))
+"""
+
+
 def balance_from_json(
     data: dict[str, Any],
     pricing_model_id: uuid.UUID,
@@ -75,39 +110,10 @@ async def grant_usage_credits(
             expires_at = expires_at.replace(tzinfo=UTC)
         if expires_at <= datetime.now(UTC):
             return invalid("expiresAt must lie in the future", "input", "expiresAt")
-    row = await db.fetchrow(
-        """
-        WITH target AS (
-          SELECT s.id AS subscription_id, s.customer_id, m.id AS meter_id
-            FROM subscriptions s
-            JOIN customers c ON c.id = s.customer_id
-            LEFT JOIN usage_meters m ON m.pricing_model_id = c.pricing_model_id AND m.slug = $2
-           WHERE s.id = $1
-        ), locked AS (
-          -- Take the (subscription, meter) lock usage events take, and a place in their order:
-          -- the grant covers the events written after it.
-          INSERT INTO meter_balances AS mb (subscription_id, usage_meter_id, customer_id,
-                                            event_seq)
-          SELECT subscription_id, meter_id, customer_id, 1 FROM target WHERE meter_id IS NOT NULL
-          ON CONFLICT (subscription_id, usage_meter_id)
-          DO UPDATE SET event_seq = mb.event_seq + 1
-          RETURNING mb.event_seq
-        ), granted AS (
-          INSERT INTO credit_grants (customer_id, subscription_id, usage_meter_id, source,
-                                     amount, granted_at, expires_at, issued_seq)
-          SELECT customer_id, subscription_id, meter_id, 'manual', $3, now(), $4,
-                 (SELECT event_seq FROM locked)
-            FROM target WHERE meter_id IS NOT NULL
-          RETURNING id
-        )
-        SELECT t.subscription_id, t.meter_id, (SELECT count(*) FROM granted) AS granted
-          FROM target t
-        """,
-        sub_id,
-        meter_slug,
-        amount,
-        expires_at,
-    )
+    async with db.transaction() as conn:
+        row = await conn.fetchrow(_GRANT_SQL, sub_id, meter_slug, amount, expires_at)
+        if row is not None and row["meter_id"] is not None:
+            await conn.execute(ALERTS_HOOK_SQL, sub_id, row["meter_id"])  # alerts hook
     if row is None:
         return not_found(f"no subscription {subscription_id}", "input", "subscriptionId")
     if row["meter_id"] is None:

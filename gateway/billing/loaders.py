@@ -18,6 +18,7 @@ from gateway.billing import balances, customers, subscriptions
 from gateway.billing.catalog import CatalogCache
 from gateway.billing.records import BalanceRow, Catalog, ChargeRow, CustomerRow, SubscriptionRow
 from gateway.storage.db import Database
+from gateway.webhooks import endpoints as webhook_endpoints
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -77,3 +78,11 @@ class Loaders:
     @cached_property
     def charges(self) -> MappingLoader[uuid.UUID, list[ChargeRow]]:
         return MappingLoader(lambda ids: balances.current_charges(self._db, ids), list)
+
+    @cached_property
+    def webhook_deliveries(
+        self,
+    ) -> MappingLoader[tuple[uuid.UUID, int], list[webhook_endpoints.DeliveryRow]]:
+        return MappingLoader(
+            lambda keys: webhook_endpoints.deliveries_by_endpoint(self._db, keys), list
+        )

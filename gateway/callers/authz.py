@@ -121,6 +121,11 @@ ROOT_FIELD_ACCESS: dict[tuple[str, str], frozenset[CallerKind]] = {
     ("mutation", "grantUsageCredits"): frozenset({"secret_key"}),
     ("mutation", "createCustomerSession"): frozenset({"secret_key"}),
     ("mutation", "revokeCustomerSessions"): frozenset({"secret_key"}),
+    ("query", "webhookEndpoints"): frozenset({"secret_key"}),
+    ("mutation", "createUsageAlert"): frozenset({"secret_key"}),
+    ("mutation", "deleteUsageAlert"): frozenset({"secret_key"}),
+    ("mutation", "createWebhookEndpoint"): frozenset({"secret_key"}),
+    ("mutation", "deleteWebhookEndpoint"): frozenset({"secret_key"}),
 }
 """Who may select each root field. A root field missing here needs a secret key."""
 

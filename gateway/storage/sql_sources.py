@@ -1,7 +1,7 @@
 """The billing core's database functions: one current definition each, in ``storage/sql/``.
 
-Each ``.sql`` file holds the functions of one domain (ids, periods, balances, usage, batches)
-as ``CREATE OR REPLACE FUNCTION public.name(...) ... AS $$ ... $$;`` statements. They are
+Each ``.sql`` file holds the functions of one domain (ids, periods, balances, usage, batches,
+alerts) as ``CREATE OR REPLACE FUNCTION public.name(...) ... AS $$ ... $$;`` statements. They are
 registered with alembic-utils (``storage/migrations/env.py``), so ``alembic check`` fails
 when the migrated database and these files differ, and ``alembic revision --autogenerate``
 writes the migration for a changed, added or removed function (docs/architecture.md).

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from gateway.storage import alert_tables  # noqa: F401  (its tables join the metadata)
 from gateway.storage.migrate import sqlalchemy_url
 from gateway.storage.models import metadata
 from gateway.storage.sql_sources import entities

@@ -326,6 +326,7 @@ BEGIN
   ELSE
     SELECT to_jsonb(b) INTO v_balance FROM usage_balance(s.id, v_meter.id, v_now) b;
   END IF;
+  PERFORM evaluate_usage_alerts(s.id, v_meter.id, v_balance);  -- alerts hook (alerts.sql)
   RETURN jsonb_build_object('status', 'recorded', 'event', _usage_event_json(v_event),
                             'balance', v_balance, 'pricing_model_id', v_pricing_model_id);
 END;

@@ -194,6 +194,7 @@ BEGIN
   EXCEPTION WHEN unique_violation THEN
     RETURN;
   END;
+  PERFORM evaluate_usage_alerts_batch(v_results);  -- alerts hook (alerts.sql): once per group
 
   RETURN QUERY SELECT x.pos, x.res FROM unnest(v_positions, v_results) AS x(pos, res);
 END;
@@ -209,6 +210,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
   v_groups jsonb;
   v_done integer[] := '{}';
+  v_results jsonb[] := '{}';
   rec record;
   grp record;
   it record;
@@ -267,6 +269,7 @@ BEGIN
     RETURN NEXT;
   END LOOP;
 
+  PERFORM set_config('gateway.alerts_deferred', 'on', true);  -- alerts hook: once per group, below
   FOR grp IN
     SELECT g.value FROM jsonb_array_elements(v_groups) WITH ORDINALITY AS g(value, ord)
      ORDER BY g.ord
@@ -291,8 +294,11 @@ BEGIN
         coalesce((it.item ->> 'require_balance')::boolean, false),
         p_backdating,
         p_future_tolerance);
+      v_results := v_results || result;  -- alerts hook
       RETURN NEXT;
     END LOOP;
   END LOOP;
+  PERFORM set_config('gateway.alerts_deferred', 'off', true);  -- alerts hook
+  PERFORM evaluate_usage_alerts_batch(v_results);  -- alerts hook (alerts.sql): once per group
 END;
 $$;

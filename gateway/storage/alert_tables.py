@@ -1,0 +1,146 @@
+"""Tables of usage alerts and webhooks (the outbox and its deliveries).
+
+Kept apart from ``models`` (which holds the billing core) and registered on the same
+SQLModel metadata: ``migrations/env.py`` imports this module, so Alembic compares them too.
+
+- ``usage_alerts``: one threshold on one meter, for one customer or all customers of the
+  meter's pricing model. Deleting one sets ``deleted_at`` (its events stay readable).
+- ``usage_alert_events``: the outbox. A row is written by ``fire_usage_alerts()``
+  (``storage/sql/alerts.sql``) in the transaction of the change that caused it; the unique
+  key (alert, subscription, period, type) makes TRIGGERED and RESOLVED at most once each.
+- ``webhook_endpoints``, ``webhook_deliveries`` (one per event and endpoint, claimed by the
+  delivery workers) and ``webhook_attempts`` (every try: status, latency, error).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlmodel import Field, SQLModel
+
+from gateway.storage.models import _bigint, _fk, _id, _in, _int, _text, _ts
+
+ALERT_EVENT_TYPES = ("triggered", "resolved")
+DELIVERY_STATUSES = ("pending", "delivered", "failed", "canceled")
+
+
+class UsageAlert(SQLModel, table=True):
+    __tablename__ = "usage_alerts"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "num_nonnulls(percent_used, used_above, available_below) = 1",
+            name="usage_alerts_one_threshold_check",
+        ),
+        # The write path's "does this meter have an alert?" probe.
+        sa.Index(
+            "usage_alerts_meter_idx",
+            "usage_meter_id",
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        ),
+    )
+    id: uuid.UUID | None = _id()
+    pricing_model_id: uuid.UUID = _fk("pricing_models.id")
+    usage_meter_id: uuid.UUID = _fk("usage_meters.id")
+    customer_id: uuid.UUID | None = _fk("customers.id", nullable=True)
+    percent_used: float | None = Field(
+        default=None, sa_column=sa.Column(sa.Float(precision=53), nullable=True)
+    )
+    used_above: int | None = _bigint(nullable=True)
+    available_below: int | None = _bigint(nullable=True)
+    created_at: datetime | None = _ts(now=True)
+    deleted_at: datetime | None = _ts(nullable=True)
+
+
+class UsageAlertEvent(SQLModel, table=True):
+    __tablename__ = "usage_alert_events"
+    __table_args__ = (
+        sa.CheckConstraint(_in("type", ALERT_EVENT_TYPES), name="usage_alert_events_type_check"),
+        sa.UniqueConstraint(
+            "alert_id",
+            "subscription_id",
+            "period_start",
+            "type",
+            name="usage_alert_events_once_key",
+        ),
+    )
+    id: uuid.UUID | None = _id()
+    alert_id: uuid.UUID = _fk("usage_alerts.id")
+    customer_id: uuid.UUID = _fk("customers.id")
+    subscription_id: uuid.UUID = _fk("subscriptions.id")
+    usage_meter_id: uuid.UUID = _fk("usage_meters.id")
+    period_start: datetime = _ts()
+    type: str = _text()
+    # The webhook body: {"type", "timestamp", "data": the UsageAlertEvent}.
+    payload: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    occurred_at: datetime | None = _ts(now=True)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    __tablename__ = "webhook_endpoints"
+    id: uuid.UUID | None = _id()
+    url: str = _text()
+    # The whsec_ signing secret (needed in clear to sign; shown to the merchant once).
+    secret: str = _text()
+    # Event types delivered; NULL: every type.
+    event_types: list[str] | None = Field(
+        default=None, sa_column=sa.Column(ARRAY(sa.Text), nullable=True)
+    )
+    created_at: datetime | None = _ts(now=True)
+    deleted_at: datetime | None = _ts(nullable=True)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.CheckConstraint(
+            _in("status", DELIVERY_STATUSES), name="webhook_deliveries_status_check"
+        ),
+        sa.UniqueConstraint(
+            "event_id", "endpoint_id", name="webhook_deliveries_event_endpoint_key"
+        ),
+        # What the workers claim, and the age of the oldest pending delivery.
+        sa.Index(
+            "webhook_deliveries_due_idx",
+            "next_attempt_at",
+            postgresql_where=sa.text("status = 'pending'"),
+        ),
+        sa.Index(
+            "webhook_deliveries_pending_age_idx",
+            "queued_at",
+            postgresql_where=sa.text("status = 'pending'"),
+        ),
+        sa.Index("webhook_deliveries_endpoint_idx", "endpoint_id", "created_at"),
+    )
+    id: uuid.UUID | None = _id()
+    event_id: uuid.UUID = _fk("usage_alert_events.id")
+    endpoint_id: uuid.UUID = _fk("webhook_endpoints.id")
+    status: str = Field(
+        default="pending",
+        sa_column=sa.Column(sa.Text, nullable=False, server_default=sa.text("'pending'")),
+    )
+    attempts: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default=sa.text("0"))
+    )
+    # Due time; while a worker holds a claim, the end of its claim.
+    next_attempt_at: datetime | None = _ts(now=True)
+    # When it was (re)queued: retries stop a retry window after it.
+    queued_at: datetime | None = _ts(now=True)
+    delivered_at: datetime | None = _ts(nullable=True)
+    last_status: int | None = _int(nullable=True)
+    last_error: str | None = _text(nullable=True)
+    created_at: datetime | None = _ts(now=True)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (sa.Index("webhook_attempts_delivery_idx", "delivery_id", "attempted_at"),)
+    id: uuid.UUID | None = _id()
+    delivery_id: uuid.UUID = _fk("webhook_deliveries.id")
+    attempted_at: datetime | None = _ts(now=True)
+    status_code: int | None = _int(nullable=True)
+    latency_ms: float = Field(sa_column=sa.Column(sa.Float(precision=53), nullable=False))
+    error: str | None = _text(nullable=True)
