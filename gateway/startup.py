@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import socket
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 from pydantic import ValidationError
@@ -40,9 +40,10 @@ def settings_problems(exc: ValidationError) -> list[str]:
 def _where(url: str) -> str:
     """host:port/database of a URL, without user or password."""
     parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = parts.port or 5432
-    return f"{host}:{port}{parts.path or '/'}"
+    socket_dir = parse_qs(parts.query).get("host", [""])[0]
+    if not parts.hostname and socket_dir.startswith("/"):
+        return f"{socket_dir}{parts.path or '/'}"  # a Unix socket: ?host=/run/postgresql
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
 
 
 def _reason(exc: BaseException) -> str:
