@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp
 
@@ -19,9 +20,9 @@ logger = logging.getLogger("gateway.server")
 READY_WAIT_SECONDS = 120.0
 
 
-def _announce_when_ready(host: str, port: int, message: str) -> None:
-    """Log ``message`` once ``/healthz`` answers (so nothing says ready before it is), from a
-    daemon thread; gives up silently after READY_WAIT_SECONDS (the server's own errors say
+def _announce_when_ready(host: str, port: int, announce: Callable[[], None]) -> None:
+    """Call ``announce`` once ``/healthz`` answers (so nothing says ready before it is), from
+    a daemon thread; gives up silently after READY_WAIT_SECONDS (the server's own errors say
     why it did not start)."""
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     deadline = time.monotonic() + READY_WAIT_SECONDS
@@ -30,7 +31,7 @@ def _announce_when_ready(host: str, port: int, message: str) -> None:
         try:
             connection.request("GET", "/healthz")
             if connection.getresponse().status == 200:
-                logger.info(message)
+                announce()
                 return
         except OSError:
             pass
@@ -48,6 +49,7 @@ def run_server(
     graceful_seconds: int = 30,
     log_format: LogFormat = "json",
     ready_message: str | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve with uvicorn, the gateway's log format, our access log instead of uvicorn's, and
     a graceful shutdown: on SIGTERM or SIGINT no new connections are accepted, requests in
@@ -56,6 +58,9 @@ def run_server(
     ``app`` is the app, or with ``workers`` > 1 the import path of an app factory. Worker
     processes share one metrics directory (``PROMETHEUS_MULTIPROC_DIR``, a temporary one unless
     set) so that /metrics on any worker reports the sum over all of them.
+
+    Once the server answers, ``ready_message`` is logged (``gateway.server``) and ``on_ready``
+    is called.
     """
     import tempfile
 
@@ -64,9 +69,16 @@ def run_server(
     log_config = configure("INFO", log_format)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
-    if ready_message is not None:
+    if ready_message is not None or on_ready is not None:
+
+        def announce() -> None:
+            if ready_message is not None:
+                logger.info(ready_message)
+            if on_ready is not None:
+                on_ready()
+
         threading.Thread(
-            target=_announce_when_ready, args=(host, port, ready_message), daemon=True
+            target=_announce_when_ready, args=(host, port, announce), daemon=True
         ).start()
     # After its graceful shutdown uvicorn re-raises the signal it caught. Under the default
     # SIGTERM disposition that kills the process on the spot, skipping the caller's cleanup

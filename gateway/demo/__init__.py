@@ -193,12 +193,13 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             print(f"error: {exc}", flush=True)
             return 1
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        print(banner(setup, f"http://{shown_host}:{port}/graphql"), flush=True)
+        text = banner(setup, f"http://{shown_host}:{port}/graphql")
         run_server(
             create_app(demo_settings, url),
             host,
             port,
             log_format=resolve_format(settings.gateway_log_format),
+            on_ready=lambda: print(text, flush=True),  # once it answers, not before
         )
     finally:
         if server is not None:
