@@ -2,8 +2,9 @@
 records (the gateway's, uvicorn's, alembic's, the embedded server's) in one of two formats.
 
 - ``json``: one JSON object per line, ``time`` (UTC, ISO 8601), ``level``, ``logger``,
-  ``message``, ``pid``, ``request_id`` while a request is handled, the record's extra fields and
-  ``exception`` (the formatted stack trace) when there is one. For log shippers.
+  ``message``, ``pid``, ``request_id`` while a request is handled, ``trace_id`` and ``span_id``
+  inside a span when tracing is on, the record's extra fields and ``exception`` (the formatted
+  stack trace) when there is one. For log shippers.
 - ``console``: a short line per record (``19:20:01 [info] gateway.access: GET /healthz 200``)
   for a person at a terminal.
 
@@ -58,6 +59,19 @@ def _request_id(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDi
     return event
 
 
+def _trace_ids(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    # With tracing on (gateway.api.tracing), records written inside a span carry its ids, so
+    # that logs and traces join. The API is only looked up, never imported here: with tracing
+    # off there is no recording span and nothing is added.
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is not None:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            event.setdefault("trace_id", format(context.trace_id, "032x"))
+            event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
+
+
 def _drop_duplicates(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
     event.pop("color_message", None)  # uvicorn's coloured copy of the message
     return event
@@ -87,6 +101,7 @@ _COMMON: list[Processor] = [
     structlog.stdlib.add_logger_name,
     structlog.stdlib.ExtraAdder(),
     _request_id,
+    _trace_ids,
     _drop_duplicates,
 ]
 

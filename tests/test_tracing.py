@@ -5,6 +5,7 @@ OpenTelemetry is loaded."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -113,6 +114,20 @@ async def test_spans_continue_the_callers_trace(
         record_spans = _spans_of(receiver, record_trace, record_parent)
         await client.aclose()
     assert set(receiver.paths) == {"/v1/traces"}
+    # The access records carry the trace and span ids of their request's server span.
+    access = [
+        json.loads(line)
+        for line in (tmp_path / "server.log").read_text().splitlines()
+        if '"gateway.access"' in line and '"POST"' in line
+    ]
+    roots = {
+        trace_id: next(s for s in spans if s.parent_span_id == parent).span_id
+        for trace_id, parent, spans in (
+            (query_trace, query_parent, query_spans),
+            (record_trace, record_parent, record_spans),
+        )
+    }
+    assert [(r["trace_id"], r["span_id"]) for r in access] == list(roots.items())
 
     for spans, parent, operation in (
         (query_spans, query_parent, "GraphQL Query: Page"),
