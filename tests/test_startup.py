@@ -74,13 +74,13 @@ def test_an_unreachable_database_names_it_without_the_password(tmp_path: Path) -
 
 def test_a_database_that_does_not_exist(database_url: str) -> None:
     parts = urlsplit(database_url)
-    url = urlunsplit((parts.scheme, parts.netloc, "/no_such_database_h20", parts.query, ""))
+    url = urlunsplit((parts.scheme, parts.netloc, "/no_such_database", parts.query, ""))
     proc = _run(["migrate"], DATABASE_URL=url)
     first = proc.stderr.splitlines()[0]
     assert (proc.returncode, proc.stdout, len(proc.stderr.splitlines())) == (2, "", 1)
     assert first.startswith("error: cannot connect to the database of DATABASE_URL (")
     assert first.endswith(
-        "/no_such_database_h20): the database does not exist; check that PostgreSQL runs there"
+        "/no_such_database): the database does not exist; check that PostgreSQL runs there"
         " and that DATABASE_URL is right"
     )
 
