@@ -15,21 +15,39 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from gateway.logs import configure, resolve_format
 from gateway.settings import Settings, get_settings
+from gateway.startup import (
+    DATABASE_ERRORS,
+    StartupError,
+    check_port,
+    database_unreachable,
+    read_file,
+    settings_problems,
+)
 from gateway.storage.db import Database
 from gateway.storage.embedded import EmbeddedPostgres, resolve_database_url
 
 T = TypeVar("T")
+
+logger = logging.getLogger("gateway.cli")
+PRICING_FILE = "a pricing setup file (YAML or JSON, Flowglad's setup format)"
 
 
 def _database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
     """The database URL, with migrations applied (starting the embedded server if needed)."""
     from gateway.storage.migrate import upgrade
 
-    url, server = resolve_database_url(settings.database_url, settings.gateway_data_dir)
-    # Behind a transaction-mode pooler, migrations (Alembic's driver prepares its statements)
-    # take the direct URL.
-    upgrade(settings.gateway_direct_database_url or url)
+    server: EmbeddedPostgres | None = None
+    try:
+        url, server = resolve_database_url(settings.database_url, settings.gateway_data_dir)
+        # Behind a transaction-mode pooler, migrations (Alembic's driver prepares its
+        # statements) take the direct URL.
+        upgrade(settings.gateway_direct_database_url or url)
+    except DATABASE_ERRORS as exc:
+        if server is not None:
+            server.stop()
+        raise database_unreachable(settings.database_url, exc) from exc
     return url, server
 
 
@@ -62,16 +80,16 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.api.app import create_app
-    from gateway.api.observability import run_server
+    from gateway.api.server import run_server
 
-    url, server = _database(settings)
     host = args.host or settings.gateway_host
     port = args.port or settings.gateway_port
-    # Production serves no GraphiQL page unless GATEWAY_GRAPHIQL says so (Settings.graphiql).
-    print(
-        f"{'GraphiQL' if settings.graphiql else 'GraphQL'}: http://{host}:{port}/graphql",
-        flush=True,
-    )
+    check_port(host, port)  # before migrating: a taken port fails at once
+    url, server = _database(settings)
+    # Production serves no GraphiQL page unless GATEWAY_GRAPHIQL says so (Settings.graphiql);
+    # the line is logged once the server answers (gateway.api.server).
+    ready = f"{'GraphiQL' if settings.graphiql else 'GraphQL'}: http://{host}:{port}/graphql"
+    log_format = resolve_format(settings.gateway_log_format)
     workers = args.workers or settings.gateway_workers
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turn that into a normal
     # exit so the embedded server below is stopped too.
@@ -81,9 +99,17 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         if workers > 1:
             # Worker processes build the app from the environment: hand them the URL.
             os.environ["DATABASE_URL"] = url
-            run_server("gateway.api.app:app_from_env", host, port, workers=workers)
+            run_server(
+                "gateway.api.app:app_from_env",
+                host,
+                port,
+                workers=workers,
+                log_format=log_format,
+                ready_message=ready,
+            )
         else:
-            run_server(create_app(settings, url), host, port)
+            app = create_app(settings, url)
+            run_server(app, host, port, log_format=log_format, ready_message=ready)
     finally:
         if server is not None:
             server.stop()
@@ -100,7 +126,7 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     _, server = _database(settings)
     if server is not None:
         server.stop()
-    print("database is at the latest migration")
+    logger.info("database is at the latest migration")
     return 0
 
 
@@ -108,7 +134,7 @@ def cmd_pricing_import(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.billing.pricing_setup import setup_pricing_model
     from gateway.errors import UserError
 
-    text = Path(args.file).read_text()
+    text = read_file(args.file, PRICING_FILE)
     result = _with_db(settings, lambda db: setup_pricing_model(db, text))
     if isinstance(result, UserError):
         return _refused(result)
@@ -136,7 +162,7 @@ def cmd_pricing_apply(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.billing.pricing_update import update_pricing_model
     from gateway.errors import UserError
 
-    text = Path(args.file).read_text()
+    text = read_file(args.file, PRICING_FILE)
     result = _with_db(
         settings, lambda db: update_pricing_model(db, args.model, text, dry_run=args.dry_run)
     )
@@ -231,6 +257,12 @@ def cmd_export_schema(_settings: Settings, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-gateway", description=__doc__)
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log what commands do (INFO); without it they log warnings and errors only",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway (applies migrations first)")
@@ -299,20 +331,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         settings = get_settings()
     except ValidationError as exc:
-        # One line per setting at fault, without pydantic's echo of the input (it holds the
-        # secrets), and no stack trace.
-        for error in exc.errors(include_url=False, include_input=False):
-            field = ".".join(str(part) for part in error["loc"]).upper()
-            message = error["msg"].removeprefix("Value error, ")
-            print(f"configuration error: {field + ': ' if field else ''}{message}", file=sys.stderr)
+        # One line per problem, without pydantic's echo of the input (it holds the secrets).
+        for problem in settings_problems(exc):
+            print(f"configuration error: {problem}", file=sys.stderr)
         return 2
+    # Commands are quiet (warnings and errors) unless -v; servers log their work (INFO).
+    serving = args.func in (cmd_serve, cmd_demo)
+    configure(
+        "INFO" if serving or args.verbose else "WARNING",
+        resolve_format(settings.gateway_log_format),
+    )
     func: Callable[[Settings, argparse.Namespace], Any] = args.func
-    return int(func(settings, args))
+    try:
+        return int(func(settings, args))
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

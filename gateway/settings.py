@@ -230,6 +230,18 @@ class Settings(BaseSettings):
         ),
     )
 
+    # Logs and traces (gateway.logs, gateway.api.tracing).
+    gateway_log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="json: one JSON object per line; console: short human lines; auto: console"
+        " when stderr is a terminal, else json.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL (http://collector:4318). Unset: no tracing;"
+        " nothing of OpenTelemetry is loaded.",
+    )
+
     @field_validator("gateway_trusted_proxies")
     @classmethod
     def _proxies_are_addresses(cls, value: str | None) -> str | None:

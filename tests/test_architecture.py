@@ -24,6 +24,8 @@ PACKAGES = ("gateway", "schema", "resolvers")
 LAYERS = {
     "gateway.settings": 0,
     "gateway.errors": 0,
+    "gateway.logs": 0,
+    "gateway.startup": 0,
     "gateway.storage": 1,
     "gateway.callers.auth": 2,
     "gateway.billing": 3,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -83,7 +84,8 @@ def test_serve_answers_graphql_and_stops_the_server_on_exit(tmp_path: Path) -> N
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
-    assert f"GraphiQL: http://127.0.0.1:{port}/graphql" in output
+    messages = [json.loads(line)["message"] for line in output.splitlines()]
+    assert f"GraphiQL: http://127.0.0.1:{port}/graphql" in messages
     assert not _postgres_running(tmp_path)
 
 

@@ -54,11 +54,17 @@ QUERY = """query Balance {
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     if not CHROMIUM.exists():
+        if os.environ.get("SKIP_SYSTEM_PACKAGES") == "1":
+            pytest.skip(
+                f"{CHROMIUM} is missing and SKIP_SYSTEM_PACKAGES=1 forbids installing it: run"
+                f" tests/{SETUP.name} (apt-get install chromium, as root) to run this test"
+            )
         setup = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=900)
         if not CHROMIUM.exists():
             pytest.skip(
-                f"Chromium could not be installed by {SETUP.name}: "
-                f"{(setup.stderr or setup.stdout).strip()[-500:]}"
+                f"{CHROMIUM} is missing and tests/{SETUP.name} could not install Debian's"
+                " chromium (it needs apt-get as root or passwordless sudo, and the Debian"
+                f" mirror): {(setup.stderr or setup.stdout).strip()[-500:]}"
             )
     return CHROMIUM
 

@@ -4,6 +4,7 @@ field suggestions are off unless a setting turns them on. FastAPI's /docs, /redo
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -421,5 +422,6 @@ def test_serve_in_production_serves_graphql_only(database_url: str) -> None:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
-    assert f"GraphQL: http://127.0.0.1:{port}/graphql\n" in output
+    messages = [json.loads(line)["message"] for line in output.splitlines()]
+    assert f"GraphQL: http://127.0.0.1:{port}/graphql" in messages
     assert "GraphiQL" not in output

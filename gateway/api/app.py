@@ -14,7 +14,7 @@ from strawberry.extensions import MaxTokensLimiter
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from gateway.api import observability
+from gateway.api import observability, tracing
 from gateway.api.context import Context, Services
 from gateway.api.event_budget import UsageEventBudget
 from gateway.api.graphiql import graphiql_routes
@@ -70,6 +70,7 @@ def graphql_extensions(settings: Settings) -> list[Any]:
         extensions.append(DisableIntrospection)
     if not settings.field_suggestions:
         extensions.append(HideSuggestions)
+    extensions.extend(tracing.graphql_extensions(settings))  # none unless tracing is on
     return extensions
 
 
@@ -146,6 +147,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         app.router.routes.extend(graphiql_routes())
     app.include_router(router, prefix="/graphql")
     observability.install(app)
+    tracing.install(app, settings)  # OTEL_EXPORTER_OTLP_ENDPOINT: gateway.api.tracing
     if settings.trusted_proxies():
         # The client address (rate limits of anonymous callers) from X-Forwarded-For, only
         # when the TCP peer is a named proxy; uvicorn's own handling is off (run_server).

@@ -1,4 +1,4 @@
-"""Health, readiness, Prometheus metrics, request ids and structured JSON logs.
+"""Health, readiness, Prometheus metrics and request ids (the log format: gateway.logs).
 
 - ``/healthz``: the process is up (no database access).
 - ``/readyz``: the database answers and its Alembic revision is the code's head; 503 otherwise,
@@ -34,21 +34,16 @@ from __future__ import annotations
 
 import collections
 import logging
-import logging.config
 import os
 import re
-import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextvars import ContextVar
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import asyncpg
-import orjson
 from graphql import GraphQLError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -68,6 +63,7 @@ from strawberry.extensions import SchemaExtension
 from gateway.api.graphql_errors import error_code
 from gateway.billing.usage import UsageResult
 from gateway.errors import UserError
+from gateway.logs import request_id as _request_id
 from gateway.storage.unavailable import DatabaseUnavailable
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -124,7 +120,6 @@ USAGE_EVENTS = Counter(
     ["result"],
 )
 
-_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 access_logger = logging.getLogger("gateway.access")
 
 
@@ -382,103 +377,3 @@ def install(app: Starlette) -> None:
     app.add_middleware(ObservabilityMiddleware)
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
-
-
-# --- Structured logs ------------------------------------------------------------------------
-
-_RECORD_FIELDS = frozenset(
-    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
-    | {"message", "asctime", "color_message"}
-)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, pid, request_id and extras."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,
-        }
-        request_id = _request_id.get()
-        if request_id is not None:
-            payload["request_id"] = request_id
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_FIELDS and key not in payload and not key.startswith("_"):
-                payload[key] = value
-        if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(payload, default=str).decode()
-
-
-def logging_config(level: int | str = "INFO") -> dict[str, Any]:
-    """JSON logs on stderr for the whole process, uvicorn's loggers included (a dictConfig:
-    uvicorn applies it again in every worker process)."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stderr",
-            }
-        },
-        "root": {"handlers": ["stderr"], "level": level},
-        "loggers": {
-            name: {"handlers": [], "propagate": True}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
-        },
-    }
-
-
-def run_server(
-    app: ASGIApp | str, host: str, port: int, *, workers: int = 1, graceful_seconds: int = 30
-) -> None:
-    """Serve with uvicorn, JSON logs, our access log instead of uvicorn's, and a graceful
-    shutdown: on SIGTERM or SIGINT no new connections are accepted, requests in flight get up
-    to ``graceful_seconds`` to finish, then the app's lifespan closes the pool.
-
-    ``app`` is the app, or with ``workers`` > 1 the import path of an app factory. Worker
-    processes share one metrics directory (``PROMETHEUS_MULTIPROC_DIR``, a temporary one unless
-    set) so that /metrics on any worker reports the sum over all of them.
-    """
-    import tempfile
-
-    import uvicorn
-
-    log_config = logging_config()
-    logging.config.dictConfig(log_config)
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
-    # After its graceful shutdown uvicorn re-raises the signal it caught. Under the default
-    # SIGTERM disposition that kills the process on the spot, skipping the caller's cleanup
-    # (stopping the embedded PostgreSQL): turn it into a normal exit instead.
-    previous = signal.signal(signal.SIGTERM, _exit_after_sigterm)
-    try:
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            workers=workers if workers > 1 else None,
-            factory=isinstance(app, str),
-            log_config=log_config,
-            access_log=False,
-            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: anyone on the host
-            # (or a local proxy relaying it) could pick their address and rotate past the rate
-            # limit. The app believes only GATEWAY_TRUSTED_PROXIES (gateway.api.app).
-            proxy_headers=False,
-            timeout_graceful_shutdown=graceful_seconds,
-            lifespan="on",
-        )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _exit_after_sigterm(_signum: int, _frame: object) -> None:
-    logging.getLogger("gateway").info("stopped by SIGTERM")
-    raise SystemExit(0)

@@ -155,7 +155,9 @@ Stop with Ctrl-C; data is kept for the next start.
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.api.app import create_app
-    from gateway.api.observability import run_server
+    from gateway.api.server import run_server
+    from gateway.logs import resolve_format
+    from gateway.startup import check_port
     from gateway.storage.embedded import resolve_database_url
     from gateway.storage.migrate import upgrade
 
@@ -171,6 +173,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     )
     host = args.host or settings.gateway_host
     port = args.port or settings.gateway_port
+    check_port(host, port)
     url, server = resolve_database_url(None, data_dir)
     try:
         upgrade(url)
@@ -190,8 +193,14 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             print(f"error: {exc}", flush=True)
             return 1
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        print(banner(setup, f"http://{shown_host}:{port}/graphql"), flush=True)
-        run_server(create_app(demo_settings, url), host, port)
+        text = banner(setup, f"http://{shown_host}:{port}/graphql")
+        run_server(
+            create_app(demo_settings, url),
+            host,
+            port,
+            log_format=resolve_format(settings.gateway_log_format),
+            on_ready=lambda: print(text, flush=True),  # once it answers, not before
+        )
     finally:
         if server is not None:
             server.stop()

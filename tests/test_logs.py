@@ -1,0 +1,148 @@
+"""One logging setup for every process and command: JSON lines off a terminal, short lines on
+one (GATEWAY_LOG_FORMAT forces either), commands quiet unless -v."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.servers import cli_server
+
+ROOT = Path(__file__).parent.parent
+SECRET = "kQ3v-9Zr_T1mXw8bLp2YcN6dHs4uJf0aEg7iRo5tVy"
+
+
+def _env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OTEL_"))}
+    return {
+        **clean,
+        "DATABASE_URL": database_url,
+        "GATEWAY_TOKEN_SECRET": SECRET,
+        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+        **extra,
+    }
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_serve_writes_only_json_lines_off_a_terminal(database_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    with log.open("w") as output, cli_server(_env(database_url, tmp_path), output) as base:
+        response = httpx.get(base + "/readyz", headers={"X-Request-ID": "logs-1"}, timeout=10)
+        assert response.status_code == 200
+        port = base.rsplit(":", 1)[1]
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line, start-up to shutdown
+    assert all({"time", "level", "logger", "message", "pid"} <= set(r) for r in records)
+    messages = [(r["logger"], r["message"]) for r in records]
+    # Migrations (alembic's logger) and uvicorn go through the same setup.
+    assert ("alembic.runtime.migration", "Context impl PostgresqlImpl.") in messages
+    assert ("uvicorn.error", "Application startup complete.") in messages
+    # The URL is said once the server answers, not before.
+    ready = messages.index(("gateway.server", f"GraphiQL: http://127.0.0.1:{port}/graphql"))
+    assert ready > messages.index(("uvicorn.error", "Application startup complete."))
+    (access,) = [r for r in records if r.get("request_id") == "logs-1"]
+    assert (access["logger"], access["message"], access["status"]) == (
+        "gateway.access",
+        "GET /readyz 200",
+        200,
+    )
+    assert messages[-1] == ("gateway", "stopped by SIGTERM")
+    # uvicorn's coloured duplicate of its messages is left out.
+    assert [r for r in records if "color_message" in r] == []
+
+
+def test_console_format_is_short_lines(database_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    env = _env(database_url, tmp_path, GATEWAY_LOG_FORMAT="console")
+    with log.open("w") as output, cli_server(env, output) as base:
+        httpx.get(base + "/healthz", headers={"X-Request-ID": "console-1"}, timeout=10)
+    lines = log.read_text().splitlines()
+    assert [line for line in lines if line.startswith("{")] == []
+    (access,) = [line for line in lines if "console-1" in line]
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d \[info\s*\] GET /healthz 200 \[gateway\.access\]"
+        r" duration_ms=[0-9.]+ request_id=console-1",
+        access,
+    ), access
+
+
+def test_commands_are_quiet_unless_verbose(database_url: str, tmp_path: Path) -> None:
+    env = _env(database_url, tmp_path)
+    quiet = _cli(["migrate"], env)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    verbose = _cli(["-v", "migrate"], env)
+    assert (verbose.returncode, verbose.stdout) == (0, "")
+    records = [json.loads(line) for line in verbose.stderr.splitlines()]
+    assert [(r["logger"], r["message"]) for r in records] == [
+        ("alembic.runtime.migration", "Context impl PostgresqlImpl."),
+        ("alembic.runtime.migration", "Will assume transactional DDL."),
+        ("gateway.cli", "database is at the latest migration"),
+    ]
+    listed = _cli(["keys", "list"], env)
+    assert (listed.returncode, listed.stderr) == (0, "")
+
+
+def test_a_terminal_gets_console_lines(database_url: str, tmp_path: Path) -> None:
+    """GATEWAY_LOG_FORMAT unset (auto): stderr on a terminal gets the console format."""
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "-v", "migrate"],
+            cwd=ROOT,
+            env={**_env(database_url, tmp_path), "TERM": "dumb", "NO_COLOR": "1"},
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+            check=False,
+        )
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal is closed once everything is read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        if follower != -1:
+            os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 0
+    text = re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode()).replace("\r\n", "\n")
+    lines = text.splitlines()
+    assert [line for line in lines if line.startswith("{")] == []
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d \[info\s*\] database is at the latest migration \[gateway\.cli\]",
+        lines[-1],
+    ), lines
+
+
+def test_an_unknown_log_format_is_a_configuration_error(tmp_path: Path) -> None:
+    proc = _cli(["migrate"], _env("postgresql://127.0.0.1:1/x", tmp_path, GATEWAY_LOG_FORMAT="xml"))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        "",
+        "configuration error: GATEWAY_LOG_FORMAT: Input should be 'auto', 'json' or 'console';"
+        " fix or unset GATEWAY_LOG_FORMAT\n",
+    )
