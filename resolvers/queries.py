@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 
+import schema.paging as paging_docs
 from gateway.billing import customers
+from gateway.billing.paging import encode_cursor
 from gateway.callers import authz
-from gateway.errors import BadUserInput, UserError
+from resolvers import history
 from resolvers._args import checked_arguments, opt
-from schema.billing import (
-    Billing,
-    Customer,
-    CustomerConnection,
-    CustomerEdge,
-    PageInfo,
-    UsageBalance,
-)
+from schema.billing import Billing, Customer, CustomerConnection, CustomerEdge, UsageBalance
+from schema.paging import PageInfo
+
+DEFAULT_CUSTOMERS = 25
 
 
 @checked_arguments
@@ -51,17 +51,23 @@ async def usage_balance(
 
 @checked_arguments
 async def customers_page(
-    info: strawberry.Info, first: int | None = 25, after: str | None = strawberry.UNSET
+    info: strawberry.Info,
+    first: Annotated[int | None, strawberry.argument(description=paging_docs.FIRST)] = 25,
+    after: Annotated[
+        str | None, strawberry.argument(description=paging_docs.AFTER)
+    ] = strawberry.UNSET,
+    last: Annotated[
+        int | None, strawberry.argument(description=paging_docs.LAST)
+    ] = strawberry.UNSET,
+    before: Annotated[
+        str | None, strawberry.argument(description=paging_docs.BEFORE)
+    ] = strawberry.UNSET,
 ) -> CustomerConnection:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
-    page = await customers.customers_page(ctx.db, 25 if first is None else first, opt(after))
-    if isinstance(page, UserError):
-        raise BadUserInput(page.message)
-    edges = [CustomerEdge(cursor=page.cursor(c), node=Customer(row=c)) for c in page.customers]
+    request = history.page_request(first, opt(after), opt(last), opt(before), DEFAULT_CUSTOMERS)
+    page = await customers.customers_page(ctx.db, request)
+    edges = [CustomerEdge(cursor=encode_cursor(c.id), node=Customer(row=c)) for c in page.items]
     return CustomerConnection(
-        edges=edges,
-        page_info=PageInfo(
-            has_next_page=page.has_next_page, end_cursor=edges[-1].cursor if edges else None
-        ),
+        edges=edges, page_info=PageInfo.of(page, lambda c: encode_cursor(c.id))
     )

@@ -5,12 +5,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import Enum
+from typing import Annotated
 
 import strawberry
 
+import schema.paging as paging_docs
 from gateway.billing.records import BalanceRow, ChargeRow, CustomerRow, SubscriptionRow
-from resolvers._args import checked_arguments
+from resolvers import history
+from resolvers._args import checked_arguments, opt
 from schema.catalog import Price, PricingModel, UsageMeter
+from schema.history import UsageEventConnection
+from schema.paging import PageInfo
 from schema.scalars import Long
 
 
@@ -211,6 +216,40 @@ class Billing:
             sub = next((s for s in subs if str(s.id) == subscription_id), None)
         return [] if sub is None else await subscription_balances(info, sub)
 
+    @strawberry.field(
+        description="The customer's usage history, newest first, a page at a time (Relay"
+        " cursor connection). Filters: one meter (an unknown slug matches nothing) and one"
+        " subscription (one that is not the customer's matches nothing)."
+    )
+    @checked_arguments
+    async def usage_events(
+        self,
+        info: strawberry.Info,
+        meter_slug: Annotated[
+            str | None, strawberry.argument(description="Only events of this usage meter.")
+        ] = strawberry.UNSET,
+        subscription_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(description="Only events charged to this subscription."),
+        ] = strawberry.UNSET,
+        first: Annotated[int | None, strawberry.argument(description=paging_docs.FIRST)] = 50,
+        after: Annotated[
+            str | None, strawberry.argument(description=paging_docs.AFTER)
+        ] = strawberry.UNSET,
+        last: Annotated[
+            int | None, strawberry.argument(description=paging_docs.LAST)
+        ] = strawberry.UNSET,
+        before: Annotated[
+            str | None, strawberry.argument(description=paging_docs.BEFORE)
+        ] = strawberry.UNSET,
+    ) -> UsageEventConnection:
+        request = history.page_request(
+            first, opt(after), opt(last), opt(before), history.DEFAULT_PAGE
+        )
+        return await history.usage_events(
+            info, self.customer_row, opt(meter_slug), opt(subscription_id), request
+        )
+
     @strawberry.field(description="checkFeatureAccess: a toggle feature on a current subscription.")
     @checked_arguments
     async def feature_access(self, info: strawberry.Info, feature_slug: str) -> bool:
@@ -267,12 +306,6 @@ class Customer:
 
 
 @strawberry.type
-class PageInfo:
-    has_next_page: bool
-    end_cursor: str | None
-
-
-@strawberry.type
 class CustomerEdge:
     cursor: str
     node: Customer
@@ -282,3 +315,8 @@ class CustomerEdge:
 class CustomerConnection:
     edges: list[CustomerEdge]
     page_info: PageInfo
+
+    @strawberry.field(description="How many customers there are, in all pages.")
+    async def total_count(self, info: strawberry.Info) -> int:
+        count: int = await info.context.loaders.customer_count.load("all")
+        return count

@@ -8,6 +8,8 @@ from typing import Any, cast
 import strawberry
 from strawberry.scalars import JSON
 
+from gateway.billing.usage_history import UsageEventRow
+
 
 @strawberry.type
 class UsageEvent:
@@ -40,4 +42,23 @@ class UsageEvent:
             usage_date=datetime.fromisoformat(data["usage_date"]),
             properties=cast(JSON, data["properties"]),
             created_at=datetime.fromisoformat(data["created_at"]),
+        )
+
+    @classmethod
+    def of(cls, row: UsageEventRow) -> UsageEvent:
+        """From a usage history row."""
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            customer_id=strawberry.ID(str(row.customer_id)),
+            subscription_id=strawberry.ID(str(row.subscription_id)),
+            usage_meter_id=strawberry.ID(str(row.usage_meter_id)),
+            price_id=strawberry.ID(str(row.price_id)),
+            billing_period_id=None
+            if row.billing_period_id is None
+            else strawberry.ID(str(row.billing_period_id)),
+            amount=row.amount,
+            transaction_id=row.transaction_id,
+            usage_date=row.usage_date,
+            properties=cast(JSON, row.properties),
+            created_at=row.created_at,
         )

@@ -85,3 +85,36 @@ async def test_a_cold_catalog_costs_one_round_trip(gql, app) -> None:
     counter = start_counting()
     ok(await gql(DASHBOARD, {"first": 3}), "customers")
     assert counter.count == 6, counter.statements
+
+
+HISTORIES = """
+query($first: Int) {
+  customers(first: $first) {
+    totalCount
+    edges { node { externalId billing {
+      usageEvents(first: 5) { totalCount edges { cursor node { amount transactionId } }
+                              pageInfo { hasNextPage endCursor } }
+      metered: usageEvents(meterSlug: "api_calls", first: 1) { edges { node { amount } } }
+    } } }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("customers", [10, 100])
+async def test_a_dashboard_of_histories_costs_a_fixed_number_of_round_trips(
+    gql, customers: int
+) -> None:
+    await _customers_with_usage(gql, customers)
+    await gql(HISTORIES, {"first": 1})  # warm the process's catalog cache
+    counter = start_counting()
+    data = ok(await gql(HISTORIES, {"first": customers}), "customers")
+    assert data["totalCount"] == customers
+    last = data["edges"][-1]["node"]["billing"]
+    assert last["usageEvents"]["totalCount"] == 1
+    assert [e["node"] for e in last["usageEvents"]["edges"]] == [
+        {"amount": customers, "transactionId": f"t{customers - 1}"}
+    ]
+    assert last["metered"]["edges"] == [{"node": {"amount": customers}}]
+    # key lookup, customers page, customer count, every page of both aliases, their counts
+    assert counter.count == 5, counter.statements

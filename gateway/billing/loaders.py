@@ -14,9 +14,10 @@ from typing import TypeVar
 
 from aiodataloader import DataLoader
 
-from gateway.billing import balances, customers, subscriptions
+from gateway.billing import balances, customers, subscriptions, usage_history
 from gateway.billing.catalog import CatalogCache
 from gateway.billing.records import BalanceRow, Catalog, ChargeRow, CustomerRow, SubscriptionRow
+from gateway.billing.usage_history import HistoryFilter, HistoryKey, UsageEventRow
 from gateway.storage.db import Database
 
 K = TypeVar("K", bound=Hashable)
@@ -77,3 +78,20 @@ class Loaders:
     @cached_property
     def charges(self) -> MappingLoader[uuid.UUID, list[ChargeRow]]:
         return MappingLoader(lambda ids: balances.current_charges(self._db, ids), list)
+
+    @cached_property
+    def usage_event_page(self) -> MappingLoader[HistoryKey, list[UsageEventRow]]:
+        return MappingLoader(lambda keys: usage_history.usage_event_pages(self._db, keys), list)
+
+    @cached_property
+    def usage_event_count(self) -> MappingLoader[HistoryFilter, int]:
+        return MappingLoader(lambda keys: usage_history.usage_event_counts(self._db, keys), int)
+
+    @cached_property
+    def customer_count(self) -> MappingLoader[str, int]:
+        """Keyed by "all" (a DataLoader needs a key): the number of customers."""
+
+        async def count(_keys: list[str]) -> dict[str, int]:
+            return {"all": await customers.customer_count(self._db)}
+
+        return MappingLoader(count, int)
