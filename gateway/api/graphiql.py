@@ -27,6 +27,7 @@ from starlette.types import Scope
 
 STATIC_DIR = Path(__file__).parent / "static" / "graphiql"
 STATIC_PATH = "/static/graphiql"
+GRAPHQL_PARAMS = ("query", "extensions", "documentId")  # a GET with one of them is a request
 
 DEFAULT_QUERY = """\
 # Welcome to the billing gateway.
@@ -112,11 +113,12 @@ def render_page(root_path: str) -> str:
 
 def wants_page(scope: Scope) -> bool:
     """Strawberry's rule for showing its IDE: a GET (or HEAD) without a ``query`` parameter
-    from a client that accepts HTML (``text/html`` or ``*/*``)."""
+    from a client that accepts HTML (``text/html`` or ``*/*``); a GET naming a persisted
+    document (``extensions`` or ``documentId``, gateway.api.persisted) is a query too."""
     if scope.get("method") not in ("GET", "HEAD"):
         return False
     request = Request(scope)
-    if "query" in request.query_params:
+    if any(name in request.query_params for name in GRAPHQL_PARAMS):
         return False
     accept = request.headers.get("accept", "")
     return "text/html" in accept or "*/*" in accept
