@@ -11,19 +11,28 @@ from strawberry.scalars import JSON
 from gateway.billing.usage_history import UsageEventRow
 
 
-@strawberry.type
+@strawberry.type(description="One recorded usage event: an amount of usage on one meter.")
 class UsageEvent:
-    id: strawberry.ID
-    customer_id: strawberry.ID
-    subscription_id: strawberry.ID
-    usage_meter_id: strawberry.ID
+    id: strawberry.ID = strawberry.field(description="The event's id (time-ordered UUIDv7).")
+    customer_id: strawberry.ID = strawberry.field(description="The customer charged.")
+    subscription_id: strawberry.ID = strawberry.field(
+        description="The subscription the usage is charged to."
+    )
+    usage_meter_id: strawberry.ID = strawberry.field(description="The meter the usage is on.")
     price_id: strawberry.ID = strawberry.field(description="The resolved price.")
-    billing_period_id: strawberry.ID | None
-    amount: int
-    transaction_id: str
-    usage_date: datetime
-    properties: JSON
-    created_at: datetime
+    billing_period_id: strawberry.ID | None = strawberry.field(
+        description="The billing period the usage counts in, decided by usageDate (always"
+        " set by this gateway; nullable in the contract)."
+    )
+    amount: int = strawberry.field(description="Usage, in events of the meter; > 0.")
+    transaction_id: str = strawberry.field(
+        description="The idempotency key: unique per customer and meter."
+    )
+    usage_date: datetime = strawberry.field(
+        description="When the usage happened (decides the billing period)."
+    )
+    properties: JSON = strawberry.field(description="The JSON object recorded with the event.")
+    created_at: datetime = strawberry.field(description="When the gateway recorded it.")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UsageEvent:

@@ -271,3 +271,20 @@ async def test_customers_page_both_ways(gql: GraphQLClient, db: Database) -> Non
     assert await page(last=2, before=cursors[1]) == (["c0"], info(True, False, 0, 0), 5)
     assert await page(first=0) == ([], info(True, False, None, None), 5)
     assert await page() == (["c0", "c1", "c2", "c3", "c4"], info(False, False, 0, 4), 5)
+
+
+async def test_a_refused_page_leaves_the_rest_of_the_document_alone(gql: GraphQLClient) -> None:
+    """The failed non-null field nulls its Billing, and graphql-core cancels its siblings: the
+    other Billing, loading the same subscriptions, still gets them (a shared loader future)."""
+    await setup_pricing(gql)
+    sub = await customer_on_plan(gql)
+    response = await gql(
+        '{ a: billing(customerExternalId: "user-1") { subscriptions { id }'
+        " usageEvents(first: 101) { totalCount } }"
+        ' b: billing(customerExternalId: "user-1") { subscriptions { id } } }'
+    )
+    assert response.status == 200
+    assert response.data == {"a": None, "b": {"subscriptions": [{"id": sub}]}}
+    assert [(e["path"], e["extensions"]["code"]) for e in response.errors or []] == [
+        (["a", "usageEvents"], "BAD_USER_INPUT")
+    ]

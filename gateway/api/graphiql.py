@@ -39,14 +39,18 @@ DEFAULT_QUERY = """\
 #    a customer session token (cst_...) from the
 #    createCustomerSession mutation;
 #    billing-gateway demo prints one of each.
-#    (A secret key names the customer:
-#     billing(customerExternalId: "...").)
-# 2. Run (the play button, or Ctrl-Enter).
+# 2. A secret key must name the customer: open
+#    "Variables" and give its externalId,
+#      {"customer": "<externalId>"}
+#    (without it billing is null, and the answer's
+#    extensions.warnings says so). A customer
+#    token needs nothing: it reads its own.
+# 3. Run (the play button, or Ctrl-Enter).
 #
 # Docs (top left) browses the whole schema.
 
-query CurrentBalances {
-  billing {
+query CurrentBalances($customer: String) {
+  billing(customerExternalId: $customer) {
     customer { externalId }
     currentSubscription { id status }
     usageBalances {
@@ -54,6 +58,9 @@ query CurrentBalances {
       availableBalance
       usedBalance
       balanceLimit
+    }
+    usageEvents(first: 5) {
+      edges { node { amount transactionId createdAt } }
     }
   }
 }

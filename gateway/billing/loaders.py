@@ -7,6 +7,7 @@ customers with subscriptions and balances costs the same number of round trips a
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from functools import cached_property
@@ -35,6 +36,13 @@ class MappingLoader(DataLoader[K, V | None]):
         super().__init__()
         self._fetch = fetch
         self._default = default
+
+    def load(self, key: K) -> asyncio.Future[V | None]:
+        # One future serves every field that loads the same key. graphql-core cancels the
+        # sibling fields of a failed non-null field; without the shield, cancelling one of
+        # them would cancel the shared future, and the other fields (elsewhere in the
+        # document) would end with CancelledError instead of their value.
+        return asyncio.shield(super().load(key))
 
     async def batch_load_fn(self, keys: list[K]) -> list[V | None]:
         found = await self._fetch(keys)
