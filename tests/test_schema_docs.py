@@ -67,7 +67,7 @@ async def test_graphiql_s_default_query_works_for_both_kinds_of_caller(gql: Grap
     assert as_customer == as_key
     assert as_customer["customer"] == {"externalId": "user-1"}
     slugs = [b["usageMeter"]["slug"] for b in as_customer["usageBalances"]]
-    assert slugs == ["generations", "unique_users"]  # the meters pro_monthly grants credits on
+    assert slugs == ["generations", "unique_users"]  # the meters with a balance on pro_monthly
     # a secret key that names no customer: null, and the answer says why
     unnamed = await gql(DEFAULT_QUERY)
     assert (unnamed.status, unnamed.body) == (
