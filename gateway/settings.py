@@ -192,6 +192,20 @@ class Settings(BaseSettings):
     # createUsageEvent(s) documents executed by the compiled path (gateway.api.graphql_fast).
     gateway_compiled_execution: bool = True
 
+    # Persisted documents (gateway.api.persisted).
+    gateway_trusted_documents: Path | None = Field(
+        default=None,
+        description=(
+            "A persisted-documents manifest ({sha256: document}, as graphql-codegen's client"
+            " preset writes it): customer tokens may then run only its documents."
+        ),
+    )
+    gateway_apq_cache_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=0,
+        description="Document text that automatic persisted queries keep per process (LRU).",
+    )
+
     # Cache of the catalog (slug -> id maps); invalidated by LISTEN/NOTIFY, bounded by this TTL.
     gateway_catalog_cache_seconds: float = 60.0
 

@@ -3,7 +3,7 @@ map the result."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
@@ -33,9 +33,13 @@ from schema.billing import Customer, Subscription, UsageBalance
 from schema.catalog import PricingModel
 from schema.errors import respond, to_graphql
 
+INPUT = strawberry.argument(description="What to do: see the input type's fields.")
+
 
 @checked_input
-async def setup_pricing_model(info: strawberry.Info, input: SetupPricingModelInput) -> Any:
+async def setup_pricing_model(
+    info: strawberry.Info, input: Annotated[SetupPricingModelInput, INPUT]
+) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     result = await pricing_setup.setup_pricing_model(ctx.db, input.definition)
@@ -48,7 +52,9 @@ async def setup_pricing_model(info: strawberry.Info, input: SetupPricingModelInp
 
 
 @checked_input
-async def update_pricing_model(info: strawberry.Info, input: UpdatePricingModelInput) -> Any:
+async def update_pricing_model(
+    info: strawberry.Info, input: Annotated[UpdatePricingModelInput, INPUT]
+) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     result = await pricing_update.update_pricing_model(
@@ -67,7 +73,9 @@ async def update_pricing_model(info: strawberry.Info, input: UpdatePricingModelI
 
 
 @checked_input
-async def create_customer(info: strawberry.Info, input: CreateCustomerInput) -> Any:
+async def create_customer(
+    info: strawberry.Info, input: Annotated[CreateCustomerInput, INPUT]
+) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     result = await customers.create_customer(
@@ -77,7 +85,9 @@ async def create_customer(info: strawberry.Info, input: CreateCustomerInput) -> 
 
 
 @checked_input
-async def create_subscription(info: strawberry.Info, input: CreateSubscriptionInput) -> Any:
+async def create_subscription(
+    info: strawberry.Info, input: Annotated[CreateSubscriptionInput, INPUT]
+) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     result = await subscriptions.create_subscription(
@@ -87,7 +97,9 @@ async def create_subscription(info: strawberry.Info, input: CreateSubscriptionIn
 
 
 @checked_input
-async def cancel_subscription(info: strawberry.Info, input: CancelSubscriptionInput) -> Any:
+async def cancel_subscription(
+    info: strawberry.Info, input: Annotated[CancelSubscriptionInput, INPUT]
+) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     result = await subscriptions.cancel_subscription(ctx.db, str(input.subscription_id))
@@ -95,7 +107,9 @@ async def cancel_subscription(info: strawberry.Info, input: CancelSubscriptionIn
 
 
 @checked_input
-async def grant_usage_credits(info: strawberry.Info, input: GrantUsageCreditsInput) -> Any:
+async def grant_usage_credits(
+    info: strawberry.Info, input: Annotated[GrantUsageCreditsInput, INPUT]
+) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     result = await balances.grant_usage_credits(
@@ -109,7 +123,9 @@ async def grant_usage_credits(info: strawberry.Info, input: GrantUsageCreditsInp
 
 
 @checked_input
-async def create_customer_session(info: strawberry.Info, input: CreateCustomerSessionInput) -> Any:
+async def create_customer_session(
+    info: strawberry.Info, input: Annotated[CreateCustomerSessionInput, INPUT]
+) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     seconds = opt(input.expires_in_seconds)
@@ -124,7 +140,7 @@ async def create_customer_session(info: strawberry.Info, input: CreateCustomerSe
 
 @checked_input
 async def revoke_customer_sessions(
-    info: strawberry.Info, input: RevokeCustomerSessionsInput
+    info: strawberry.Info, input: Annotated[RevokeCustomerSessionsInput, INPUT]
 ) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)

@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 
+import schema.paging as paging_docs
+from gateway.api.context import Context
 from gateway.billing import customers
+from gateway.billing.paging import encode_cursor
 from gateway.callers import authz
-from gateway.errors import BadUserInput, UserError
+from resolvers import history
 from resolvers._args import checked_arguments, opt
-from schema.billing import (
-    Billing,
-    Customer,
-    CustomerConnection,
-    CustomerEdge,
-    PageInfo,
-    UsageBalance,
+from schema.billing import Billing, Customer, CustomerConnection, CustomerEdge, UsageBalance
+from schema.paging import PageInfo
+
+DEFAULT_CUSTOMERS = 25
+
+
+CUSTOMER = strawberry.argument(
+    description="The customer's externalId: required with a secret key; a customer session"
+    " token may omit it (its own customer)."
 )
+
+
+def hint_missing_customer(ctx: Context, field: str, external_id: str | None) -> None:
+    """A secret key names the customer: without one the answer is null, and says why."""
+    if external_id is None and ctx.caller.is_secret_key:
+        ctx.warn(
+            f"{field}: a secret key must name the customer with customerExternalId;"
+            " without it the answer is null (a customer session token reads its own)"
+        )
 
 
 @checked_arguments
 async def billing(
-    info: strawberry.Info, customer_external_id: str | None = strawberry.UNSET
+    info: strawberry.Info,
+    customer_external_id: Annotated[str | None, CUSTOMER] = strawberry.UNSET,
 ) -> Billing | None:
     ctx = info.context
+    hint_missing_customer(ctx, "billing", opt(customer_external_id))
     customer = await authz.customer_for(ctx.caller, ctx.loaders, opt(customer_external_id))
     return None if customer is None else Billing(customer_row=customer)
 
@@ -30,11 +48,17 @@ async def billing(
 @checked_arguments
 async def usage_balance(
     info: strawberry.Info,
-    meter_slug: str,
-    customer_external_id: str | None = strawberry.UNSET,
-    subscription_id: strawberry.ID | None = strawberry.UNSET,
+    meter_slug: Annotated[str, strawberry.argument(description="The usage meter's slug.")],
+    customer_external_id: Annotated[str | None, CUSTOMER] = strawberry.UNSET,
+    subscription_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(
+            description="One of the customer's subscriptions; default: the newest current one."
+        ),
+    ] = strawberry.UNSET,
 ) -> UsageBalance | None:
     ctx = info.context
+    hint_missing_customer(ctx, "usageBalance", opt(customer_external_id))
     customer = await authz.customer_for(ctx.caller, ctx.loaders, opt(customer_external_id))
     if customer is None:
         return None
@@ -51,17 +75,23 @@ async def usage_balance(
 
 @checked_arguments
 async def customers_page(
-    info: strawberry.Info, first: int | None = 25, after: str | None = strawberry.UNSET
+    info: strawberry.Info,
+    first: Annotated[int | None, strawberry.argument(description=paging_docs.FIRST)] = 25,
+    after: Annotated[
+        str | None, strawberry.argument(description=paging_docs.AFTER)
+    ] = strawberry.UNSET,
+    last: Annotated[
+        int | None, strawberry.argument(description=paging_docs.LAST)
+    ] = strawberry.UNSET,
+    before: Annotated[
+        str | None, strawberry.argument(description=paging_docs.BEFORE)
+    ] = strawberry.UNSET,
 ) -> CustomerConnection:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
-    page = await customers.customers_page(ctx.db, 25 if first is None else first, opt(after))
-    if isinstance(page, UserError):
-        raise BadUserInput(page.message)
-    edges = [CustomerEdge(cursor=page.cursor(c), node=Customer(row=c)) for c in page.customers]
+    request = history.page_request(first, opt(after), opt(last), opt(before), DEFAULT_CUSTOMERS)
+    page = await customers.customers_page(ctx.db, request)
+    edges = [CustomerEdge(cursor=encode_cursor(c.id), node=Customer(row=c)) for c in page.items]
     return CustomerConnection(
-        edges=edges,
-        page_info=PageInfo(
-            has_next_page=page.has_next_page, end_cursor=edges[-1].cursor if edges else None
-        ),
+        edges=edges, page_info=PageInfo.of(page, lambda c: encode_cursor(c.id))
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
@@ -16,6 +16,10 @@ from schema.errors import to_graphql
 from schema.usage import CreateUsageEventInput, UsageEventRecorded
 from schema.usage_event import UsageEvent
 
+ONE_EVENT = strawberry.argument(description="The event to record.")
+EVENTS = strawberry.argument(
+    description="The events to record, at most GATEWAY_MAX_BATCH_SIZE (1,000 by default)."
+)
 _TARGETS = ("price_id", "price_slug", "usage_meter_id", "usage_meter_slug")
 _KINDS: dict[str, usage.TargetKind] = {
     "price_id": "priceId",
@@ -51,7 +55,9 @@ def _map(result: usage.UsageResult) -> Any:
 
 
 @checked_except("input")
-async def create_usage_event(info: strawberry.Info, input: CreateUsageEventInput) -> Any:
+async def create_usage_event(
+    info: strawberry.Info, input: Annotated[CreateUsageEventInput, ONE_EVENT]
+) -> Any:
     ctx = info.context
     authz.require_caller(ctx.caller)
     refused = refused_input(input, ["input"])
@@ -64,7 +70,7 @@ async def create_usage_event(info: strawberry.Info, input: CreateUsageEventInput
 
 @checked_except("input")
 async def create_usage_events(
-    info: strawberry.Info, input: list[CreateUsageEventInput]
+    info: strawberry.Info, input: Annotated[list[CreateUsageEventInput], EVENTS]
 ) -> list[Any]:
     ctx = info.context
     authz.require_caller(ctx.caller)

@@ -18,51 +18,82 @@ if TYPE_CHECKING:
     from schema.catalog import Product
 
 
-# The gateway's own codes are the GraphQL enum ErrorCode: one list of codes, not two.
-strawberry.enum(errors.ErrorCode, description="Stable codes of expected failures.")
+# The gateway's own codes are the GraphQL enum ErrorCode: one list of codes, not two. Their
+# descriptions are the client's documentation, so they live here with the other GraphQL text.
+ERROR_CODE_DOCS = {
+    "INVALID_INPUT": "An input value is out of line; `field` names it.",
+    "NOT_FOUND": "Something named in the input (a customer, price, meter...) does not exist.",
+    "FORBIDDEN": "The caller may not do this to this object (e.g. another customer's).",
+    "NO_CURRENT_SUBSCRIPTION": "The customer has no current subscription to charge the usage to.",
+    "INSUFFICIENT_BALANCE": "requireBalance was set and the balance does not cover the amount:"
+    " nothing was recorded.",
+    "IDEMPOTENCY_CONFLICT": "The transactionId was already used for an event with different"
+    " values; the existing event is returned.",
+}
+strawberry.enum(
+    errors.ErrorCode,
+    description="Stable codes of expected failures: branch on these, not on messages.",
+)
+for _value in errors.ErrorCode.__strawberry_definition__.values:  # type: ignore[attr-defined]
+    _value.description = ERROR_CODE_DOCS.get(_value.name)
 
 
-@strawberry.interface(description="An expected failure, returned as data.")
+@strawberry.interface(
+    description="An expected failure, returned as data in a mutation's result union: nothing"
+    " was changed. Select `... on UserError { code message field }` in every mutation."
+)
 class UserError:
-    code: errors.ErrorCode
-    message: str
+    code: errors.ErrorCode = strawberry.field(description="What went wrong, as a stable code.")
+    message: str = strawberry.field(
+        description="A sentence for the developer (English; may change: do not parse it)."
+    )
     field: list[str] | None = strawberry.field(
         description='Path of the input field at fault, e.g. ["input", "amount"].'
     )
 
 
-@strawberry.type
+@strawberry.type(description="An input value is out of line (code INVALID_INPUT).")
 class InvalidInput(UserError):
     pass
 
 
-@strawberry.type
+@strawberry.type(description="Something the input names does not exist (code NOT_FOUND).")
 class NotFound(UserError):
     pass
 
 
-@strawberry.type
+@strawberry.type(description="The caller may not act on this object (code FORBIDDEN).")
 class Forbidden(UserError):
     pass
 
 
-@strawberry.type
+@strawberry.type(
+    description="The customer has no current subscription (code NO_CURRENT_SUBSCRIPTION)."
+)
 class NoCurrentSubscription(UserError):
     pass
 
 
-@strawberry.type
+@strawberry.type(
+    description="The transactionId was used before with other values (code"
+    " IDEMPOTENCY_CONFLICT); a retry with the same values is not a conflict but a replay."
+)
 class IdempotencyConflict(UserError):
     existing_event: UsageEvent = strawberry.field(
         description="The event already recorded under this transactionId."
     )
 
 
-@strawberry.type
+@strawberry.type(
+    description="requireBalance was set and the balance does not cover the event (code"
+    " INSUFFICIENT_BALANCE): nothing was recorded. Show the upgrade options."
+)
 class InsufficientBalance(UserError):
-    meter_slug: str
-    available_balance: Long
-    required: Long
+    meter_slug: str = strawberry.field(description="The meter whose balance is short.")
+    available_balance: Long = strawberry.field(
+        description="The meter's available balance now, in events (may be <= 0)."
+    )
+    required: Long = strawberry.field(description="The event's amount, in events.")
     pricing_model_id: strawberry.Private[uuid.UUID]
     meter_id: strawberry.Private[uuid.UUID]
     product_id: strawberry.Private[uuid.UUID | None]

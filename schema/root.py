@@ -25,21 +25,29 @@ from schema.webhooks import (
 )
 
 
-@strawberry.type
+@strawberry.type(
+    description="Reads. A customer session token reads its own customer only; a secret key"
+    " reads any customer, named by customerExternalId."
+)
 class Query:
     billing: Billing | None = strawberry.field(
         resolver=queries.billing,
-        description="The caller's billing picture. A customer session reads its own customer;"
-        " a secret key must name the customer. Unknown customer: null.",
+        description="The caller's billing picture. A customer session reads its own customer"
+        " (customerExternalId omitted or its own; another customer's: null). A secret key"
+        " must pass customerExternalId (without it: null, with a hint in the response's"
+        " extensions.warnings). Unknown customer: null.",
     )
     usage_balance: UsageBalance | None = strawberry.field(
         resolver=queries.usage_balance,
         description="checkUsageBalance: one meter's balance on the customer's current (or the"
-        " named) subscription; null when the meter has no balance there.",
+        " named) subscription. Null when the meter has no balance there, or the customer is"
+        " unknown, another's, or (secret key) not named: see Query.billing.",
     )
     customers: CustomerConnection = strawberry.field(
         resolver=queries.customers_page,
-        description="Dashboards (secret key only): customers page by page; first <= 100.",
+        description="Dashboards (secret key only): customers in creation order, page by page"
+        " (Relay cursor connection: first/after forward, last/before backward, at most 100"
+        " a page).",
     )
     webhook_endpoints: list[WebhookEndpoint] = strawberry.field(
         resolver=alerts.webhook_endpoints,
@@ -47,7 +55,11 @@ class Query:
     )
 
 
-@strawberry.type
+@strawberry.type(
+    description="Writes. Expected failures are data: every result is a union of the success"
+    " type and UserError types. Usage mutations accept a customer session token or a secret"
+    " key; everything else needs a secret key."
+)
 class Mutation:
     create_usage_event: CreateUsageEventResult = strawberry.field(
         resolver=usage.create_usage_event,
@@ -67,15 +79,25 @@ class Mutation:
         " update names and flags, archive what is gone; never rewrite the price of usage"
         " already recorded.",
     )
-    create_customer: CreateCustomerResult = strawberry.field(resolver=admin.create_customer)
+    create_customer: CreateCustomerResult = strawberry.field(
+        resolver=admin.create_customer,
+        description="Create a customer on the default pricing model (secret key only). It has"
+        " no subscription yet: follow with createSubscription.",
+    )
     create_subscription: CreateSubscriptionResult = strawberry.field(
-        resolver=admin.create_subscription
+        resolver=admin.create_subscription,
+        description="Subscribe a customer to a subscription price (secret key only): starts"
+        " its billing periods and grants the product's usage credits.",
     )
     cancel_subscription: CancelSubscriptionResult = strawberry.field(
-        resolver=admin.cancel_subscription
+        resolver=admin.cancel_subscription,
+        description="Cancel a subscription at once (secret key only): it stops being current,"
+        " so usage can no longer be charged to it.",
     )
     grant_usage_credits: GrantUsageCreditsResult = strawberry.field(
-        resolver=admin.grant_usage_credits
+        resolver=admin.grant_usage_credits,
+        description="Grant extra credits on one meter of a subscription (secret key only),"
+        " optionally expiring (usage consumes the soonest-expiring credits first).",
     )
     create_customer_session: CreateCustomerSessionResult = strawberry.field(
         resolver=admin.create_customer_session,

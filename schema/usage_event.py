@@ -8,20 +8,31 @@ from typing import Any, cast
 import strawberry
 from strawberry.scalars import JSON
 
+from gateway.billing.usage_history import UsageEventRow
 
-@strawberry.type
+
+@strawberry.type(description="One recorded usage event: an amount of usage on one meter.")
 class UsageEvent:
-    id: strawberry.ID
-    customer_id: strawberry.ID
-    subscription_id: strawberry.ID
-    usage_meter_id: strawberry.ID
+    id: strawberry.ID = strawberry.field(description="The event's id (time-ordered UUIDv7).")
+    customer_id: strawberry.ID = strawberry.field(description="The customer charged.")
+    subscription_id: strawberry.ID = strawberry.field(
+        description="The subscription the usage is charged to."
+    )
+    usage_meter_id: strawberry.ID = strawberry.field(description="The meter the usage is on.")
     price_id: strawberry.ID = strawberry.field(description="The resolved price.")
-    billing_period_id: strawberry.ID | None
-    amount: int
-    transaction_id: str
-    usage_date: datetime
-    properties: JSON
-    created_at: datetime
+    billing_period_id: strawberry.ID | None = strawberry.field(
+        description="The billing period the usage counts in, decided by usageDate (always"
+        " set by this gateway; nullable in the contract)."
+    )
+    amount: int = strawberry.field(description="Usage, in events of the meter; > 0.")
+    transaction_id: str = strawberry.field(
+        description="The idempotency key: unique per customer and meter."
+    )
+    usage_date: datetime = strawberry.field(
+        description="When the usage happened (decides the billing period)."
+    )
+    properties: JSON = strawberry.field(description="The JSON object recorded with the event.")
+    created_at: datetime = strawberry.field(description="When the gateway recorded it.")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UsageEvent:
@@ -40,4 +51,23 @@ class UsageEvent:
             usage_date=datetime.fromisoformat(data["usage_date"]),
             properties=cast(JSON, data["properties"]),
             created_at=datetime.fromisoformat(data["created_at"]),
+        )
+
+    @classmethod
+    def of(cls, row: UsageEventRow) -> UsageEvent:
+        """From a usage history row."""
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            customer_id=strawberry.ID(str(row.customer_id)),
+            subscription_id=strawberry.ID(str(row.subscription_id)),
+            usage_meter_id=strawberry.ID(str(row.usage_meter_id)),
+            price_id=strawberry.ID(str(row.price_id)),
+            billing_period_id=None
+            if row.billing_period_id is None
+            else strawberry.ID(str(row.billing_period_id)),
+            amount=row.amount,
+            transaction_id=row.transaction_id,
+            usage_date=row.usage_date,
+            properties=cast(JSON, row.properties),
+            created_at=row.created_at,
         )

@@ -91,7 +91,8 @@ class Checker:
         assert response.headers["content-type"] == "application/json"
         body = response.json()
         assert isinstance(body, dict)
-        assert set(body) <= {"data", "errors"}
+        assert set(body) <= {"data", "errors", "extensions"}
+        assert set(body.get("extensions") or {}) <= {"warnings"}  # hints, never errors
         for error in body.get("errors") or []:
             assert error["extensions"]["code"] in CODES, error
         for leak in LEAKS:

@@ -113,3 +113,36 @@ async def test_alert_evaluation_adds_no_round_trip_to_create_usage_event(gql, db
     # the key look-up and record_usage_event(), which evaluates the alert itself
     assert counter.count == 2, counter.statements
     assert await alert_events(db) == [("triggered", 901)]  # evaluated, and it fired
+
+
+HISTORIES = """
+query($first: Int) {
+  customers(first: $first) {
+    totalCount
+    edges { node { externalId billing {
+      usageEvents(first: 5) { totalCount edges { cursor node { amount transactionId } }
+                              pageInfo { hasNextPage endCursor } }
+      metered: usageEvents(meterSlug: "api_calls", first: 1) { edges { node { amount } } }
+    } } }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("customers", [10, 100])
+async def test_a_dashboard_of_histories_costs_a_fixed_number_of_round_trips(
+    gql, customers: int
+) -> None:
+    await _customers_with_usage(gql, customers)
+    await gql(HISTORIES, {"first": 1})  # warm the process's catalog cache
+    counter = start_counting()
+    data = ok(await gql(HISTORIES, {"first": customers}), "customers")
+    assert data["totalCount"] == customers
+    last = data["edges"][-1]["node"]["billing"]
+    assert last["usageEvents"]["totalCount"] == 1
+    assert [e["node"] for e in last["usageEvents"]["edges"]] == [
+        {"amount": customers, "transactionId": f"t{customers - 1}"}
+    ]
+    assert last["metered"]["edges"] == [{"node": {"amount": customers}}]
+    # key lookup, customers page, customer count, every page of both aliases, their counts
+    assert counter.count == 5, counter.statements

@@ -29,6 +29,8 @@ from gateway.api.graphql_limits import (
 from gateway.api.http import GatewayRouter, Unauthenticated
 from gateway.api.http import install as install_http
 from gateway.api.observability import GraphQLMetrics
+from gateway.api.persisted import persisted_documents
+from gateway.api.sdl import sdl_route
 from gateway.api.unavailable import install as install_unavailable
 from gateway.billing.catalog import CatalogCache
 from gateway.callers.auth import AuthenticationError, authenticate
@@ -142,7 +144,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         context_getter=get_context,
         graphql_ide=None,  # our own offline page: gateway.api.graphiql
         allow_queries_via_get=True,
+        persisted=persisted_documents(settings),
     )
+    if settings.introspection:  # the SDL says what introspection would
+        app.router.routes.append(sdl_route(router.schema.as_str() + "\n"))
     if settings.graphiql:  # the page route must come before the router's GET route
         app.router.routes.extend(graphiql_routes())
     app.include_router(router, prefix="/graphql")

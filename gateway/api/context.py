@@ -45,6 +45,12 @@ class Context(BaseContext):
         self.charge: Callable[[int], None] = _free
         # Set when the request was refused for the work it asked for: HTTP 429, nothing ran.
         self.rate_limited: RateLimited | None = None
+        # Hints for the developer, answered in extensions.warnings (each once).
+        self.warnings: dict[str, None] = {}
+
+    def warn(self, message: str) -> None:
+        """A hint in the response's ``extensions.warnings`` (for a null that needs a word)."""
+        self.warnings[message] = None
 
 
 def _free(_cost: int) -> None:

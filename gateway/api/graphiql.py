@@ -27,6 +27,7 @@ from starlette.types import Scope
 
 STATIC_DIR = Path(__file__).parent / "static" / "graphiql"
 STATIC_PATH = "/static/graphiql"
+GRAPHQL_PARAMS = ("query", "extensions", "documentId")  # a GET with one of them is a request
 
 DEFAULT_QUERY = """\
 # Welcome to the billing gateway.
@@ -38,14 +39,18 @@ DEFAULT_QUERY = """\
 #    a customer session token (cst_...) from the
 #    createCustomerSession mutation;
 #    billing-gateway demo prints one of each.
-#    (A secret key names the customer:
-#     billing(customerExternalId: "...").)
-# 2. Run (the play button, or Ctrl-Enter).
+# 2. A secret key must name the customer: open
+#    "Variables" and give its externalId,
+#      {"customer": "<externalId>"}
+#    (without it billing is null, and the answer's
+#    extensions.warnings says so). A customer
+#    token needs nothing: it reads its own.
+# 3. Run (the play button, or Ctrl-Enter).
 #
 # Docs (top left) browses the whole schema.
 
-query CurrentBalances {
-  billing {
+query CurrentBalances($customer: String) {
+  billing(customerExternalId: $customer) {
     customer { externalId }
     currentSubscription { id status }
     usageBalances {
@@ -53,6 +58,9 @@ query CurrentBalances {
       availableBalance
       usedBalance
       balanceLimit
+    }
+    usageEvents(first: 5) {
+      edges { node { amount transactionId createdAt } }
     }
   }
 }
@@ -112,11 +120,12 @@ def render_page(root_path: str) -> str:
 
 def wants_page(scope: Scope) -> bool:
     """Strawberry's rule for showing its IDE: a GET (or HEAD) without a ``query`` parameter
-    from a client that accepts HTML (``text/html`` or ``*/*``)."""
+    from a client that accepts HTML (``text/html`` or ``*/*``); a GET naming a persisted
+    document (``extensions`` or ``documentId``, gateway.api.persisted) is a query too."""
     if scope.get("method") not in ("GET", "HEAD"):
         return False
     request = Request(scope)
-    if "query" in request.query_params:
+    if any(name in request.query_params for name in GRAPHQL_PARAMS):
         return False
     accept = request.headers.get("accept", "")
     return "text/html" in accept or "*/*" in accept

@@ -278,6 +278,11 @@ class GatewayErrors(SchemaExtension):
             executing=not isinstance(ctx.result, PreExecutionError),
         )
 
+    def get_results(self) -> dict[str, Any]:
+        # Hints for the developer that are not errors (Context.warn): extensions.warnings.
+        warnings = getattr(self.execution_context.context, "warnings", None)
+        return {"warnings": list(warnings)} if warnings else {}
+
 
 # What graphql-core's ``did_you_mean`` starts every suggestion with.
 SUGGESTION = " Did you mean "

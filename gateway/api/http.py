@@ -39,7 +39,11 @@ Content negotiation (GraphQL over HTTP)
     neither gives 406 ``NOT_ACCEPTABLE``. A body that is not JSON (or nested deeper than the
     JSON decoder's limit) is 400 ``BAD_REQUEST``. A GraphQL request error (the document does
     not parse or validate, or the variables do not fit) is HTTP 200 for ``application/json``
-    (the legacy behaviour clients expect) and 400 for ``application/graphql-response+json``.
+    (the legacy behaviour clients expect, with ``"data": null``) and 400 for
+    ``application/graphql-response+json``, whose body then has no ``data`` entry at all.
+
+Persisted documents (APQ, trusted documents) are resolved per request before execution:
+``gateway.api.persisted``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from cross_web import HTTPException
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIWebSocketRoute
+from graphql import GraphQLError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -61,98 +66,23 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLRequestData
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from gateway.api.context import Context
+from gateway.api.graphiql import GRAPHQL_PARAMS
+from gateway.api.media import GRAPHQL_RESPONSE_MEDIA, JSON_MEDIA, error_response, negotiate
+from gateway.api.persisted import (
+    PersistedDocumentError,
+    PersistedDocumentRefused,
+    PersistedDocuments,
+    document_id_in,
+    with_document_id,
+)
 from gateway.api.rate_limit import RateLimited, RateLimiter
 
 logger = logging.getLogger("gateway.api.http")
-
-JSON_MEDIA = "application/json"
-GRAPHQL_RESPONSE_MEDIA = "application/graphql-response+json"
-
-STATUS_CODES: dict[int, str] = {
-    400: "BAD_REQUEST",
-    401: "UNAUTHENTICATED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    406: "NOT_ACCEPTABLE",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    429: "RATE_LIMITED",
-    500: "INTERNAL_SERVER_ERROR",
-}
-
-
-# ------------------------------------------------------------------ content negotiation
-
-
-def negotiate(accept: str | None) -> str | None:
-    """The response media type for an ``Accept`` header; None when it names none we serve."""
-    if accept is None or not accept.strip():
-        return JSON_MEDIA
-    best: tuple[float, int, int] | None = None
-    chosen: str | None = None
-    for index, part in enumerate(accept.split(",")):
-        media, _, params = part.partition(";")
-        media = media.strip().lower()
-        q = 1.0
-        for param in params.split(";"):
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = 0.0
-        if not q > 0:  # also NaN
-            continue
-        if media in (GRAPHQL_RESPONSE_MEDIA, JSON_MEDIA):
-            candidate, specific = media, 1
-        elif media in ("*/*", "application/*"):
-            candidate, specific = JSON_MEDIA, 0
-        else:
-            continue
-        rank = (min(q, 1.0), specific, -index)
-        if best is None or rank > best:
-            best, chosen = rank, candidate
-    return chosen
-
-
-def error_body(
-    message: str, code: str, *, with_data: bool = False, **extensions: Any
-) -> dict[str, Any]:
-    """A GraphQL-shaped error body with one error."""
-    body: dict[str, Any] = {}
-    if with_data:
-        body["data"] = None
-    body["errors"] = [{"message": message, "extensions": {"code": code, **extensions}}]
-    return body
-
-
-def error_response(
-    accept: str | None,
-    status: int,
-    message: str,
-    *,
-    code: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    with_data: bool = False,
-    **extensions: Any,
-) -> Response:
-    """A JSON error response in the media type the client accepts (application/json if none)."""
-    body = error_body(
-        message,
-        code or STATUS_CODES.get(status, "BAD_REQUEST"),
-        with_data=with_data,
-        **extensions,
-    )
-    return Response(
-        orjson.dumps(body),
-        status_code=status,
-        media_type=negotiate(accept) or JSON_MEDIA,
-        headers=dict(headers or {}),
-    )
+__all__ = ["GRAPHQL_RESPONSE_MEDIA", "JSON_MEDIA", "GatewayRouter", "install", "negotiate"]
 
 
 class GatewayHTTPError(HTTPException):
@@ -252,10 +182,20 @@ class BodyLimitMiddleware:
 class GatewayRouter(GraphQLRouter[Context, None]):
     """Strawberry's router with the negotiation, status codes and JSON error bodies above."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, persisted: PersistedDocuments | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.persisted = persisted  # APQ and trusted documents: gateway.api.persisted
         # The schema has no subscriptions: no WebSocket endpoint (a handshake is refused).
         self.routes[:] = [r for r in self.routes if not isinstance(r, APIWebSocketRoute)]
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # The IDE's rule (gateway.api.graphiql.wants_page), persisted documents included.
+        params = request.query_params
+        return super().should_render_graphql_ide(request) and not any(
+            name in params for name in GRAPHQL_PARAMS
+        )
 
     async def get_sub_response(self, request: Request) -> Response:
         # Kept per request (the base class keeps one on the router, shared by all requests).
@@ -277,9 +217,34 @@ class GatewayRouter(GraphQLRouter[Context, None]):
         for item in data if isinstance(data, list) else [data]:
             if not isinstance(item.operation_name, str | None):
                 raise GatewayHTTPError(400, "operationName must be a string or null")
+        if isinstance(data, GraphQLRequestData) and data.query is None and not data.extensions:
+            # {"documentId": ...} (trusted documents): looked for only when there is no query.
+            document_id = (
+                request.query_params.get("documentId")
+                if request.method == "GET"
+                else document_id_in(await request.get_body())
+            )
+            if document_id is not None:
+                try:
+                    return with_document_id(data, document_id)
+                except PersistedDocumentRefused as exc:
+                    raise GatewayHTTPError(400, str(exc)) from exc
         return data
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
+        context: Context = kwargs["context"]
+        if self.persisted is not None:
+            try:
+                kwargs["request_data"] = self.persisted.resolve(
+                    kwargs["request_data"], free_documents=context.caller.is_secret_key
+                )
+            except PersistedDocumentRefused as exc:
+                raise GatewayHTTPError(400, str(exc)) from exc
+            except PersistedDocumentError as exc:
+                context.request_error = True  # nothing ran: a GraphQL request error
+                return ExecutionResult(
+                    data=None, errors=[GraphQLError(exc.message, extensions={"code": exc.code})]
+                )
         try:
             return await super().execute_single(*args, **kwargs)
         except HTTPException as exc:
@@ -330,7 +295,13 @@ class GatewayRouter(GraphQLRouter[Context, None]):
         if response.media_type == JSON_MEDIA and media != JSON_MEDIA:
             response.headers["content-type"] = media
             if context is not UNSET and context.request_error and response.status_code == 200:
+                # GraphQL over HTTP: a request error (the operation never ran) is a 400 with
+                # no "data" entry at all for this media type.
                 response.status_code = 400
+                body = orjson.loads(response.body)
+                if isinstance(body, dict) and body.pop("data", "absent") is None:
+                    response.body = orjson.dumps(body)
+                    response.headers["content-length"] = str(len(response.body))
         return response
 
 

@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.graphql_errors import unavailable_message
-from gateway.api.http import error_response
+from gateway.api.media import error_response
 from gateway.storage.unavailable import SERVER_UNAVAILABLE_ERRORS, DatabaseUnavailable, unavailable
 
 logger = logging.getLogger("gateway.errors")

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import base64
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import asyncpg
 
+from gateway.billing.paging import HIGHEST_ID, LOWEST_ID, Page, PageRequest, page_of
 from gateway.billing.records import CustomerRow
 from gateway.errors import UserError, invalid
 from gateway.storage.db import Database
 
 _COLUMNS = "id, pricing_model_id, external_id, name, email, created_at"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-MAX_PAGE = 100
 
 
 def _row(r: asyncpg.Record) -> CustomerRow:
@@ -67,41 +65,19 @@ async def customers_by_id(db: Database, ids: Sequence[uuid.UUID]) -> dict[uuid.U
     return {r["id"]: _row(r) for r in rows}
 
 
-@dataclass(frozen=True)
-class CustomerPage:
-    customers: list[CustomerRow]
-    has_next_page: bool
-
-    def cursor(self, customer: CustomerRow) -> str:
-        return encode_cursor(customer.id)
-
-
-def encode_cursor(customer_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(customer_id.bytes).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> uuid.UUID | None:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return uuid.UUID(bytes=raw)
-    except ValueError:
-        return None
+async def customers_page(db: Database, request: PageRequest) -> Page[CustomerRow]:
+    """Customers in creation order (ids are time-ordered), keyset-paginated (gateway.billing.paging)."""
+    if request.forward:
+        sql = f"SELECT {_COLUMNS} FROM customers WHERE id > $1 ORDER BY id LIMIT $2"
+        bound = request.cursor or LOWEST_ID
+    else:
+        sql = f"SELECT {_COLUMNS} FROM customers WHERE id < $1 ORDER BY id DESC LIMIT $2"
+        bound = request.cursor or HIGHEST_ID
+    rows = await db.fetch(sql, bound, request.size + 1)
+    return page_of([_row(r) for r in rows], request)
 
 
-async def customers_page(db: Database, first: int, after: str | None) -> CustomerPage | UserError:
-    """Customers in creation order (ids are time-ordered), keyset-paginated."""
-    if first < 0 or first > MAX_PAGE:
-        return invalid(f"first must be between 0 and {MAX_PAGE}", "first")
-    after_id = None
-    if after is not None:
-        after_id = decode_cursor(after)
-        if after_id is None:
-            return invalid("after is not a cursor of this connection", "after")
-    rows = await db.fetch(
-        f"SELECT {_COLUMNS} FROM customers WHERE ($1::uuid IS NULL OR id > $1)"
-        " ORDER BY id LIMIT $2",
-        after_id,
-        first + 1,
-    )
-    customers = [_row(r) for r in rows[:first]]
-    return CustomerPage(customers=customers, has_next_page=len(rows) > first)
+async def customer_count(db: Database) -> int:
+    """How many customers there are (a dashboard's ``totalCount``)."""
+    count: int = await db.fetchval("SELECT count(*) FROM customers")
+    return count

@@ -7,6 +7,7 @@ customers with subscriptions and balances costs the same number of round trips a
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from functools import cached_property
@@ -14,9 +15,10 @@ from typing import TypeVar
 
 from aiodataloader import DataLoader
 
-from gateway.billing import balances, customers, subscriptions
+from gateway.billing import balances, customers, subscriptions, usage_history
 from gateway.billing.catalog import CatalogCache
 from gateway.billing.records import BalanceRow, Catalog, ChargeRow, CustomerRow, SubscriptionRow
+from gateway.billing.usage_history import HistoryFilter, HistoryKey, UsageEventRow
 from gateway.storage.db import Database
 from gateway.webhooks import endpoints as webhook_endpoints
 
@@ -35,6 +37,13 @@ class MappingLoader(DataLoader[K, V | None]):
         super().__init__()
         self._fetch = fetch
         self._default = default
+
+    def load(self, key: K) -> asyncio.Future[V | None]:
+        # One future serves every field that loads the same key. graphql-core cancels the
+        # sibling fields of a failed non-null field; without the shield, cancelling one of
+        # them would cancel the shared future, and the other fields (elsewhere in the
+        # document) would end with CancelledError instead of their value.
+        return asyncio.shield(super().load(key))
 
     async def batch_load_fn(self, keys: list[K]) -> list[V | None]:
         found = await self._fetch(keys)
@@ -86,3 +95,20 @@ class Loaders:
         return MappingLoader(
             lambda keys: webhook_endpoints.deliveries_by_endpoint(self._db, keys), list
         )
+
+    @cached_property
+    def usage_event_page(self) -> MappingLoader[HistoryKey, list[UsageEventRow]]:
+        return MappingLoader(lambda keys: usage_history.usage_event_pages(self._db, keys), list)
+
+    @cached_property
+    def usage_event_count(self) -> MappingLoader[HistoryFilter, int]:
+        return MappingLoader(lambda keys: usage_history.usage_event_counts(self._db, keys), int)
+
+    @cached_property
+    def customer_count(self) -> MappingLoader[str, int]:
+        """Keyed by "all" (a DataLoader needs a key): the number of customers."""
+
+        async def count(_keys: list[str]) -> dict[str, int]:
+            return {"all": await customers.customer_count(self._db)}
+
+        return MappingLoader(count, int)

@@ -402,6 +402,8 @@ class UsageEvent(SQLModel, table=True):
             name="usage_events_allocation_check",
         ),
         sa.Index("usage_events_sequence_idx", "subscription_id", "usage_meter_id", "seq"),
+        # Usage history (Billing.usageEvents): a customer's events by id, newest first.
+        sa.Index("usage_events_customer_history_idx", "customer_id", "id"),
     )
     id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
     customer_id: uuid.UUID = _fk("customers.id")
