@@ -326,9 +326,12 @@ class _Load:
                         headers={"Authorization": f"Bearer {self.key}"},
                     )
                     stream = response.extensions["network_stream"]
-                    port = stream.get_extra_info("client_addr")[1]
+                    try:
+                        port = stream.get_extra_info("client_addr")[1]
+                    except OSError:  # the server closed the connection after this response
+                        port = -1
                     self.ports.setdefault((worker, server), set()).add(port)
-                    if response.status_code == 200:
+                    if response.status_code == 200 and "errors" not in response.json():
                         result = response.json()["data"]["createUsageEvent"]
                         if result["__typename"] == "UsageEventRecorded":
                             self.acknowledged[transaction_id] = result["usageEvent"]["id"]
