@@ -149,7 +149,7 @@ async def test_a_locked_balance_stalls_only_its_own_subscription(
             )
             for response, elapsed in stuck_answers:
                 _assert_unavailable(response)
-                assert elapsed < 2 * LOCK_TIMEOUT + 0.5, elapsed
+                assert elapsed < 2 * LOCK_TIMEOUT + 1.0, elapsed  # 1 s for a loaded machine
             stuck_ids = [f"stuck-{i}" for i in range(12)]
             assert (
                 await db.fetchval(
