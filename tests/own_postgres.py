@@ -43,7 +43,7 @@ class OwnPostgres:
     def socket_dir(self) -> str:
         return parse_qs(urlsplit(self.url).query)["host"][0]
 
-    def _pg_ctl(self, *args: str) -> None:
+    def _pg_ctl(self, *args: str, check: bool = True) -> None:
         pgdata = self.embedded.pgdata
         owner = pgdata.stat().st_uid
         user = pwd.getpwuid(owner).pw_name if owner != os.geteuid() else None
@@ -56,7 +56,7 @@ class OwnPostgres:
             check=False,
             cwd="/",
         )
-        if done.returncode != 0:
+        if check and done.returncode != 0:
             raise RuntimeError(f"pg_ctl {' '.join(args)}: {done.stdout}{done.stderr}")
 
     def stop_server(self) -> None:
@@ -69,5 +69,8 @@ class OwnPostgres:
         self._pg_ctl("-l", str(pgdata / "log"), "-o", f'-h "" -k {self.socket_dir}', "start")
 
     def close(self) -> None:
+        # The wheel stops only the server it started; after a restart that is another process.
+        if (self.embedded.pgdata / "postmaster.pid").exists():
+            self._pg_ctl("-m", "immediate", "stop", check=False)
         self.embedded.stop()
         self._tmp.cleanup()

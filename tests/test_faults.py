@@ -150,7 +150,7 @@ async def test_a_locked_balance_stalls_only_its_own_subscription(
             )
             for response, elapsed in stuck_answers:
                 _assert_unavailable(response)
-                assert elapsed < 2 * LOCK_TIMEOUT + 0.5, elapsed
+                assert elapsed < 2 * LOCK_TIMEOUT + 1.0, elapsed  # 1 s for a loaded machine
             stuck_ids = [f"stuck-{i}" for i in range(12)]
             assert (
                 await db.fetchval(
@@ -327,9 +327,12 @@ class _Load:
                         headers={"Authorization": f"Bearer {self.key}"},
                     )
                     stream = response.extensions["network_stream"]
-                    port = stream.get_extra_info("client_addr")[1]
+                    try:
+                        port = stream.get_extra_info("client_addr")[1]
+                    except OSError:  # the server closed the connection after this response
+                        port = -1
                     self.ports.setdefault((worker, server), set()).add(port)
-                    if response.status_code == 200:
+                    if response.status_code == 200 and "errors" not in response.json():
                         result = response.json()["data"]["createUsageEvent"]
                         if result["__typename"] == "UsageEventRecorded":
                             self.acknowledged[transaction_id] = result["usageEvent"]["id"]

@@ -33,11 +33,37 @@ from gateway.settings import Settings
 from gateway.storage.isolation import KeyedLimiter
 from gateway.storage.unavailable import (
     UNAVAILABLE_ERRORS,
+    DatabaseUnavailable,
     unavailable,
 )
 
 DB_QUERIES = Counter("gateway_db_queries_total", "SQL statements sent to the database")
 logger = logging.getLogger(__name__)
+
+
+def discard_if_broken(raw: asyncpg.Connection, exc: BaseException) -> None:
+    """Close a connection that failed with ``exc`` unless it is still sound.
+
+    Timeouts (statement, lock) leave the session usable. A connection-level failure (the
+    server ended the session: admin shutdown, crash, lost socket) may leave asyncpg's protocol
+    waiting for a message that will never come until it notices the socket closing; released
+    to the pool in that state, its next user would fail with "another operation is in
+    progress". Terminated here, the pool replaces it.
+    """
+    if isinstance(exc, asyncpg.QueryCanceledError | asyncpg.LockNotAvailableError):
+        return
+    if isinstance(exc, asyncpg.InsufficientResourcesError | TimeoutError):
+        return
+    # Already closed, the pool may have taken it back: nothing left to terminate.
+    with contextlib.suppress(asyncpg.InterfaceError):
+        raw.terminate()
+
+
+def _closed(raw: asyncpg.Connection) -> bool:
+    try:
+        return bool(raw.is_closed())
+    except asyncpg.InterfaceError:  # closed, and already taken back by the pool
+        return True
 
 
 @dataclass
@@ -218,7 +244,11 @@ class Database:
         _count(sql)
         try:
             async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
-                return list(await raw.fetch(sql, *args))
+                try:
+                    return list(await raw.fetch(sql, *args))
+                except UNAVAILABLE_ERRORS as exc:
+                    discard_if_broken(raw, exc)
+                    raise
         except UNAVAILABLE_ERRORS as exc:
             raise unavailable(exc) from exc
 
@@ -226,7 +256,11 @@ class Database:
         _count(sql)
         try:
             async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
-                return await raw.fetchrow(sql, *args)
+                try:
+                    return await raw.fetchrow(sql, *args)
+                except UNAVAILABLE_ERRORS as exc:
+                    discard_if_broken(raw, exc)
+                    raise
         except UNAVAILABLE_ERRORS as exc:
             raise unavailable(exc) from exc
 
@@ -234,7 +268,11 @@ class Database:
         _count(sql)
         try:
             async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
-                return await raw.fetchval(sql, *args)
+                try:
+                    return await raw.fetchval(sql, *args)
+                except UNAVAILABLE_ERRORS as exc:
+                    discard_if_broken(raw, exc)
+                    raise
         except UNAVAILABLE_ERRORS as exc:
             raise unavailable(exc) from exc
 
@@ -242,7 +280,11 @@ class Database:
         _count(sql)
         try:
             async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
-                return str(await raw.execute(sql, *args))
+                try:
+                    return str(await raw.execute(sql, *args))
+                except UNAVAILABLE_ERRORS as exc:
+                    discard_if_broken(raw, exc)
+                    raise
         except UNAVAILABLE_ERRORS as exc:
             raise unavailable(exc) from exc
 
@@ -253,20 +295,27 @@ class Database:
         _count(sql)
         try:
             try:
-                async with self.pool.acquire(timeout=min(seconds, 0.25)) as raw:
-                    return await raw.fetchval(sql, timeout=seconds)
+                pooled = await self.pool.acquire(timeout=min(seconds, 0.25))
             except TimeoutError:
-                pass  # every pooled connection is in use
-            raw = await asyncpg.connect(
+                pooled = None  # every pooled connection is in use
+            if pooled is not None:
+                try:
+                    return await pooled.fetchval(sql, timeout=seconds)
+                except UNAVAILABLE_ERRORS as exc:
+                    discard_if_broken(pooled, exc)
+                    raise
+                finally:
+                    await self.pool.release(pooled)
+            own = await asyncpg.connect(
                 self.url,
                 timeout=seconds,
                 statement_cache_size=0,
                 server_settings=self.server_settings(),
             )
             try:
-                return await raw.fetchval(sql, timeout=seconds)
+                return await own.fetchval(sql, timeout=seconds)
             finally:
-                await raw.close(timeout=seconds)
+                await own.close(timeout=seconds)
         except UNAVAILABLE_ERRORS as exc:
             raise unavailable(exc) from exc
 
@@ -280,9 +329,12 @@ class Database:
                 await tx.start()
                 try:
                     yield Conn(raw)
-                except BaseException:
+                except BaseException as exc:
                     _count("ROLLBACK")
-                    if not raw.is_closed():
+                    cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+                    if cause is not None and isinstance(cause, UNAVAILABLE_ERRORS):
+                        discard_if_broken(raw, cause)
+                    if not _closed(raw):
                         # A lost connection took the transaction with it.
                         with contextlib.suppress(*UNAVAILABLE_ERRORS):
                             await tx.rollback()

@@ -14,15 +14,20 @@ import asyncpg
 # What "the database cannot serve this now" looks like from asyncpg: connection failures
 # (class 08, and OSError from the socket), operator intervention (class 57: statement_timeout's
 # query_canceled, admin_shutdown, cannot_connect_now), lock_not_available (lock_timeout), lack
-# of resources (class 53: too_many_connections), and TimeoutError (pool acquire, connect).
+# of resources (class 53: too_many_connections), TimeoutError (pool acquire, connect), and the
+# client error below.
 SERVER_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
     asyncpg.LockNotAvailableError,
     asyncpg.InsufficientResourcesError,
 )
+# InternalClientError: a pooled connection whose session the server has just ended (its
+# error message arrived, its socket not closed yet) refuses the next statement with "another
+# operation is in progress", before sending anything (see discard_if_broken).
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     *SERVER_UNAVAILABLE_ERRORS,
+    asyncpg.InternalClientError,
     OSError,
     TimeoutError,
 )
