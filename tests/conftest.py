@@ -32,7 +32,7 @@ from gateway.storage.migrate import upgrade
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TABLES = (
-    "usage_events, usage_distinct_keys, usage_totals, meter_balances, credit_grants,"
+    "usage_reservations, usage_events, usage_distinct_keys, usage_totals, meter_balances, credit_grants,"
     " subscriptions, customers, product_features, features, prices, products, usage_meters,"
     " pricing_models, api_keys"
 )
