@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     # Cache of the catalog (slug -> id maps); invalidated by LISTEN/NOTIFY, bounded by this TTL.
     gateway_catalog_cache_seconds: float = 60.0
 
+    # How often each process rewrites expired reservation holds to EXPIRED (0: never). Only
+    # tidying: an expired hold counts as freed on every read whether or not this ran.
+    gateway_reservation_sweep_seconds: float = Field(default=60.0, ge=0)
+
     @field_validator("gateway_trusted_proxies")
     @classmethod
     def _proxies_are_addresses(cls, value: str | None) -> str | None:

@@ -40,8 +40,10 @@ class UsageBalance:
     def subscription_id(self) -> strawberry.ID:
         return strawberry.ID(str(self.row.subscription_id))
 
-    @strawberry.field(description="Credits remaining minus uncovered usage, minus open reservations;"
-        " <= 0 means exhausted.")
+    @strawberry.field(
+        description="Credits remaining minus uncovered usage, minus open reservations;"
+        " <= 0 means exhausted."
+    )
     def available_balance(self) -> Long:
         return Long(self.row.available_balance)
 
@@ -56,9 +58,7 @@ class UsageBalance:
     def balance_limit(self) -> Long | None:
         return None if self.row.balance_limit is None else Long(self.row.balance_limit)
 
-    @strawberry.field(
-        description="Held by open reservations (reserveUsage); 0 when none."
-    )
+    @strawberry.field(description="Held by open reservations (reserveUsage); 0 when none.")
     def reserved_balance(self) -> Long:
         return Long(self.row.reserved_balance)
 

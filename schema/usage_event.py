@@ -22,6 +22,10 @@ class UsageEvent:
     usage_date: datetime
     properties: JSON
     created_at: datetime
+    voided_at: datetime | None = strawberry.field(
+        default=None, description="Set by voidUsageEvent; a voided event no longer counts."
+    )
+    void_reason: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UsageEvent:
@@ -40,4 +44,8 @@ class UsageEvent:
             usage_date=datetime.fromisoformat(data["usage_date"]),
             properties=cast(JSON, data["properties"]),
             created_at=datetime.fromisoformat(data["created_at"]),
+            voided_at=None
+            if data.get("voided_at") is None
+            else datetime.fromisoformat(data["voided_at"]),
+            void_reason=data.get("void_reason"),
         )

@@ -27,6 +27,7 @@ LAYERS = {
     "gateway.storage": 1,
     "gateway.callers.auth": 2,
     "gateway.billing": 3,
+    "gateway.reservations": 3,  # a capability of the domain, beside billing
     "gateway.callers": 4,
     "gateway.api": 5,
     "schema": 6,

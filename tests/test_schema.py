@@ -42,28 +42,6 @@ def _default(arg: GraphQLArgument | GraphQLInputField) -> str | None:
 PENDING: dict[str, tuple[str, ...]] = {
     "usage history": ("Billing.usageEvents", "UsageEventConnection", "UsageEventEdge"),
     "live updates": ("schema.subscription", "SubscriptionRoot"),
-    "reservations": (
-        "Mutation.reserveUsage",
-        "Mutation.finalizeUsageReservation",
-        "Mutation.releaseUsageReservation",
-        "ReserveUsageInput",
-        "ReserveUsageResult",
-        "UsageReserved",
-        "UsageReservationStatus",
-        "UsageReservation",
-        "FinalizeUsageReservationInput",
-        "ReleaseUsageReservationInput",
-        "ReleaseUsageReservationResult",
-        "UsageReservationReleased",
-    ),
-    "voids": (
-        "Mutation.voidUsageEvent",
-        "VoidUsageEventInput",
-        "VoidUsageEventResult",
-        "UsageEventVoided",
-        "UsageEvent.voidedAt",
-        "UsageEvent.voidReason",
-    ),
     "alerts": (
         "Mutation.createUsageAlert",
         "Mutation.deleteUsageAlert",

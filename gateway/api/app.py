@@ -32,6 +32,7 @@ from gateway.api.observability import GraphQLMetrics
 from gateway.billing.catalog import CatalogCache
 from gateway.callers.auth import AuthenticationError, authenticate
 from gateway.callers.authz import OperationGate
+from gateway.reservations.sweep import Sweeper
 from gateway.settings import Settings
 from gateway.storage.db import Database
 from schema import build_schema
@@ -82,6 +83,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         await db.connect()
         catalogs = CatalogCache(db, settings.gateway_catalog_cache_seconds)
         await catalogs.listen()
+        sweeper = Sweeper(db, settings.gateway_reservation_sweep_seconds)
+        sweeper.start()
         services_holder["services"] = Services(
             settings=settings, db=db, catalogs=catalogs, token_secret=settings.token_secret()
         )
@@ -93,6 +96,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         try:
             yield
         finally:
+            await sweeper.stop()
             await catalogs.stop()
             await db.close()
 
