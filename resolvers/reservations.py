@@ -95,7 +95,9 @@ async def release_usage_reservation(
 async def void_usage_event(info: strawberry.Info, input: VoidUsageEventInput) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
-    result = await voids.void_usage_event(ctx.db, str(input.usage_event_id), opt(input.reason))
+    result = await voids.void_usage_event(
+        ctx.db, ctx.settings, str(input.usage_event_id), opt(input.reason)
+    )
 
     def ok(r: UsageEventVoided) -> UsageEventVoidedType:
         return UsageEventVoidedType(

@@ -4,13 +4,11 @@ This is an independent re-implementation of the allocation rules in Python: even
 (subscription, meter) are replayed in the order they were serialised (``seq``), each consuming
 ``amount`` (or 1 for a new distinct property set of a COUNT_DISTINCT_PROPERTIES meter) from the
 grants valid at its usageDate, soonest-expiring first and never-expiring last; what no grant
-covers is overage of the event's period. A void (``voidUsageEvent``) is a step of that order too
-(``voided_seq``): it gives back what its event took, to the grants still unexpired when it was
-voided, takes the event's usage out of its period's totals, and frees a distinct property set
-that no later live event repeated. The result must equal, to the unit, what the write path
-stored: each grant's ``consumed``, each event's consumed/covered split and grant takes, and the
-usage totals per (period, price) that balances and charges read. Reservations move no credits
-(a hold only lowers availableBalance while open), so they need no replay.
+covers is overage of the event's period. A voided event (``voidUsageEvent``) is skipped: it
+never happened. The result must equal, to the unit, what the write path stored: each grant's
+``consumed``, each live event's consumed/covered split and grant takes, and the usage totals
+per (period, price) that balances and charges read. Reservations move no credits (a hold only
+lowers availableBalance while open), so they need no replay.
 """
 
 from __future__ import annotations
@@ -105,7 +103,7 @@ async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) 
         """
         SELECT id, seq, amount, consumed, covered, usage_date, period_start, price_id,
                md5(properties::text) AS properties_hash, take_grant_ids, take_amounts,
-               voided_at, voided_seq
+               voided_at
           FROM usage_events WHERE subscription_id = $1 AND usage_meter_id = $2 ORDER BY seq
         """,
         sub_id,
@@ -116,37 +114,20 @@ async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) 
     def drift(what: str, expected: Any, actual: Any) -> None:
         drifts.append(Drift(sub_id, meter_id, what, expected, actual))
 
-    # Events and voids in the one order they were serialised in: a void is a step of its own
-    # (``voided_seq``) that gives back exactly what its event took at its own step.
-    steps = sorted(
-        [(e["seq"], False, e) for e in events]
-        + [(e["voided_seq"], True, e) for e in events if e["voided_seq"] is not None],
-        key=lambda step: step[0],
-    )
     keys: set[tuple[datetime, str]] = set()  # the distinct property sets taken
-    done: dict[uuid.UUID, tuple[int, int, list[tuple[_Grant, int]]]] = {}
     totals: dict[tuple[datetime, uuid.UUID], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for seq, is_void, e in steps:
+    for e in events:
+        if e["voided_at"] is not None:
+            continue
         t = totals[(e["period_start"], e["price_id"])]
         key = (e["period_start"], e["properties_hash"])
-        if is_void:
-            consume, covered, takes = done[e["id"]]
-            for g, take in takes:
-                if g.expires_at is None or g.expires_at > e["voided_at"]:
-                    g.remaining += take
-            t[0] -= consume
-            t[1] -= covered
-            t[2] -= consume - covered
-            if distinct and consume > 0 and not _repeated_later(events, e, seq, key):
-                keys.discard(key)
-            continue
         if distinct:
             consume = 0 if key in keys else 1
             keys.add(key)
         else:
             consume = e["amount"]
         left = consume
-        takes = []
+        takes: list[tuple[_Grant, int]] = []
         for g in grants:
             if left == 0:
                 break
@@ -156,7 +137,6 @@ async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) 
                 left -= take
                 takes.append((g, take))
         covered = consume - left
-        done[e["id"]] = (consume, covered, takes)
         if (e["consumed"], e["covered"]) != (consume, covered):
             drift(
                 f"event {e['id']} consumed/covered",
@@ -194,13 +174,3 @@ async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) 
                 tuple(actual),
             )
     return drifts
-
-
-def _repeated_later(events: list[Any], voided: Any, void_seq: int, key: Any) -> bool:
-    """Whether a live event recorded after ``voided`` and before its void repeated its set."""
-    return any(
-        voided["seq"] < o["seq"] < void_seq
-        and (o["voided_seq"] is None or o["voided_seq"] > void_seq)
-        and (o["period_start"], o["properties_hash"]) == key
-        for o in events
-    )

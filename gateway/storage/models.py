@@ -425,10 +425,9 @@ class UsageEvent(SQLModel, table=True):
     take_amounts: list[int] | None = Field(
         default=None, sa_column=sa.Column(sa.ARRAY(sa.BigInteger), nullable=True)
     )
-    # A void (voidUsageEvent): when, why, and its place in the (subscription, meter) order.
+    # A void (voidUsageEvent): a voided event no longer counts anywhere.
     voided_at: datetime | None = _ts(nullable=True)
     void_reason: str | None = _text(nullable=True)
-    voided_seq: int | None = _bigint(nullable=True)
 
 
 RESERVATION_STATUSES = ("held", "finalized", "released", "expired")
