@@ -9,10 +9,10 @@ from tests.factories import BALANCE_FIELDS, EVENT_FIELDS, RESULT_FIELDS, ok
 
 BALANCE = BALANCE_FIELDS + " reservedBalance"
 RESERVATION = f"id transactionId amount status expiresAt usageEvent {{ {EVENT_FIELDS} voidedAt }}"
-ERRORS = f"""
-  ... on UserError {{ code message field }}
-  ... on InsufficientBalance {{ availableBalance required }}
-  ... on IdempotencyConflict {{ existingEvent {{ id amount transactionId }} }}
+ERRORS = """
+  ... on UserError { code message field }
+  ... on InsufficientBalance { availableBalance required }
+  ... on IdempotencyConflict { existingEvent { id amount transactionId } }
 """
 RESERVE = f"""
 mutation($input: ReserveUsageInput!) {{ reserveUsage(input: $input) {{
