@@ -7,7 +7,14 @@ import asyncio
 from gateway.billing.reconcile import reconcile
 from gateway.reservations.sweep import sweep_reservations
 from gateway.storage.db import Database
-from tests.factories import customer_on_plan, record, session_token, setup_pricing
+from tests.factories import (
+    CREATE_USAGE_EVENTS,
+    customer_on_plan,
+    ok,
+    record,
+    session_token,
+    setup_pricing,
+)
 from tests.reservation_docs import finalize, full_balance, release, reserve
 
 
@@ -208,3 +215,39 @@ async def test_customer_tokens_hold_their_own_and_never_anothers(gql, db: Databa
     assert done["__typename"] == "UsageEventRecorded", done
     assert done["balance"]["availableBalance"] == 8
     assert await _counts(db) == (1, 1)
+
+
+async def test_a_batch_answers_balances_net_of_holds(gql, db: Database) -> None:
+    await setup_pricing(gql)
+    sub = await customer_on_plan(gql, "user-1", "pro_monthly")  # 1,100 credits
+    await record(gql, subscriptionId=sub, amount=1, transactionId="seed")  # grants issued
+    await reserve(gql, subscriptionId=sub, amount=40, transactionId="hold")
+    items = [
+        {
+            "target": {"usageMeterSlug": "generations"},
+            "subscriptionId": sub,
+            "amount": 10,
+            "transactionId": f"b{i}",
+        }
+        for i in range(3)
+    ]
+    results = ok(await gql(CREATE_USAGE_EVENTS, {"input": items}), "createUsageEvents")
+    assert [r["balance"]["availableBalance"] for r in results] == [1049, 1039, 1029]
+    assert [r["balance"]["usedBalance"] for r in results] == [11, 21, 31]
+    # requireBalance in a batch sees the hold too (item by item, under the lock).
+    strict = ok(
+        await gql(
+            CREATE_USAGE_EVENTS,
+            {
+                "input": [
+                    {**items[0], "transactionId": "s1", "amount": 1029, "requireBalance": True},
+                    {**items[0], "transactionId": "s2", "amount": 1, "requireBalance": True},
+                ]
+            },
+        ),
+        "createUsageEvents",
+    )
+    assert [r["__typename"] for r in strict] == ["UsageEventRecorded", "InsufficientBalance"]
+    assert strict[1]["availableBalance"] == 0
+    assert await db.fetchval("SELECT count(*) FROM usage_events") == 5
+    assert await reconcile(db) == []

@@ -353,4 +353,5 @@ async def test_no_quantity_column_or_function_result_is_32_bit(db: Database) -> 
     assert [r["proname"] for r in results] == [
         "_record_usage_steady",  # item_position integer
         "record_usage_events",  # item_position integer
+        "sweep_usage_reservations",  # how many rows it tidied
     ]
