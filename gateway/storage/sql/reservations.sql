@@ -30,6 +30,38 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                      WHERE e.id = r.usage_event_id AND e.customer_id = r.customer_id))
 $$;
 
+-- A repeat of a hold's transactionId: a replay when it asks for the same hold, else refused.
+CREATE OR REPLACE FUNCTION public._usage_reservation_replay(r usage_reservations,
+                                                     p_subscription_id uuid, p_price_id uuid,
+                                                     p_amount bigint, p_pricing_model_id uuid)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  v_event usage_events%ROWTYPE;
+BEGIN
+  -- p_price_id is NULL when the request named a meter (as for usage events).
+  IF r.subscription_id = p_subscription_id AND r.amount = p_amount
+     AND (p_price_id IS NULL OR r.price_id = p_price_id) THEN
+    RETURN jsonb_build_object('status', 'replayed',
+                              'reservation', _usage_reservation_json(r, now()),
+                              'pricing_model_id', p_pricing_model_id, 'balance',
+      (SELECT to_jsonb(b) FROM usage_balance(r.subscription_id, r.usage_meter_id, now()) b));
+  END IF;
+  SELECT * INTO v_event FROM usage_events
+   WHERE id = r.usage_event_id AND customer_id = r.customer_id;
+  IF FOUND THEN
+    RETURN _usage_error('IDEMPOTENCY_CONFLICT',
+                        'transactionId ' || r.transaction_id
+                          || ' was already reserved with a different payload',
+                        ARRAY['input', 'transactionId'])
+           || jsonb_build_object('event', _usage_event_json(v_event));
+  END IF;
+  RETURN _usage_error('INVALID_INPUT',
+                      'transactionId ' || r.transaction_id
+                        || ' is held by a reservation with a different payload',
+                      ARRAY['input', 'transactionId']);
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION public.reserve_usage(
   p_reservation_id uuid,
   p_caller_customer_id uuid,
@@ -55,6 +87,7 @@ DECLARE
   v_seq bigint;
   v_issued timestamptz;
   v_available bigint;
+  v_replay_price uuid;
   v_target_field text[] := ARRAY['input', 'target', p_target_kind];
 BEGIN
   -- The subscription and the target, exactly as record_usage_event() resolves them.
@@ -114,6 +147,17 @@ BEGIN
     SELECT * INTO v_meter FROM usage_meters WHERE id = v_price.usage_meter_id;
   END IF;
 
+  -- Idempotency, fast path: a retry is answered from the hold it made, before anything
+  -- else (like a retry of an event, even if the subscription ended since).
+  v_replay_price := CASE WHEN p_target_kind IN ('priceId', 'priceSlug') THEN v_price.id END;
+  SELECT * INTO v_existing FROM usage_reservations
+   WHERE customer_id = s.customer_id AND usage_meter_id = v_meter.id
+     AND transaction_id = p_transaction_id;
+  IF FOUND THEN
+    RETURN _usage_reservation_replay(v_existing, s.id, v_replay_price, p_amount,
+                                     v_pricing_model_id);
+  END IF;
+
   IF NOT v_price.active THEN
     RETURN _usage_error('INVALID_INPUT', 'price ' || v_price.slug || ' is archived',
                         v_target_field);
@@ -142,31 +186,26 @@ BEGIN
   DO UPDATE SET grants_period_start = greatest(mb.grants_period_start, excluded.grants_period_start)
   RETURNING mb.event_seq, (SELECT grants_period_start FROM prior) INTO v_seq, v_issued;
 
-  -- Idempotency, under the lock: a retry is answered from the hold it made.
+  -- The period's recurring grants, as the first event of the period would issue them (the
+  -- lock row now says they are issued; usable by the next event: its seq is event_seq + 1).
+  IF v_issued IS DISTINCT FROM p.period_start THEN
+    INSERT INTO credit_grants (id, customer_id, subscription_id, usage_meter_id, feature_id,
+                               source, amount, consumed, granted_at, expires_at, issued_seq)
+    SELECT uuid_v7(), s.customer_id, s.id, f.usage_meter_id, f.id, 'every_billing_period',
+           f.amount, 0, p.period_start, p.period_end, v_seq
+      FROM product_features pf JOIN features f ON f.id = pf.feature_id
+     WHERE pf.product_id = s.product_id AND f.usage_meter_id = v_meter.id
+       AND f.renewal_frequency = 'every_billing_period'
+    ON CONFLICT (subscription_id, feature_id, granted_at) DO NOTHING;
+  END IF;
+
+  -- Under the lock: a concurrent retry on this subscription may have made the hold since.
   SELECT * INTO v_existing FROM usage_reservations
    WHERE customer_id = s.customer_id AND usage_meter_id = v_meter.id
      AND transaction_id = p_transaction_id;
   IF FOUND THEN
-    IF v_existing.subscription_id = s.id AND v_existing.amount = p_amount
-       AND (p_target_kind NOT IN ('priceId', 'priceSlug') OR v_existing.price_id = v_price.id) THEN
-      RETURN jsonb_build_object('status', 'replayed',
-                                'reservation', _usage_reservation_json(v_existing, v_now),
-                                'pricing_model_id', v_pricing_model_id, 'balance',
-                                (SELECT to_jsonb(b) FROM usage_balance(s.id, v_meter.id, v_now) b));
-    END IF;
-    SELECT * INTO v_event FROM usage_events
-     WHERE id = v_existing.usage_event_id AND customer_id = s.customer_id;
-    IF FOUND THEN
-      RETURN _usage_error('IDEMPOTENCY_CONFLICT',
-                          'transactionId ' || p_transaction_id
-                            || ' was already reserved with a different payload',
-                          ARRAY['input', 'transactionId'])
-             || jsonb_build_object('event', _usage_event_json(v_event));
-    END IF;
-    RETURN _usage_error('INVALID_INPUT',
-                        'transactionId ' || p_transaction_id
-                          || ' is held by a reservation with a different payload',
-                        ARRAY['input', 'transactionId']);
+    RETURN _usage_reservation_replay(v_existing, s.id, v_replay_price, p_amount,
+                                     v_pricing_model_id);
   END IF;
   -- A key already spent by a usage event cannot hold anything: its event would be a replay.
   SELECT * INTO v_event FROM usage_events
@@ -177,19 +216,6 @@ BEGIN
                         'transactionId ' || p_transaction_id || ' was already recorded as usage',
                         ARRAY['input', 'transactionId'])
            || jsonb_build_object('event', _usage_event_json(v_event));
-  END IF;
-
-  -- The period's recurring grants, as the first event of the period would issue them
-  -- (usable by the next event: its seq is event_seq + 1).
-  IF v_issued IS DISTINCT FROM p.period_start THEN
-    INSERT INTO credit_grants (id, customer_id, subscription_id, usage_meter_id, feature_id,
-                               source, amount, consumed, granted_at, expires_at, issued_seq)
-    SELECT uuid_v7(), s.customer_id, s.id, f.usage_meter_id, f.id, 'every_billing_period',
-           f.amount, 0, p.period_start, p.period_end, v_seq
-      FROM product_features pf JOIN features f ON f.id = pf.feature_id
-     WHERE pf.product_id = s.product_id AND f.usage_meter_id = v_meter.id
-       AND f.renewal_frequency = 'every_billing_period'
-    ON CONFLICT (subscription_id, feature_id, granted_at) DO NOTHING;
   END IF;
 
   -- The decision: what is available now, other holds excluded, covers the hold.
