@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,9 +11,10 @@ from gateway.storage.db import Database
 from tests.factories import customer_on_plan, record, session_token, setup_pricing
 from tests.reservation_docs import VOID, charges, full_balance, void
 
-GRANTS = """SELECT f.slug, g.consumed FROM credit_grants g JOIN features f ON f.id = g.feature_id
+GRANTS = """SELECT coalesce(f.slug, g.source), g.amount, g.consumed FROM credit_grants g
+             LEFT JOIN features f ON f.id = g.feature_id
              JOIN subscriptions s ON s.id = g.subscription_id JOIN customers c ON c.id = s.customer_id
-            WHERE c.external_id = $1 ORDER BY f.slug"""
+            WHERE c.external_id = $1 ORDER BY 1, 2"""
 
 
 async def _state(gql: Any, db: Database, customer: str) -> dict[str, Any]:
@@ -168,3 +170,55 @@ async def test_a_customer_token_cannot_void(gql, db: Database) -> None:
     assert await db.fetchval("SELECT voided_at FROM usage_events") is None
     bal = await full_balance(gql)
     assert bal is not None and bal["usedBalance"] == 1
+
+
+async def test_random_voids_equal_the_world_without_them(gql, db: Database) -> None:
+    """Events at two prices, a manual grant that expires soonest in between, and voids of
+    random events in random order: the state equals that of a customer who never had them."""
+    await setup_pricing(gql)
+    rng = random.Random(15)
+    subs = {name: await customer_on_plan(gql, name, "pro_monthly") for name in ("with", "without")}
+    events = [
+        (f"e{i}", rng.randint(1, 250), rng.choice(["generations_overage", "generations_discount"]))
+        for i in range(24)
+    ]
+    voided = set(rng.sample([key for key, _, _ in events], 6))
+    soon = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    ids: dict[str, str] = {}
+    for n, (key, amount, price) in enumerate(events):
+        if n == 8:
+            for sub in subs.values():
+                granted = await gql(
+                    """mutation($s: ID!, $e: DateTime) { grantUsageCredits(input: {
+                         subscriptionId: $s, usageMeterSlug: "generations", amount: 300,
+                         expiresAt: $e}) { __typename } }""",
+                    {"s": sub, "e": soon},
+                )
+                assert granted.errors is None, granted.errors
+        for name, sub in subs.items():
+            if name == "without" and key in voided:
+                continue
+            result = await record(
+                gql,
+                target={"priceSlug": price},
+                subscriptionId=sub,
+                amount=amount,
+                transactionId=key,
+            )
+            assert result["__typename"] == "UsageEventRecorded", result
+            if name == "with":
+                ids[key] = result["usageEvent"]["id"]
+    for key in rng.sample(sorted(voided), len(voided)):
+        answer = await void(gql, ids[key])
+        assert answer["__typename"] == "UsageEventVoided", answer
+    state = await _state(gql, db, "with")
+    assert state == await _state(gql, db, "without")
+    kept = sum(amount for key, amount, _ in events if key not in voided)
+    assert state["balance"]["usedBalance"] == kept
+    # Beyond the 1,400 credits: overage at both prices, which the voids moved.
+    assert state["balance"]["availableBalance"] == 1400 - kept
+    assert sorted(c["price"]["slug"] for c in state["charges"]) == [
+        "generations_discount",
+        "generations_overage",
+    ]
+    assert await reconcile(db) == []
