@@ -335,8 +335,16 @@ class DocumentLimits(SchemaExtension):
         yield
 
 
-# Root fields recording usage events: whether their ``input`` is a list of events.
-EVENT_FIELDS = {"createUsageEvent": False, "createUsageEvents": True}
+# Root fields recording usage events, or moving a balance as much work as one (a hold, its
+# settlement or release, a void): whether their ``input`` is a list of events.
+EVENT_FIELDS = {
+    "createUsageEvent": False,
+    "createUsageEvents": True,
+    "reserveUsage": False,
+    "finalizeUsageReservation": False,
+    "releaseUsageReservation": False,
+    "voidUsageEvent": False,
+}
 
 
 def _events_of(value: ValueNode, variables: Mapping[str, Any]) -> int:
