@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 
+from gateway.api.observability import count_usage_results
 from gateway.billing.records import BalanceRow
 from gateway.callers import authz
 from gateway.reservations import holds, voids
@@ -72,6 +73,7 @@ async def finalize_usage_reservation(
         input.amount,
         opt(input.properties),
     )
+    count_usage_results([result])  # gateway_usage_events_total{result}: it records an event
     return usage_resolvers.map_result(result)
 
 
