@@ -222,3 +222,26 @@ async def test_random_voids_equal_the_world_without_them(gql, db: Database) -> N
         "generations_overage",
     ]
     assert await reconcile(db) == []
+
+
+async def test_a_void_with_too_many_later_events_is_refused(gql, db: Database, settings) -> None:
+    from gateway.reservations.voids import void_usage_event
+
+    await setup_pricing(gql)
+    sub = await customer_on_plan(gql, "user-1", "pro_monthly")
+    first = await record(gql, subscriptionId=sub, amount=5, transactionId="first")
+    for key in ("second", "third"):
+        await record(gql, subscriptionId=sub, amount=5, transactionId=key)
+    before = [tuple(r) for r in await db.fetch("SELECT * FROM usage_events ORDER BY seq")]
+    tight = settings.model_copy(update={"gateway_void_max_later_events": 1})
+    refused = await void_usage_event(db, tight, first["usageEvent"]["id"], None)
+    assert (refused.code.value, refused.field) == ("INVALID_INPUT", ["input", "usageEventId"])
+    assert refused.message == (
+        f"more than 1 events were recorded after usage event {first['usageEvent']['id']}"
+        " on its meter: it can no longer be voided"
+    )
+    assert [tuple(r) for r in await db.fetch("SELECT * FROM usage_events ORDER BY seq")] == before
+    roomy = settings.model_copy(update={"gateway_void_max_later_events": 2})
+    done = await void_usage_event(db, roomy, first["usageEvent"]["id"], None)
+    assert done.balance is not None and done.balance.used_balance == 10
+    assert await reconcile(db) == []
