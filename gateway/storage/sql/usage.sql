@@ -317,7 +317,8 @@ BEGIN
              'reserved_balance', rs.reserved,
              'period_start', p.period_start, 'period_end', p.period_end)
       INTO v_balance
-      FROM (SELECT usage_reserved(s.id, v_meter.id, v_now) AS reserved) rs, (SELECT coalesce(sum(cg.amount - cg.consumed) FILTER (
+      FROM (SELECT usage_reserved(s.id, v_meter.id, v_now) AS reserved) rs,  -- reservations
+           (SELECT coalesce(sum(cg.amount - cg.consumed) FILTER (
                      WHERE cg.granted_at <= v_now
                        AND (cg.expires_at IS NULL OR cg.expires_at > v_now)), 0) AS remaining,
                    count(*) AS grants
