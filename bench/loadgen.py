@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -137,7 +138,7 @@ def _body_factory(spec: dict[str, Any]) -> Body:
     def with_head(payload: bytes) -> bytes:
         return _head(spec, len(payload)) + payload
 
-    if kind == "usage_event":
+    if kind in ("usage_event", "reserve_finalize"):  # the latter: the reserve request
         return lambda c, s: with_head(
             orjson.dumps({"query": query, "variables": {"input": event(c, s)}})
         )
@@ -158,12 +159,35 @@ def _body_factory(spec: dict[str, Any]) -> Body:
     raise ValueError(f"unknown kind {kind}")
 
 
+_RESERVATION_ID = re.compile(rb'"reservation":\{"id":"([0-9a-f-]{36})"')
+
+
+def _settle_factory(spec: dict[str, Any]) -> Callable[[bytes], bytes | None]:
+    """For ``reserve_finalize``: the finalize request for a reserve answer (None: refused)."""
+    query = spec.get("settle_query", "")
+
+    def settle(answer: bytes) -> bytes | None:
+        found = _RESERVATION_ID.search(answer)
+        if found is None:
+            return None
+        payload = orjson.dumps(
+            {
+                "query": query,
+                "variables": {"input": {"reservationId": found[1].decode(), "amount": 1}},
+            }
+        )
+        return _head(spec, len(payload)) + payload
+
+    return settle
+
+
 def _ok(status: int, body: bytes, expect: bytes, count: int) -> bool:
     return status == 200 and (not expect or body.count(expect) >= count)
 
 
 async def closed_loop(spec: dict[str, Any]) -> dict[str, Any]:
     body = _body_factory(spec)
+    settle = _settle_factory(spec) if spec["kind"] == "reserve_finalize" else None
     expect = spec.get("expect", "").encode()
     expect_count = int(spec.get("expect_count", 1))
     timeout = float(spec.get("timeout", 10.0))
@@ -194,6 +218,13 @@ async def closed_loop(spec: dict[str, Any]) -> dict[str, Any]:
                 try:
                     async with asyncio.timeout(timeout):
                         status, answer = await conn.request(data)
+                        if settle is not None and status == 200:
+                            # reserve + finalize: one operation of two dependent requests
+                            follow = settle(answer)
+                            if follow is None:
+                                status = 0
+                            else:
+                                status, answer = await conn.request(follow)
                     good = _ok(status, answer, expect, expect_count)
                     if not good and not first_error:
                         first_error.append(f"HTTP {status}: {answer[:300]!r}")

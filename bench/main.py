@@ -357,6 +357,63 @@ class Bench:
         )
         self.raw["5"] = {"vmhwm": hwm, "sampled_peak": sampled, "idle": idle_rss}
 
+    def reserve_finalize(self, gateway: servers.Server, sc: scenario.Scenario) -> None:
+        """1b: reserveUsage then finalizeUsageReservation per operation, beside 1."""
+        c = self.config
+        asyncio.run(scenario.fund_reservations(gateway.url, sc.token, sc.dashboard_subscriptions))
+        spec = self.closed(
+            gateway,
+            path="/graphql",
+            token=sc.token,
+            kind="reserve_finalize",
+            query=scenario.RESERVE_USAGE,
+            settle_query=scenario.FINALIZE_USAGE,
+            expect='"UsageEventRecorded"',
+            connections=c.connections,
+            warmup=c.warmup,
+            duration=c.duration,
+            subscriptions=sc.dashboard_subscriptions,
+        )
+        runs = []
+        for r in range(c.rounds):
+            result = run_loadgen({**spec, "run_id": f"b1r{r}-{uuid.uuid4().hex[:6]}"})
+            lat = result.pop("latencies")
+            result["p50"] = percentile(lat, 50)
+            result["p99"] = percentile(lat, 99)
+            runs.append(result)
+            log(
+                f"  1 reserve+finalize round {r + 1}: {result['throughput']:,.0f} op/s,"
+                f" p50 {result['p50'] * MS:.1f} ms, p99 {result['p99'] * MS:.1f} ms,"
+                f" errors {result['errors']}"
+            )
+            if result["errors"]:
+                self.notes.append(
+                    f"1 reserve+finalize round {r + 1}: {result['errors']} errors,"
+                    f" first: {result['first_error']}"
+                )
+        self.raw["1 reserve+finalize"] = runs
+        events = [x["throughput"] for x in self.raw.get("1", {}).get("gateway", [])]
+        tput = Spread.of([x["throughput"] for x in runs])
+        self.rows.append(
+            Row(
+                "1 reserve + finalize throughput (64 clients, 2 requests each)",
+                tput.fmt(" op/s"),
+                Spread.of(events).fmt(" req/s") + " createUsageEvent" if events else "",
+                ratio_fmt(
+                    Spread.of(
+                        [
+                            x / y
+                            for x, y in zip([r["throughput"] for r in runs], events, strict=False)
+                        ]
+                    )
+                )
+                if events
+                else "",
+                "",
+                None,
+            )
+        )
+
     def cpu_rows(self, figure: str, g: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
         """CPU per request (server processes, PostgreSQL) and the cores each group used."""
         if not all("cores" in x for x in g + b):
@@ -1048,6 +1105,8 @@ def main(argv: list[str] | None = None) -> int:
                 with stage("1 createUsageEvent vs bare endpoint (and 5 memory)"):
                     bench.usage_event(gateway, baseline, sc)
                     asyncio.run(bench.check_writes(db.url))
+                with stage("1 reserve + finalize beside createUsageEvent"):
+                    bench.reserve_finalize(gateway, sc)
             if "2" in only:
                 with stage("2 createUsageEvents vs executemany"):
                     bench.usage_events(gateway, sc, db.url)

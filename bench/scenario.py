@@ -45,6 +45,15 @@ CREATE_USAGE_EVENTS = (
     + RESULT
     + " } }"
 )
+# Reserve + finalize (benchmark 1): one hold, then the event that settles it.
+RESERVE_USAGE = (
+    "mutation($input: ReserveUsageInput!) { reserveUsage(input: $input) { __typename"
+    " ... on UsageReserved { reservation { id } } ... on UserError { code message } } }"
+)
+FINALIZE_USAGE = (
+    "mutation($input: FinalizeUsageReservationInput!) { finalizeUsageReservation(input: $input)"
+    " { " + RESULT + " } }"
+)
 USAGE_BALANCE = """query($meter: String!, $customer: String) {
   usageBalance(meterSlug: $meter, customerExternalId: $customer) {
     usageMeter { slug } subscriptionId availableBalance usedBalance balanceLimit percentUsed
@@ -358,3 +367,17 @@ async def verify_history(database_url: str, external_id: str) -> list[str]:
         return [str(d) for d in await reconcile(db, [customer])]
     finally:
         await db.close()
+
+
+async def fund_reservations(base_url: str, token: str, subscriptions: list[str]) -> None:
+    """Credits enough that no hold of the reserve + finalize run is refused."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        gql = GraphQL(http, token)
+        for sub in subscriptions:
+            granted = await gql(
+                """mutation($s: ID!) { grantUsageCredits(input: {subscriptionId: $s,
+                     usageMeterSlug: "generations", amount: 2000000000}) {
+                     __typename ... on UserError { message } } }""",
+                {"s": sub},
+            )
+            _expect(granted["grantUsageCredits"], "UsageCreditsGranted")

@@ -256,6 +256,14 @@ class Settings(BaseSettings):
         " nothing of OpenTelemetry is loaded.",
     )
 
+    # How often each process rewrites expired reservation holds to EXPIRED (0: never). Only
+    # tidying: an expired hold counts as freed on every read whether or not this ran.
+    gateway_reservation_sweep_seconds: float = Field(default=60.0, ge=0)
+
+    # A void records again every live event after it on the same meter of the subscription
+    # (so the result equals a world without it): at most this many, or the void is refused.
+    gateway_void_max_later_events: int = Field(default=10_000, ge=0)
+
     @field_validator("gateway_trusted_proxies")
     @classmethod
     def _proxies_are_addresses(cls, value: str | None) -> str | None:

@@ -13,7 +13,7 @@ from gateway.errors import UserError
 from resolvers._args import checked_except, opt, refused_input
 from schema.billing import UsageBalance
 from schema.errors import to_graphql
-from schema.usage import CreateUsageEventInput, UsageEventRecorded
+from schema.usage import CreateUsageEventInput, UsageEventRecorded, UsageEventTarget
 from schema.usage_event import UsageEvent
 
 ONE_EVENT = strawberry.argument(description="The event to record.")
@@ -29,12 +29,17 @@ _KINDS: dict[str, usage.TargetKind] = {
 }
 
 
+def target_of(target: UsageEventTarget) -> tuple[usage.TargetKind, str]:
+    """The one target named (@oneOf guarantees exactly one before any resolver runs)."""
+    name = next(n for n in _TARGETS if getattr(target, n) not in (None, strawberry.UNSET))
+    return _KINDS[name], str(getattr(target, name))
+
+
 def _parse(item: CreateUsageEventInput) -> usage.UsageInput:
-    # @oneOf guarantees exactly one target is set before any resolver runs.
-    name = next(n for n in _TARGETS if getattr(item.target, n) not in (None, strawberry.UNSET))
+    kind, target = target_of(item.target)
     return usage.UsageInput(
-        target_kind=_KINDS[name],
-        target=str(getattr(item.target, name)),
+        target_kind=kind,
+        target=target,
         amount=opt(item.amount),
         subscription_id=None if opt(item.subscription_id) is None else str(item.subscription_id),
         transaction_id=opt(item.transaction_id),
@@ -44,7 +49,7 @@ def _parse(item: CreateUsageEventInput) -> usage.UsageInput:
     )
 
 
-def _map(result: usage.UsageResult) -> Any:
+def map_result(result: usage.UsageResult) -> Any:
     if isinstance(result, UserError):
         return to_graphql(result)
     return UsageEventRecorded(
@@ -65,7 +70,7 @@ async def create_usage_event(
         ctx.db, ctx.settings, ctx.caller, _parse(input)
     )
     count_usage_results([result])  # gateway_usage_events_total{result}
-    return _map(result)
+    return map_result(result)
 
 
 @checked_except("input")
@@ -81,4 +86,4 @@ async def create_usage_events(
         # The batch as a whole is refused: every item gets the same answer.
         return [to_graphql(results) for _ in input]
     count_usage_results(results)
-    return [_map(r) for r in results]
+    return [map_result(r) for r in results]

@@ -87,7 +87,7 @@ class UsageAlertDeleted:
 
 
 DeleteUsageAlertResult = Annotated[
-    UsageAlertDeleted | NotFound, strawberry.union("DeleteUsageAlertResult")
+    UsageAlertDeleted | NotFound | InvalidInput, strawberry.union("DeleteUsageAlertResult")
 ]
 
 

@@ -59,7 +59,10 @@ class UsageBalance:
     def subscription_id(self) -> strawberry.ID:
         return strawberry.ID(str(self.row.subscription_id))
 
-    @strawberry.field(description="Credits remaining minus uncovered usage; <= 0 means exhausted.")
+    @strawberry.field(
+        description="Credits remaining minus uncovered usage, minus open reservations;"
+        " <= 0 means exhausted."
+    )
     def available_balance(self) -> Long:
         return Long(self.row.available_balance)
 
@@ -74,11 +77,9 @@ class UsageBalance:
     def balance_limit(self) -> Long | None:
         return None if self.row.balance_limit is None else Long(self.row.balance_limit)
 
-    @strawberry.field(
-        description="Held by open reservations; 0 when none (reservations are not offered yet)."
-    )
+    @strawberry.field(description="Held by open reservations (reserveUsage); 0 when none.")
     def reserved_balance(self) -> Long:
-        return Long(0)
+        return Long(self.row.reserved_balance)
 
     @strawberry.field(description="100 * usedBalance / balanceLimit; null when no limit.")
     def percent_used(self) -> float | None:

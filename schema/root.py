@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
-from resolvers import admin, alerts, queries, usage
+from resolvers import admin, alerts, queries, reservations, usage
 from schema.admin import (
     CancelSubscriptionResult,
     CreateCustomerResult,
@@ -17,6 +17,11 @@ from schema.admin import (
 )
 from schema.alerts import CreateUsageAlertResult, DeleteUsageAlertResult
 from schema.billing import Billing, CustomerConnection, UsageBalance
+from schema.reservations import (
+    ReleaseUsageReservationResult,
+    ReserveUsageResult,
+    VoidUsageEventResult,
+)
 from schema.usage import CreateUsageEventResult
 from schema.webhooks import (
     CreateWebhookEndpointResult,
@@ -124,4 +129,24 @@ class Mutation:
     )
     delete_webhook_endpoint: DeleteWebhookEndpointResult = strawberry.field(
         resolver=alerts.delete_webhook_endpoint
+    )
+    reserve_usage: ReserveUsageResult = strawberry.field(
+        resolver=reservations.reserve_usage,
+        description="Hold credits before work whose final cost is not known yet (an LLM"
+        " call), decided atomically like requireBalance: only if availableBalance >= amount.",
+    )
+    finalize_usage_reservation: CreateUsageEventResult = strawberry.field(
+        resolver=reservations.finalize_usage_reservation,
+        description="Settle a hold: records ONE usage event of the actual amount under the"
+        " reservation's transactionId, and frees the hold. Idempotent.",
+    )
+    release_usage_reservation: ReleaseUsageReservationResult = strawberry.field(
+        resolver=reservations.release_usage_reservation,
+        description="Give a hold back without recording usage. Idempotent.",
+    )
+    void_usage_event: VoidUsageEventResult = strawberry.field(
+        resolver=reservations.void_usage_event,
+        description="Secret key only: reverse a usage event of its subscription's current"
+        " billing period. Its credits come back and its charge goes; the transactionId stays"
+        " taken. Idempotent.",
     )

@@ -33,6 +33,12 @@ class UsageEvent:
     )
     properties: JSON = strawberry.field(description="The JSON object recorded with the event.")
     created_at: datetime = strawberry.field(description="When the gateway recorded it.")
+    voided_at: datetime | None = strawberry.field(
+        default=None, description="Set by voidUsageEvent; a voided event no longer counts."
+    )
+    void_reason: str | None = strawberry.field(
+        default=None, description="Why the event was voided, as given to voidUsageEvent."
+    )
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UsageEvent:
@@ -51,6 +57,10 @@ class UsageEvent:
             usage_date=datetime.fromisoformat(data["usage_date"]),
             properties=cast(JSON, data["properties"]),
             created_at=datetime.fromisoformat(data["created_at"]),
+            voided_at=None
+            if data.get("voided_at") is None
+            else datetime.fromisoformat(data["voided_at"]),
+            void_reason=data.get("void_reason"),
         )
 
     @classmethod

@@ -118,5 +118,6 @@ class WebhookEndpointDeleted:
 
 
 DeleteWebhookEndpointResult = Annotated[
-    WebhookEndpointDeleted | NotFound, strawberry.union("DeleteWebhookEndpointResult")
+    WebhookEndpointDeleted | NotFound | InvalidInput,
+    strawberry.union("DeleteWebhookEndpointResult"),
 ]

@@ -243,12 +243,33 @@ class Case:
     customer_allowed: bool
     as_secret_key: Any  # the exact `data` a secret key gets
     as_customer: Any = None  # the exact `data` customer A gets (when allowed)
+    hold: bool = False  # a hold of 4 on A's subscription first, its id as the variable "r"
 
 
 def cases(w: World) -> dict[str, Case]:
     recorded = {
         "__typename": "UsageEventRecorded",
         "replayed": False,
+    }
+    held = {
+        "__typename": "UsageReserved",
+        "replayed": False,
+        "reservation": {"amount": 2, "status": "HELD"},
+    }
+    settled = {
+        **recorded,
+        "usageEvent": {
+            "customerId": w.a_id,
+            "subscriptionId": w.a_sub,
+            "priceId": w.a_price,
+            "amount": 3,
+        },
+        "balance": {"availableBalance": 97, "usedBalance": 3},
+    }
+    released = {
+        "__typename": "UsageReservationReleased",
+        "reservation": {"status": "RELEASED"},
+        "balance": {"availableBalance": 100, "reservedBalance": 0},
     }
     return {
         "billing": Case(
@@ -491,6 +512,51 @@ def cases(w: World) -> dict[str, Case]:
             False,
             {"deleteWebhookEndpoint": {"__typename": "NotFound", "code": "NOT_FOUND"}},
         ),
+        "reserveUsage": Case(
+            """mutation($s: ID, $t: String) { reserveUsage(input: {
+                  target: {usageMeterSlug: "api_calls"}, subscriptionId: $s,
+                  transactionId: $t, amount: 2}) { __typename
+                  ... on UsageReserved { replayed reservation { amount status }
+                                         balance { availableBalance reservedBalance } }
+                  ... on UserError { code message field } } }""",
+            {"s": w.a_sub, "t": "matrix-hold"},
+            True,
+            {"reserveUsage": {**held, "balance": {"availableBalance": 96, "reservedBalance": 4}}},
+            {"reserveUsage": {**held, "balance": {"availableBalance": 98, "reservedBalance": 2}}},
+        ),
+        "finalizeUsageReservation": Case(
+            f"""mutation($r: ID!) {{ finalizeUsageReservation(input: {{reservationId: $r,
+                  amount: 3}}) {{ {RESULT} }} }}""",
+            {},
+            True,
+            {"finalizeUsageReservation": {**settled, "replayed": True}},
+            {"finalizeUsageReservation": settled},
+            hold=True,
+        ),
+        "releaseUsageReservation": Case(
+            """mutation($r: ID!) { releaseUsageReservation(input: {reservationId: $r}) {
+                 __typename ... on UsageReservationReleased { reservation { status }
+                   balance { availableBalance reservedBalance } } } }""",
+            {},
+            True,
+            {"releaseUsageReservation": released},
+            {"releaseUsageReservation": released},
+            hold=True,
+        ),
+        "voidUsageEvent": Case(
+            """mutation($e: ID!) { voidUsageEvent(input: {usageEventId: $e, reason: "typo"}) {
+                 __typename ... on UsageEventVoided { usageEvent { id voidReason }
+                   balance { usedBalance } } } }""",
+            {"e": w.b_event_id},
+            False,
+            {
+                "voidUsageEvent": {
+                    "__typename": "UsageEventVoided",
+                    "usageEvent": {"id": w.b_event_id, "voidReason": "typo"},
+                    "balance": {"usedBalance": 0},
+                }
+            },
+        ),
     }
 
 
@@ -527,15 +593,31 @@ def test_the_matrix_covers_every_root_field_of_the_contract() -> None:
         "deleteUsageAlert",
         "createWebhookEndpoint",
         "deleteWebhookEndpoint",
+        "reserveUsage",
+        "finalizeUsageReservation",
+        "releaseUsageReservation",
+        "voidUsageEvent",
     ],
 )
 async def test_each_caller_gets_exactly_its_answer(
     operation: str, gql: GraphQLClient, db: Database, world: World
 ) -> None:
     case = cases(world)[operation]
+    extra: dict[str, Any] = {}
+    if case.hold:
+        held = ok(
+            await gql(
+                """mutation($s: ID!) { reserveUsage(input: {target: {usageMeterSlug: "api_calls"},
+                     subscriptionId: $s, transactionId: "matrix-held", amount: 4}) {
+                     __typename ... on UsageReserved { reservation { id } } } }""",
+                {"s": world.a_sub},
+            ),
+            "reserveUsage",
+        )
+        extra["r"] = held["reservation"]["id"]
     for caller in CALLERS:
         before = await snapshot(db)
-        variables = dict(case.variables)
+        variables = {**case.variables, **extra}
         if caller == "customer_a":  # a session names neither its customer nor its subscription
             variables = {k: v for k, v in variables.items() if k not in ("c", "s", "t", "n")}
         response = await gql(case.document, variables, token=world.tokens[caller])
@@ -822,3 +904,46 @@ async def test_a_token_of_a_removed_customer_is_refused(
             ],
         },
     )
+
+
+async def test_a_customer_settles_no_other_customers_hold(
+    gql: GraphQLClient, db: Database, world: World
+) -> None:
+    held = ok(
+        await gql(
+            """mutation($s: ID!) { reserveUsage(input: {target: {usageMeterSlug: "api_calls"},
+                 subscriptionId: $s, transactionId: "b-hold", amount: 4}) {
+                 __typename ... on UsageReserved { reservation { id } } } }""",
+            {"s": world.b_sub},
+        ),
+        "reserveUsage",
+    )
+    theirs = held["reservation"]["id"]
+    missing = str(uuid.uuid4())
+    token = world.tokens["customer_a"]
+    before = await snapshot(db)
+    for document in (
+        """mutation($r: ID!) { finalizeUsageReservation(input: {reservationId: $r, amount: 1}) {
+             __typename ... on UserError { code message field } } }""",
+        """mutation($r: ID!) { releaseUsageReservation(input: {reservationId: $r}) {
+             __typename ... on UserError { code message field } } }""",
+    ):
+        other = await gql(document, {"r": theirs}, token=token)
+        nobody = await gql(document, {"r": missing}, token=token)
+        _same_answer(other, theirs, nobody, missing)
+        assert "NotFound" in json.dumps(other.body)
+    reserve = """mutation($s: ID) { reserveUsage(input: {target: {usageMeterSlug: "api_calls"},
+                   subscriptionId: $s, amount: 1}) { __typename
+                   ... on UserError { code message field } } }"""
+    other = await gql(reserve, {"s": world.b_sub}, token=token)
+    nobody = await gql(reserve, {"s": missing}, token=token)
+    _same_answer(other, world.b_sub, nobody, missing)
+    assert other.data == {
+        "reserveUsage": {
+            "__typename": "NotFound",
+            "code": "NOT_FOUND",
+            "message": f"no subscription {world.b_sub}",
+            "field": ["input", "subscriptionId"],
+        }
+    }
+    assert await snapshot(db) == before

@@ -43,7 +43,7 @@ RECIPES = {
 
 
 def test_every_graphql_block_of_the_guide_is_a_recipe() -> None:
-    assert GUIDE.count("```graphql") == len(RECIPES) == 12
+    assert GUIDE.count("```graphql") == len(RECIPES) == 15
     assert list(RECIPES) == [
         "create-session",
         "backend-subscription",
@@ -54,6 +54,9 @@ def test_every_graphql_block_of_the_guide_is_a_recipe() -> None:
         "backend-api-calls",
         "idempotency-conflict",
         "precheck",
+        "reserve",
+        "finalize",
+        "release",
         "display",
         "require-balance",
         "sign-out",
@@ -66,14 +69,16 @@ async def test_the_recipes_work_as_written(
     demo = await prepare_demo(db, settings, settings.token_secret())  # ai_generations: 97 of 100
     state: dict[str, str] = {}
 
-    async def run(name: str) -> Any:
+    async def run(name: str, **override: str) -> Any:
         recipe = RECIPES[name]
         variables = None
         if recipe.variables is not None:
             text = recipe.variables
             if "<subscription id>" in text:
                 text = text.replace("<subscription id>", state["subscription"])
-            variables = json.loads(text)
+            if "<reservation id>" in text:
+                text = text.replace("<reservation id>", state["reservation"])
+            variables = {**json.loads(text), **override}
         token = demo.secret_key if recipe.caller == "secret-key" else state["customer token"]
         response = await gql(recipe.query, variables, token=token)
         assert response.status == 200, (name, response.body)
@@ -157,6 +162,30 @@ async def test_the_recipes_work_as_written(
         "percentUsed": 7.0,
     }
 
+    # 4. Reserve, call the model, settle with the real cost; release when the call fails.
+    held = (await run("reserve"))["reserveUsage"]
+    assert held["__typename"] == "UsageReserved"
+    assert (held["replayed"], held["reservation"]["status"]) == (False, "HELD")
+    assert held["balance"] == {"availableBalance": 88, "reservedBalance": 5}
+    state["reservation"] = held["reservation"]["id"]
+    settled = (await run("finalize"))["finalizeUsageReservation"]
+    assert settled == {
+        "__typename": "UsageEventRecorded",
+        "replayed": False,
+        "usageEvent": {"amount": 3, "transactionId": "llm_req_91c2"},
+        "balance": {"availableBalance": 90, "usedBalance": 10, "reservedBalance": 0},
+    }
+    assert (await run("finalize"))["finalizeUsageReservation"] == {**settled, "replayed": True}
+    failed = (await run("reserve", request="llm_req_91c3"))["reserveUsage"]
+    assert failed["balance"] == {"availableBalance": 85, "reservedBalance": 5}
+    state["reservation"] = failed["reservation"]["id"]
+    released = (await run("release"))["releaseUsageReservation"]
+    assert released == {
+        "__typename": "UsageReservationReleased",
+        "reservation": {"status": "RELEASED"},
+        "balance": {"availableBalance": 90, "reservedBalance": 0},
+    }
+
     # 5. Display.
     page = (await run("display"))["billing"]
     assert page["currentSubscription"]["status"] == "ACTIVE"
@@ -172,10 +201,10 @@ async def test_the_recipes_work_as_written(
         },
         {
             "usageMeter": {"slug": "ai_generations", "name": "AI generations"},
-            "availableBalance": 93,
-            "usedBalance": 7,
+            "availableBalance": 90,
+            "usedBalance": 10,
             "balanceLimit": 100,
-            "percentUsed": 7.0,
+            "percentUsed": 10.0,
         },
     ]
     assert page["prioritySupport"] is True
@@ -186,12 +215,12 @@ async def test_the_recipes_work_as_written(
     assert refused["__typename"] == "InsufficientBalance"
     assert (refused["meterSlug"], refused["availableBalance"], refused["required"]) == (
         "ai_generations",
-        93,
+        90,
         200,
     )
     # The customer is on the plan granting the most credits: there is nothing to upgrade to.
     assert refused["upgradeOptions"] == []
-    assert (await run("precheck"))["usageBalance"]["availableBalance"] == 93
+    assert (await run("precheck"))["usageBalance"]["availableBalance"] == 90
 
     # 7. Signing out: the session made first no longer works; a new one does.
     revoked = (await run("sign-out"))["revokeCustomerSessions"]
@@ -202,4 +231,4 @@ async def test_the_recipes_work_as_written(
         [{"message": "the session token was revoked", "extensions": {"code": "UNAUTHENTICATED"}}],
     )
     state["customer token"] = (await run("create-session"))["createCustomerSession"]["token"]
-    assert (await run("precheck"))["usageBalance"]["availableBalance"] == 93
+    assert (await run("precheck"))["usageBalance"]["availableBalance"] == 90

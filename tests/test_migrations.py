@@ -53,12 +53,12 @@ def test_alembic_check_is_clean(database_url: str) -> None:
 def test_downgrade_and_upgrade_again(database_url: str) -> None:
     with scratch_database(database_url, "gateway_migrations_roundtrip") as url:
         upgrade(url)
-        assert _tables(url) == 19  # 14 of billing, 5 of alerts and webhooks
+        assert _tables(url) == 20  # 15 of billing, 5 of alerts and webhooks
         command.downgrade(alembic_config(url), "base")
         assert _tables(url) == 0
         upgrade(url)
-        assert _tables(url) == 19  # 14 of billing, 5 of alerts and webhooks
-        assert current_head() == "0010"
+        assert _tables(url) == 20  # 15 of billing, 5 of alerts and webhooks
+        assert current_head() == "0011"
 
 
 def test_processes_starting_together_migrate_once(database_url: str) -> None:

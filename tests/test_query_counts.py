@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gateway.storage.db import start_counting
 from tests.conftest import GraphQLClient
-from tests.factories import CREATE_USAGE_EVENTS, customer_on_plan, ok, setup_pricing
+from tests.factories import (
+    CREATE_USAGE_EVENT,
+    CREATE_USAGE_EVENTS,
+    customer_on_plan,
+    ok,
+    setup_pricing,
+)
+from tests.reservation_docs import FINALIZE, RELEASE, RESERVE, VOID
 
 DASHBOARD = """
 query($first: Int) {
@@ -146,3 +155,41 @@ async def test_a_dashboard_of_histories_costs_a_fixed_number_of_round_trips(
     assert last["metered"]["edges"] == [{"node": {"amount": customers}}]
     # key lookup, customers page, customer count, every page of both aliases, their counts
     assert counter.count == 5, counter.statements
+
+
+async def test_reservation_and_void_mutations_cost_one_statement_each(gql) -> None:
+    await setup_pricing(gql)
+    sub = await customer_on_plan(gql, "user-1", "pro_monthly")
+    target = {"usageMeterSlug": "generations"}
+
+    async def counted(document: str, field: str, payload: dict[str, object]) -> tuple[int, Any]:
+        counter = start_counting()
+        result = ok(await gql(document, {"input": payload}), field)
+        return counter.count, result
+
+    hold = {"target": target, "subscriptionId": sub, "amount": 5}
+    ok(await gql(RESERVE, {"input": {**hold, "transactionId": "warm"}}), "reserveUsage")
+    # Each: the key lookup, then one call of its database function.
+    count, held = await counted(RESERVE, "reserveUsage", {**hold, "transactionId": "r1"})
+    assert (count, held["__typename"]) == (2, "UsageReserved")
+    rid = held["reservation"]["id"]
+    count, done = await counted(
+        FINALIZE, "finalizeUsageReservation", {"reservationId": rid, "amount": 3}
+    )
+    assert (count, done["__typename"]) == (2, "UsageEventRecorded")
+    count, other = await counted(RESERVE, "reserveUsage", {**hold, "transactionId": "r2"})
+    count, freed = await counted(
+        RELEASE, "releaseUsageReservation", {"reservationId": other["reservation"]["id"]}
+    )
+    assert (count, freed["__typename"]) == (2, "UsageReservationReleased")
+    count, voided = await counted(
+        VOID, "voidUsageEvent", {"usageEventId": done["usageEvent"]["id"]}
+    )
+    assert (count, voided["__typename"]) == (2, "UsageEventVoided")
+    # The hot path is unchanged: createUsageEvent is still two.
+    count, recorded = await counted(
+        CREATE_USAGE_EVENT,
+        "createUsageEvent",
+        {"target": target, "subscriptionId": sub, "amount": 1, "transactionId": "e1"},
+    )
+    assert (count, recorded["__typename"]) == (2, "UsageEventRecorded")

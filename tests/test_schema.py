@@ -41,28 +41,6 @@ def _default(arg: GraphQLArgument | GraphQLInputField) -> str | None:
 # else of the contract must match now.
 PENDING: dict[str, tuple[str, ...]] = {
     "live updates": ("schema.subscription", "SubscriptionRoot"),
-    "reservations": (
-        "Mutation.reserveUsage",
-        "Mutation.finalizeUsageReservation",
-        "Mutation.releaseUsageReservation",
-        "ReserveUsageInput",
-        "ReserveUsageResult",
-        "UsageReserved",
-        "UsageReservationStatus",
-        "UsageReservation",
-        "FinalizeUsageReservationInput",
-        "ReleaseUsageReservationInput",
-        "ReleaseUsageReservationResult",
-        "UsageReservationReleased",
-    ),
-    "voids": (
-        "Mutation.voidUsageEvent",
-        "VoidUsageEventInput",
-        "VoidUsageEventResult",
-        "UsageEventVoided",
-        "UsageEvent.voidedAt",
-        "UsageEvent.voidReason",
-    ),
 }
 
 

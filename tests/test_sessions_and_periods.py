@@ -361,4 +361,5 @@ async def test_no_quantity_column_or_function_result_is_32_bit(db: Database) -> 
         "evaluate_usage_alerts_batch",
         "fire_usage_alerts",
         "record_usage_events",  # item_position integer
+        "sweep_usage_reservations",  # how many rows it tidied
     ]

@@ -40,7 +40,7 @@ LANGUAGE sql AS 'SELECT NULL::integer, NULL::jsonb WHERE false'"""
 STATE = {
     "events": """SELECT id, customer_id, subscription_id, usage_meter_id, price_id,
                         billing_period_id, period_start, period_end, amount, consumed, covered,
-                        seq, transaction_id, properties, properties_given, usage_date_given,
+                        seq, transaction_id, properties, properties_given, usage_date_given, take_amounts,
                         usage_date = now() AS dated_now, created_at = now() AS created_now
                    FROM usage_events ORDER BY id""",
     "totals": "SELECT * FROM usage_totals ORDER BY subscription_id, usage_meter_id, price_id",

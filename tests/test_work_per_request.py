@@ -157,3 +157,33 @@ async def test_the_rate_limit_charges_one_unit_per_event(
         clock.now += 6
         assert await post(batches(2), {"b0": [item(sub), item(sub)]}) == refused(6)
         assert await events(db) == 20
+
+
+async def test_aliased_holds_count_like_events(
+    settings: Settings, db: Database, gql: GraphQLClient, secret_key: str
+) -> None:
+    await setup_pricing(gql)
+    sub = await customer_on_plan(gql, "user-1", "pro_monthly")
+    async with gateway_app(settings, gateway_max_batch_size=5) as (_app, client):
+        holds = " ".join(
+            f'r{i}: reserveUsage(input: {{target: {{usageMeterSlug: "generations"}},'
+            f' subscriptionId: "{sub}", transactionId: "h{i}", amount: 1}}) {{ {RESULT} }}'
+            for i in range(6)
+        )
+        response = await client.post(
+            "/graphql", json={"query": f"mutation {{ {holds} }}"}, headers=bearer(secret_key)
+        )
+        assert (response.status_code, response.json()) == (
+            200,
+            {
+                "data": None,
+                "errors": [
+                    {
+                        "message": "the request records 6 usage events; at most 5 per request,"
+                        " over all its fields",
+                        "extensions": {"code": "BAD_USER_INPUT"},
+                    }
+                ],
+            },
+        )
+        assert await db.fetchval("SELECT count(*) FROM usage_reservations") == 0

@@ -35,6 +35,7 @@ from gateway.api.unavailable import install as install_unavailable
 from gateway.billing.catalog import CatalogCache
 from gateway.callers.auth import AuthenticationError, authenticate
 from gateway.callers.authz import OperationGate
+from gateway.reservations.sweep import Sweeper
 from gateway.settings import Settings
 from gateway.storage.db import database_from_settings, warn_without_server_timeouts
 from gateway.storage.listener import Listener
@@ -90,6 +91,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         listener = Listener(settings.gateway_direct_database_url or database_url)
         catalogs.attach(listener)
         await listener.start(wait=5)
+        sweeper = Sweeper(db, settings.gateway_reservation_sweep_seconds)
+        sweeper.start()
         services_holder["services"] = Services(
             settings=settings, db=db, catalogs=catalogs, token_secret=settings.token_secret()
         )
@@ -104,6 +107,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         try:
             yield
         finally:
+            await sweeper.stop()
             if worker is not None:
                 await worker.stop()
             await listener.stop()

@@ -2,7 +2,8 @@
 
 ``UsageEventBudget`` refuses a request whose ``createUsageEvent`` and ``createUsageEvents``
 fields (over aliases and fragments) ask for more than the batch limit in all, and charges the
-caller's rate limit one unit per event (``gateway.api.rate_limit``).
+caller's rate limit one unit per event (``gateway.api.rate_limit``). A hold, its settlement
+or release, and a void count as one event each.
 """
 
 from __future__ import annotations
@@ -32,7 +33,16 @@ from strawberry.extensions import (
 from gateway.api.document_measure import WORK
 from gateway.api.rate_limit import RateLimited
 
-EVENT_FIELDS = {"createUsageEvent": False, "createUsageEvents": True}
+# Root fields recording usage events, or moving a balance as much work as one (a hold, its
+# settlement or release, a void): whether their ``input`` is a list of events.
+EVENT_FIELDS = {
+    "createUsageEvent": False,
+    "createUsageEvents": True,
+    "reserveUsage": False,
+    "finalizeUsageReservation": False,
+    "releaseUsageReservation": False,
+    "voidUsageEvent": False,
+}
 
 
 def _events_of(value: ValueNode, variables: Mapping[str, Any]) -> int:

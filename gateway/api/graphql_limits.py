@@ -138,7 +138,6 @@ class DocumentLimits(SchemaExtension):
         yield
 
 
-# Root fields recording usage events: whether their ``input`` is a list of events.
 class BoundedParserCache(ParserCache):
     def __init__(self, maxsize: int, max_cached_chars: int = MAX_CACHED_CHARS) -> None:
         super().__init__(maxsize=maxsize)

@@ -23,7 +23,7 @@ BalanceKey = tuple[uuid.UUID, uuid.UUID]  # (subscription id, usage meter id)
 
 _BALANCES_SQL = """
 SELECT b.subscription_id, b.usage_meter_id, c.pricing_model_id, b.available_balance,
-       b.used_balance, b.balance_limit, b.period_start, b.period_end
+       b.used_balance, b.balance_limit, b.period_start, b.period_end, b.reserved_balance
   FROM unnest($1::uuid[], $2::uuid[]) AS k(subscription_id, meter_id)
   CROSS JOIN LATERAL usage_balance(k.subscription_id, k.meter_id, now()) b
   JOIN subscriptions s ON s.id = b.subscription_id
@@ -81,6 +81,7 @@ def balance_from_json(
         balance_limit=None if data["balance_limit"] is None else int(data["balance_limit"]),
         period_start=datetime.fromisoformat(data["period_start"]),
         period_end=datetime.fromisoformat(data["period_end"]),
+        reserved_balance=int(data.get("reserved_balance") or 0),
     )
 
 

@@ -4,9 +4,11 @@ This is an independent re-implementation of the allocation rules in Python: even
 (subscription, meter) are replayed in the order they were serialised (``seq``), each consuming
 ``amount`` (or 1 for a new distinct property set of a COUNT_DISTINCT_PROPERTIES meter) from the
 grants valid at its usageDate, soonest-expiring first and never-expiring last; what no grant
-covers is overage of the event's period. The result must equal, to the unit, what the write path
-stored: each grant's ``consumed``, each event's consumed/covered split, and the usage totals per
-(period, price) that balances and charges read.
+covers is overage of the event's period. A voided event (``voidUsageEvent``) is skipped: it
+never happened. The result must equal, to the unit, what the write path stored: each grant's
+``consumed``, each live event's consumed/covered split and grant takes, and the usage totals
+per (period, price) that balances and charges read. Reservations move no credits (a hold only
+lowers availableBalance while open), so they need no replay.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) 
     events = await db.fetch(
         """
         SELECT id, seq, amount, consumed, covered, usage_date, period_start, price_id,
-               md5(properties::text) AS properties_hash
+               md5(properties::text) AS properties_hash, take_grant_ids, take_amounts,
+               voided_at
           FROM usage_events WHERE subscription_id = $1 AND usage_meter_id = $2 ORDER BY seq
         """,
         sub_id,
@@ -111,16 +114,20 @@ async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) 
     def drift(what: str, expected: Any, actual: Any) -> None:
         drifts.append(Drift(sub_id, meter_id, what, expected, actual))
 
-    seen: set[tuple[datetime, str]] = set()
+    keys: set[tuple[datetime, str]] = set()  # the distinct property sets taken
     totals: dict[tuple[datetime, uuid.UUID], list[int]] = defaultdict(lambda: [0, 0, 0])
     for e in events:
+        if e["voided_at"] is not None:
+            continue
+        t = totals[(e["period_start"], e["price_id"])]
+        key = (e["period_start"], e["properties_hash"])
         if distinct:
-            key = (e["period_start"], e["properties_hash"])
-            consume = 0 if key in seen else 1
-            seen.add(key)
+            consume = 0 if key in keys else 1
+            keys.add(key)
         else:
             consume = e["amount"]
         left = consume
+        takes: list[tuple[_Grant, int]] = []
         for g in grants:
             if left == 0:
                 break
@@ -128,6 +135,7 @@ async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) 
                 take = min(left, g.remaining)
                 g.remaining -= take
                 left -= take
+                takes.append((g, take))
         covered = consume - left
         if (e["consumed"], e["covered"]) != (consume, covered):
             drift(
@@ -135,7 +143,11 @@ async def _reconcile_pair(db: Database, sub_id: uuid.UUID, meter_id: uuid.UUID) 
                 (consume, covered),
                 (e["consumed"], e["covered"]),
             )
-        t = totals[(e["period_start"], e["price_id"])]
+        if e["take_grant_ids"] is not None:
+            want = [(g.id, take) for g, take in takes]
+            have = list(zip(e["take_grant_ids"], e["take_amounts"], strict=True))
+            if want != have:
+                drift(f"event {e['id']} grant takes", want, have)
         t[0] += consume
         t[1] += covered
         t[2] += left

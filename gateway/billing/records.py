@@ -173,6 +173,7 @@ class BalanceRow:
     balance_limit: int | None
     period_start: datetime
     period_end: datetime
+    reserved_balance: int = 0  # held by open reservations; availableBalance excludes it
 
     @property
     def percent_used(self) -> float | None:

@@ -101,6 +101,35 @@ def json_depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def check_properties(properties: Any, settings: Settings) -> Any:
+    """Event properties as stored (integral numbers canonical), or a UserError."""
+    if properties is not None:
+        if not isinstance(properties, dict):
+            return invalid("properties must be a JSON object", "input", "properties")
+        depth = settings.gateway_max_properties_depth
+        if json_depth(properties, depth) > depth:
+            return invalid(
+                f"properties must nest at most {depth} levels deep", "input", "properties"
+            )
+        properties = canonical_json(properties)
+        try:
+            size = len(orjson.dumps(properties))
+        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits
+            return invalid(
+                "properties must be JSON that PostgreSQL can store (integers of at most 64 bits)",
+                "input",
+                "properties",
+            )
+        if size > settings.gateway_max_properties_bytes:
+            return invalid(
+                f"properties must be at most {settings.gateway_max_properties_bytes} bytes"
+                f" of JSON (got {size})",
+                "input",
+                "properties",
+            )
+    return properties
+
+
 def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, Any] | UserError:
     """Validate what needs no data and apply the caller's defaults."""
     if caller.is_secret_key:
@@ -142,31 +171,9 @@ def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, 
             return not_found(
                 f"no {item.target_kind[:-2]} {item.target}", "input", "target", item.target_kind
             )
-    properties = item.properties
-    if properties is not None:
-        if not isinstance(properties, dict):
-            return invalid("properties must be a JSON object", "input", "properties")
-        depth = settings.gateway_max_properties_depth
-        if json_depth(properties, depth) > depth:
-            return invalid(
-                f"properties must nest at most {depth} levels deep", "input", "properties"
-            )
-        properties = canonical_json(properties)
-        try:
-            size = len(orjson.dumps(properties))
-        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits
-            return invalid(
-                "properties must be JSON that PostgreSQL can store (integers of at most 64 bits)",
-                "input",
-                "properties",
-            )
-        if size > settings.gateway_max_properties_bytes:
-            return invalid(
-                f"properties must be at most {settings.gateway_max_properties_bytes} bytes"
-                f" of JSON (got {size})",
-                "input",
-                "properties",
-            )
+    properties = check_properties(item.properties, settings)
+    if isinstance(properties, UserError):
+        return properties
     usage_date = item.usage_date
     if usage_date is not None and usage_date.tzinfo is None:
         usage_date = usage_date.replace(tzinfo=UTC)
@@ -318,3 +325,10 @@ async def record_usage_events(
                 )
             results[index] = result
     return [r for r in results if r is not None]
+
+
+# Shared with gateway.reservations, which records usage by these same rules.
+prepare_usage = _prepare
+usage_result = _result
+with_retry = _with_retry
+usage_intervals = _intervals

@@ -15,7 +15,9 @@ Two layers, both here:
   ``subscription_for`` for the per-object decisions (and as a second line of defence). Usage
   events are scoped in the database function ``record_usage_event()``, which receives the
   session's customer id (``gateway.billing.usage``) and answers another customer's subscription, price
-  or meter exactly like a missing one.
+  or meter exactly like a missing one. Reservations likewise (``gateway.reservations``): a
+  session reserves, finalizes and releases only its own customer's holds, another's reads as
+  missing; only secret keys void events.
 """
 
 from __future__ import annotations
@@ -113,6 +115,11 @@ ROOT_FIELD_ACCESS: dict[tuple[str, str], frozenset[CallerKind]] = {
     ("query", "customers"): frozenset({"secret_key"}),
     ("mutation", "createUsageEvent"): frozenset({"secret_key", "customer"}),
     ("mutation", "createUsageEvents"): frozenset({"secret_key", "customer"}),
+    # A customer's own holds (the database answers another customer's like a missing one).
+    ("mutation", "reserveUsage"): frozenset({"secret_key", "customer"}),
+    ("mutation", "finalizeUsageReservation"): frozenset({"secret_key", "customer"}),
+    ("mutation", "releaseUsageReservation"): frozenset({"secret_key", "customer"}),
+    ("mutation", "voidUsageEvent"): frozenset({"secret_key"}),
     ("mutation", "setupPricingModel"): frozenset({"secret_key"}),
     ("mutation", "updatePricingModel"): frozenset({"secret_key"}),
     ("mutation", "createCustomer"): frozenset({"secret_key"}),

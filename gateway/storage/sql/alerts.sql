@@ -7,6 +7,8 @@
 --   record_usage_events()     the same for the items it records one by one (whose own
 --                             evaluation it defers with the setting gateway.alerts_deferred)
 --   grant_usage_credits       SELECT evaluate_usage_alerts(sub, meter, balance)
+--   reserve_usage(), finalize_usage_reservation(), release_usage_reservation() and
+--   void_usage_event()        PERFORM evaluate_usage_alerts(sub, meter, balance)
 -- A balance is the JSON of usage_balance() (subscription_id, usage_meter_id,
 -- available_balance, used_balance, balance_limit, period_start, period_end), as of now.
 --

@@ -7,7 +7,7 @@ CREATE OR REPLACE FUNCTION public.usage_balance(p_subscription_id uuid, p_meter_
                                          p_at timestamptz DEFAULT now())
 RETURNS TABLE (subscription_id uuid, usage_meter_id uuid, available_balance bigint,
                used_balance bigint, balance_limit bigint, period_start timestamptz,
-               period_end timestamptz)
+               period_end timestamptz, reserved_balance bigint)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
@@ -19,6 +19,7 @@ DECLARE
   v_covered bigint;
   v_uncovered bigint;
   v_has_grants boolean;
+  v_reserved bigint;
 BEGIN
   SELECT * INTO s FROM subscriptions WHERE subscriptions.id = p_subscription_id;
   IF NOT FOUND THEN
@@ -58,13 +59,17 @@ BEGIN
    WHERE t.subscription_id = s.id AND t.usage_meter_id = p_meter_id
      AND t.period_start = p.period_start;
 
+  -- Reservations: open holds, an expired one counting as freed (reservations.sql).
+  v_reserved := usage_reserved(s.id, p_meter_id, p_at);
+
   subscription_id := s.id;
   usage_meter_id := p_meter_id;
-  available_balance := v_remaining + v_virtual - v_uncovered;
+  available_balance := v_remaining + v_virtual - v_uncovered - v_reserved;
   used_balance := v_used;
   balance_limit := CASE WHEN v_has_grants THEN v_remaining + v_virtual + v_covered END;
   period_start := p.period_start;
   period_end := p.period_end;
+  reserved_balance := v_reserved;
   RETURN NEXT;
 END;
 $$;

@@ -11,7 +11,8 @@ LANGUAGE sql IMMUTABLE AS $$
     'usage_meter_id', e.usage_meter_id, 'price_id', e.price_id,
     'billing_period_id', e.billing_period_id, 'amount', e.amount,
     'transaction_id', e.transaction_id, 'usage_date', e.usage_date,
-    'properties', e.properties, 'created_at', e.created_at)
+    'properties', e.properties, 'created_at', e.created_at,
+    'voided_at', e.voided_at, 'void_reason', e.void_reason)
 $$;
 
 CREATE OR REPLACE FUNCTION public._usage_error(p_code text, p_message text, p_field text[])
@@ -250,6 +251,8 @@ BEGIN
       SELECT sum(t.uncovered) FROM usage_totals t
        WHERE t.subscription_id = s.id AND t.usage_meter_id = v_meter.id
          AND t.period_start = p.period_start), 0);
+    -- Reservations: open holds are not available (reservations.sql).
+    v_available := v_available - usage_reserved(s.id, v_meter.id, v_now);
     IF v_available < v_consume THEN
       RETURN _usage_error('INSUFFICIENT_BALANCE',
                           'meter ' || v_meter.slug || ' has ' || v_available
@@ -267,11 +270,12 @@ BEGIN
   INSERT INTO usage_events (id, customer_id, subscription_id, usage_meter_id, price_id,
                             billing_period_id, period_start, period_end, amount, consumed,
                             covered, seq, transaction_id, usage_date, properties,
-                            properties_given, usage_date_given)
+                            properties_given, usage_date_given, take_grant_ids, take_amounts)
   VALUES (p_event_id, s.customer_id, s.id, v_meter.id, v_price.id,
           billing_period_id(s.id, p.period_start), p.period_start, p.period_end, p_amount,
           v_consume, v_consume - v_left, v_seq, p_transaction_id, v_date,
-          coalesce(p_properties, '{}'::jsonb), p_properties IS NOT NULL, p_usage_date IS NOT NULL)
+          coalesce(p_properties, '{}'::jsonb), p_properties IS NOT NULL, p_usage_date IS NOT NULL,
+          v_grant_ids, v_takes)
   ON CONFLICT (customer_id, usage_meter_id, transaction_id) DO NOTHING
   RETURNING * INTO v_event;
   IF NOT FOUND THEN
@@ -307,12 +311,14 @@ BEGIN
   IF v_now >= p.period_start AND v_now < p.period_end THEN
     SELECT jsonb_build_object(
              'subscription_id', s.id, 'usage_meter_id', v_meter.id,
-             'available_balance', gr.remaining - t.uncovered,
+             'available_balance', gr.remaining - t.uncovered - rs.reserved,
              'used_balance', t.used,
              'balance_limit', CASE WHEN gr.grants > 0 THEN gr.remaining + t.covered END,
+             'reserved_balance', rs.reserved,
              'period_start', p.period_start, 'period_end', p.period_end)
       INTO v_balance
-      FROM (SELECT coalesce(sum(cg.amount - cg.consumed) FILTER (
+      FROM (SELECT usage_reserved(s.id, v_meter.id, v_now) AS reserved) rs,  -- reservations
+           (SELECT coalesce(sum(cg.amount - cg.consumed) FILTER (
                      WHERE cg.granted_at <= v_now
                        AND (cg.expires_at IS NULL OR cg.expires_at > v_now)), 0) AS remaining,
                    count(*) AS grants

@@ -94,7 +94,8 @@ BEGIN
     ), steady AS (          -- and what each steady group starts from
       SELECT ctx.gord, ctx.sub_id, ctx.meter_id, ctx.customer_id, ctx.pricing_model_id,
              ctx.event_seq, ctx.period_start, ctx.period_end,
-             gr.remaining, gr.valid, gr.grants, tt.used0, tt.covered0, tt.uncovered0
+             gr.remaining, gr.valid, gr.grants, tt.used0, tt.covered0, tt.uncovered0,
+             rs.reserved
         FROM ctx
         -- the grants record_usage_event() would allocate from, those valid now (the
         -- balance's), and all of them (whether the meter has a limit)
@@ -116,6 +117,8 @@ BEGIN
             FROM usage_totals ut
            WHERE ut.subscription_id = ctx.sub_id AND ut.usage_meter_id = ctx.meter_id
              AND ut.period_start = ctx.period_start) tt
+        -- Reservations: open holds are not available (reservations.sql).
+        CROSS JOIN LATERAL (SELECT usage_reserved(ctx.sub_id, ctx.meter_id, v_now) AS reserved) rs
        WHERE NOT EXISTS (SELECT 1 FROM shared WHERE shared.gord = ctx.gord)
          AND NOT EXISTS (SELECT 1 FROM items WHERE items.gord = ctx.gord AND NOT items.ok)
     ), allocated AS (
@@ -127,16 +130,39 @@ BEGIN
         FROM items it
         JOIN steady st ON st.gord = it.gord
       WINDOW w AS (PARTITION BY it.gord ORDER BY it.ord)
+    ), item_takes AS (      -- what each item took from which grant (a void gives it back):
+      -- its covered credits are [lo, hi) of its group's grants laid end to end in order
+      SELECT a.event_id, array_agg(w.id ORDER BY w.rank) AS grant_ids,
+             array_agg((least(a.hi, w.cum_end) - greatest(a.lo, w.cum_start))::bigint
+                       ORDER BY w.rank) AS takes
+        FROM (SELECT al.gord, al.event_id,
+                     least(al.remaining, al.running - al.amount) AS lo,
+                     least(al.remaining, al.running) AS hi
+                FROM allocated al WHERE al.covered > 0) a
+        JOIN (SELECT st.gord, cg.id, row_number() OVER w AS rank,
+                     sum(cg.amount - cg.consumed) OVER w AS cum_end,
+                     sum(cg.amount - cg.consumed) OVER w - (cg.amount - cg.consumed) AS cum_start
+                FROM steady st
+                JOIN credit_grants cg
+                  ON cg.subscription_id = st.sub_id AND cg.usage_meter_id = st.meter_id
+                 AND cg.granted_at <= v_now AND (cg.expires_at IS NULL OR cg.expires_at > v_now)
+                 AND cg.consumed < cg.amount AND cg.issued_seq < st.event_seq + 1
+              WINDOW w AS (PARTITION BY st.gord
+                           ORDER BY cg.expires_at ASC NULLS LAST, cg.granted_at, cg.id)) w
+          ON w.gord = a.gord AND w.cum_start < a.hi AND w.cum_end > a.lo
+       GROUP BY a.event_id
     ), written AS (
       INSERT INTO usage_events (id, customer_id, subscription_id, usage_meter_id, price_id,
                                 billing_period_id, period_start, period_end, amount, consumed,
                                 covered, seq, transaction_id, usage_date, properties,
-                                properties_given, usage_date_given)
+                                properties_given, usage_date_given, take_grant_ids, take_amounts)
       SELECT a.event_id, a.customer_id, a.sub_id, a.meter_id, a.price_id,
              billing_period_id(a.sub_id, a.period_start), a.period_start, a.period_end,
              a.amount, a.amount, a.covered, a.event_seq + a.ord, a.transaction_id, v_now,
-             coalesce(a.properties, '{}'::jsonb), a.properties IS NOT NULL, false
+             coalesce(a.properties, '{}'::jsonb), a.properties IS NOT NULL, false,
+             coalesce(tk.grant_ids, '{}'::uuid[]), coalesce(tk.takes, '{}'::bigint[])
         FROM allocated a
+        LEFT JOIN item_takes tk ON tk.event_id = a.event_id
     ), totals AS (
       INSERT INTO usage_totals AS t (subscription_id, usage_meter_id, period_start, price_id,
                                      customer_id, period_end, used, covered, uncovered)
@@ -181,12 +207,14 @@ BEGIN
                'usage_meter_id', a.meter_id, 'price_id', a.price_id,
                'billing_period_id', billing_period_id(a.sub_id, a.period_start),
                'amount', a.amount, 'transaction_id', a.transaction_id, 'usage_date', v_now,
-               'properties', coalesce(a.properties, '{}'::jsonb), 'created_at', v_now),
+               'properties', coalesce(a.properties, '{}'::jsonb), 'created_at', v_now,
+               'voided_at', NULL, 'void_reason', NULL),
              'balance', jsonb_build_object(
                'subscription_id', a.sub_id, 'usage_meter_id', a.meter_id,
-               'available_balance', a.valid - a.uncovered0 - a.running,
+               'available_balance', a.valid - a.uncovered0 - a.running - a.reserved,
                'used_balance', a.used0 + a.running,
                'balance_limit', CASE WHEN a.grants > 0 THEN a.valid + a.covered0 END,
+               'reserved_balance', a.reserved,
                'period_start', a.period_start, 'period_end', a.period_end),
              'pricing_model_id', a.pricing_model_id) ORDER BY a.pos)
       INTO v_positions, v_results

@@ -1,7 +1,7 @@
 """usage alerts and webhooks: an outbox written with the change
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01
 
 * Tables ``usage_alerts``, ``usage_alert_events`` (the outbox; its unique key makes
@@ -22,7 +22,7 @@ from alembic_utils.pg_function import PGFunction
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0009'
-down_revision: str | None = '0007'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
