@@ -30,7 +30,7 @@ from tests.servers import free_port
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-SETUP = Path(__file__).parent / "browser_setup.sh"
+SETUP = Path(__file__).parent / "system_setup.sh"
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "graphiql.png"
 FLAGS = [
     "--headless",
@@ -59,7 +59,9 @@ def chromium() -> Path:
                 f"{CHROMIUM} is missing and SKIP_SYSTEM_PACKAGES=1 forbids installing it: run"
                 f" tests/{SETUP.name} (apt-get install chromium, as root) to run this test"
             )
-        setup = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=900)
+        setup = subprocess.run(
+            ["bash", str(SETUP), "chromium"], capture_output=True, text=True, timeout=900
+        )
         if not CHROMIUM.exists():
             pytest.skip(
                 f"{CHROMIUM} is missing and tests/{SETUP.name} could not install Debian's"
