@@ -5,8 +5,9 @@ benchmark 2, on the same gateway and subscriptions, in interleaved rounds: once 
 defined, once with alerts on the benchmark's meter (a ``percentUsed`` alert for all customers of
 the pricing model plus one ``availableBelow`` alert per customer), created through GraphQL
 ``createUsageAlert`` with the secret key before the round and deleted with ``deleteUsageAlert``
-after it. No webhook endpoint is defined: what is measured is the evaluation in the write
-transaction (and the outbox rows of the few alerts that fire), not deliveries.
+after it. The thresholds are low enough that every alert fires once per subscription in each
+round. No webhook endpoint is defined: what is measured is the evaluation in the write
+transaction (and the outbox rows of the alerts that fire), not deliveries.
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ CREATE_ALERT = """mutation($input: CreateUsageAlertInput!) { createUsageAlert(in
 DELETE_ALERT = """mutation($input: DeleteUsageAlertInput!) { deleteUsageAlert(input: $input) {
   __typename ... on UserError { code message } } }"""
 
-PERCENT_USED = 80.0
-AVAILABLE_BELOW = 100
+# Low enough that every alert fires in every round with alerts (a subscription starts a period
+# with 1,100 credits): each event is evaluated, and each (alert, subscription) writes one
+# TRIGGERED to the outbox per round, since the round's alerts are new.
+PERCENT_USED = 5.0
+AVAILABLE_BELOW = 1_000
 
 
 def alert_inputs() -> list[dict[str, Any]]:
