@@ -29,13 +29,14 @@ from bench import scenario, servers
 from bench.stats import Row
 
 if TYPE_CHECKING:
-    from bench.main import Bench
+    from bench.main import Bench, Groups
 
 MS = 1000.0
 MB = 1024 * 1024
 SAMPLE_EVERY = 5.0  # seconds between two RSS samples
 DRIFT_TARGET = 10 * MB
 P99_GROWTH_TARGET = 2.0
+CORE_GROUPS = (("server", "server"), ("postgres", "PostgreSQL"), ("other", "other"))
 
 
 def _rss(pids: list[int]) -> dict[int, int]:
@@ -47,9 +48,12 @@ def _rss(pids: list[int]) -> dict[int, int]:
 
 
 def run_open_loop(
-    spec: dict[str, Any], workers: list[int]
+    spec: dict[str, Any], workers: list[int], groups: Groups
 ) -> tuple[dict[str, Any], list[tuple[float, dict[int, int]]]]:
-    """Run the open-loop load generator; sample the workers' RSS while it runs."""
+    """Run the open-loop load generator; sample the workers' RSS while it runs, and the cores
+    each group of processes used after the warm-up (in result["cores"])."""
+    from bench.main import _cpu_snapshot, _cpu_used
+
     budget = float(spec["warmup"]) + float(spec["duration"]) + float(spec["timeout"]) + 60
     samples: list[tuple[float, dict[int, int]]] = []
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -66,11 +70,18 @@ def run_open_loop(
         proc.stdin.close()
         started = time.monotonic()
         next_sample = started
+        all_groups: Groups = {**groups, "client": lambda: [proc.pid]}
+        cpu: list[dict[str, Any]] = []
         while proc.poll() is None:
             now = time.monotonic()
             if now >= next_sample:
                 samples.append((now - started, _rss(workers)))
                 next_sample += SAMPLE_EVERY
+                # CPU from the first sample after the warm-up to the last one inside the window
+                if not cpu and now - started >= float(spec["warmup"]):
+                    cpu.append(_cpu_snapshot(all_groups))
+                elif cpu and now - started <= float(spec["warmup"]) + float(spec["duration"]):
+                    cpu[1:] = [_cpu_snapshot(all_groups)]
             if now - started > budget:
                 proc.kill()
                 proc.wait()
@@ -81,6 +92,8 @@ def run_open_loop(
         if proc.returncode != 0:
             raise RuntimeError(f"soak load generator failed: {err.read().decode()[-3000:]}")
         result: dict[str, Any] = json.loads(out.read())
+    if len(cpu) == 2:
+        result["cores"] = _cpu_used(*cpu)
     return result, samples
 
 
@@ -115,7 +128,11 @@ def soak(bench: Bench, gateway: servers.Server, sc: scenario.Scenario, minutes: 
         f"  7 soak: {c.soak_rate:g} req/s (every {c.soak_read_every}th a usageBalance read)"
         f" for {c.soak_warmup:g} s of warm-up + {duration:g} s, {len(workers)} workers"
     )
-    result, samples = run_open_loop(spec, workers)
+    groups: Groups = {
+        "server": lambda: [gateway.process.pid, *gateway.worker_pids],
+        "postgres": bench.postgres_pids,
+    }
+    result, samples = run_open_loop(spec, workers, groups)
     measured = [(t, rss) for t, rss in samples if t >= c.soak_warmup]
     bench.raw["7"] = {"result": result, "rss": samples, "spec": {**spec, "token": None}}
     if not measured:
@@ -175,6 +192,13 @@ def soak(bench: Bench, gateway: servers.Server, sc: scenario.Scenario, minutes: 
         f" not measured ({result['warmup_errors']} errors in it); RSS of {len(workers)} workers"
         f" sampled every {SAMPLE_EVERY:g} s, {len(measured)} samples after the warm-up"
         f"; load generator busy {result['client_cpu']:.2f} of its core"
+        + (
+            "; cores used after the warm-up: "
+            + ", ".join(f"{name} {result['cores'][k]:.2f}" for k, name in CORE_GROUPS)
+            + f" (of {os.cpu_count()}; 'other' is everything else on the machine)"
+            if "cores" in result
+            else ""
+        )
         + (f"; workers gone during the soak: {gone}" if gone else "")
         + (f"; first error: {result['first_error']}" if result["first_error"] else "")
     )
