@@ -33,7 +33,7 @@ import httpx
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import uuid_utils
 
-from bench import scenario, servers
+from bench import alerts, scenario, servers, soak
 from bench.stats import Row, Spread, median, percentile, ratio_fmt, table
 
 MS = 1000.0
@@ -58,6 +58,13 @@ class Config:
     dashboard_blocks: int = 6
     dashboard_per_block: int = 10
     verify_history: bool = True
+    alert_rounds: int = 4
+    alert_warmup: float = 2.0
+    alert_duration: float = 6.0
+    soak_rate: float = 220.0
+    soak_read_every: int = 11
+    soak_connections: int = 32
+    soak_warmup: float = 30.0
 
 
 FULL = Config(rounds=5, warmup=2.0, duration=8.0, batch_duration=8.0)
@@ -73,6 +80,10 @@ QUICK = Config(
     dashboard_blocks=3,
     dashboard_per_block=5,
     verify_history=False,
+    alert_rounds=2,
+    alert_warmup=1.0,
+    alert_duration=3.0,
+    soak_warmup=10.0,
 )
 
 
@@ -1053,7 +1064,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="interleaved rounds of benchmarks 1 and 2")
     parser.add_argument("--duration", type=float, help="seconds measured per round of 1")
     parser.add_argument(
-        "--only", default="1,2,3,4", help="benchmarks to run, e.g. 1 or 3,4 (5 comes with 1)"
+        "--only",
+        default="1,2,3,4,6",
+        help="benchmarks to run, e.g. 1 or 3,4 (5 comes with 1; 7, the soak, only when named)",
+    )
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        help="minutes measured by the soak, 7 (default 10; 1 with --quick)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
@@ -1116,6 +1134,13 @@ def main(argv: list[str] | None = None) -> int:
             if "3" in only:
                 with stage("3 usageBalance vs history"):
                     bench.balance(gateway, sc, db.url)
+            if "6" in only:
+                with stage("6 createUsageEvent(s) with alerts vs without"):
+                    alerts.alert_cost(bench, gateway, sc, db.url)
+            if "7" in only:
+                minutes = args.soak_minutes or (1.0 if args.quick else 10.0)
+                with stage(f"7 soak, {minutes:g} minutes"):
+                    soak.soak(bench, gateway, sc, minutes)
     info["workers"] = str(config.workers)
     info["mode"] = "quick" if args.quick else "full"
     info["elapsed"] = f"{time.monotonic() - started:.0f} s"
@@ -1135,7 +1160,8 @@ def render(info: dict[str, str], config: Config, bench: Bench) -> str:
     lines.append("")
     lines.append(
         f"Values: median of {config.rounds} interleaved rounds (min-max in brackets) for 1"
-        f" and 2; medians of all requests (per-block ratio range in brackets) for 3 and 4."
+        f" and 2 (of {config.alert_rounds} for 6); medians of all requests (per-block ratio"
+        " range in brackets) for 3 and 4."
     )
     lines += [f"- {note}" for note in bench.notes]
     return "\n".join(lines)
