@@ -27,9 +27,10 @@ PROCESSES: dict[str, subprocess.Popen[bytes]] = {}  # by base URL, while they ru
 
 @contextmanager
 def gateway_processes(
-    database_url: str, count: int, *, logs: Path | None = None, **env: str
+    database_url: str, count: int, *, logs: Path | None = None, workers: int = 1, **env: str
 ) -> Iterator[list[str]]:
-    """`count` uvicorn processes serving the app on 127.0.0.1; yields their base URLs.
+    """`count` uvicorn instances serving the app on 127.0.0.1, each with ``workers`` worker
+    processes (uvicorn's own, as `billing-gateway serve --workers`); yields their base URLs.
 
     With ``logs`` (a directory), process i writes its stderr to ``logs/gateway-i.log``."""
     procs: list[subprocess.Popen[bytes]] = []
@@ -63,6 +64,7 @@ def gateway_processes(
                         "warning",
                         # as `billing-gateway serve`: the app alone decides whom to believe
                         "--no-proxy-headers",
+                        *(["--workers", str(workers)] if workers > 1 else []),
                     ],
                     env=environment,
                     stderr=stderr,

@@ -40,10 +40,12 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def servers(database_url: str, logs: Path) -> Iterator[list[str]]:
     with (
         pgbouncer(database_url, connect_query=TIMEOUTS) as pooled_url,
+        # 2 instances x 2 workers: four processes share the pooler, as in a deployment.
         gateway_processes(
             pooled_url,
             2,
             logs=logs,
+            workers=2,
             GATEWAY_TRANSACTION_POOLING="true",
             GATEWAY_DIRECT_DATABASE_URL=database_url,
         ) as urls,
