@@ -3,7 +3,7 @@ function, map the result."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
@@ -29,9 +29,13 @@ from schema.webhooks import (
     WebhookEndpointDeleted,
 )
 
+INPUT = strawberry.argument(description="What to do: see the input type's fields.")
+
 
 @checked_input
-async def create_usage_alert(info: strawberry.Info, input: CreateUsageAlertInput) -> Any:
+async def create_usage_alert(
+    info: strawberry.Info, input: Annotated[CreateUsageAlertInput, INPUT]
+) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     t = input.threshold
@@ -48,7 +52,9 @@ async def create_usage_alert(info: strawberry.Info, input: CreateUsageAlertInput
 
 
 @checked_input
-async def delete_usage_alert(info: strawberry.Info, input: DeleteUsageAlertInput) -> Any:
+async def delete_usage_alert(
+    info: strawberry.Info, input: Annotated[DeleteUsageAlertInput, INPUT]
+) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     result = await manage.delete_usage_alert(ctx.db, str(input.alert_id))
@@ -56,7 +62,9 @@ async def delete_usage_alert(info: strawberry.Info, input: DeleteUsageAlertInput
 
 
 @checked_input
-async def create_webhook_endpoint(info: strawberry.Info, input: CreateWebhookEndpointInput) -> Any:
+async def create_webhook_endpoint(
+    info: strawberry.Info, input: Annotated[CreateWebhookEndpointInput, INPUT]
+) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     result = await endpoints.create_endpoint(
@@ -69,7 +77,9 @@ async def create_webhook_endpoint(info: strawberry.Info, input: CreateWebhookEnd
 
 
 @checked_input
-async def delete_webhook_endpoint(info: strawberry.Info, input: DeleteWebhookEndpointInput) -> Any:
+async def delete_webhook_endpoint(
+    info: strawberry.Info, input: Annotated[DeleteWebhookEndpointInput, INPUT]
+) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     result = await endpoints.delete_endpoint(ctx.db, str(input.endpoint_id))

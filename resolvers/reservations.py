@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
@@ -27,6 +27,8 @@ from schema.reservations import UsageReservationReleased as ReleasedType
 from schema.reservations import UsageReserved as ReservedType
 from schema.usage_event import UsageEvent
 
+INPUT = strawberry.argument(description="What to do: see the input type's fields.")
+
 
 def _balance(row: BalanceRow | None) -> UsageBalance:
     assert row is not None  # the hold's or event's (subscription, meter) has a balance row
@@ -34,7 +36,7 @@ def _balance(row: BalanceRow | None) -> UsageBalance:
 
 
 @checked_input
-async def reserve_usage(info: strawberry.Info, input: ReserveUsageInput) -> Any:
+async def reserve_usage(info: strawberry.Info, input: Annotated[ReserveUsageInput, INPUT]) -> Any:
     ctx = info.context
     authz.require_caller(ctx.caller)
     target = usage_resolvers.target_of(input.target)
@@ -61,7 +63,7 @@ async def reserve_usage(info: strawberry.Info, input: ReserveUsageInput) -> Any:
 
 @checked_input
 async def finalize_usage_reservation(
-    info: strawberry.Info, input: FinalizeUsageReservationInput
+    info: strawberry.Info, input: Annotated[FinalizeUsageReservationInput, INPUT]
 ) -> Any:
     ctx = info.context
     authz.require_caller(ctx.caller)
@@ -79,7 +81,7 @@ async def finalize_usage_reservation(
 
 @checked_input
 async def release_usage_reservation(
-    info: strawberry.Info, input: ReleaseUsageReservationInput
+    info: strawberry.Info, input: Annotated[ReleaseUsageReservationInput, INPUT]
 ) -> Any:
     ctx = info.context
     authz.require_caller(ctx.caller)
@@ -94,7 +96,9 @@ async def release_usage_reservation(
 
 
 @checked_input
-async def void_usage_event(info: strawberry.Info, input: VoidUsageEventInput) -> Any:
+async def void_usage_event(
+    info: strawberry.Info, input: Annotated[VoidUsageEventInput, INPUT]
+) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
     result = await voids.void_usage_event(

@@ -23,19 +23,30 @@ from schema.usage import UsageEventTarget
 from schema.usage_event import UsageEvent
 
 
-@strawberry.enum
+@strawberry.enum(description="Where a hold stands.")
 class UsageReservationStatus(Enum):
-    HELD = "held"
-    FINALIZED = "finalized"
-    RELEASED = "released"
-    EXPIRED = "expired"
+    HELD = strawberry.enum_value(
+        "held", description="Open: its amount counts in reservedBalance until expiresAt."
+    )
+    FINALIZED = strawberry.enum_value(
+        "finalized", description="Settled by finalizeUsageReservation: see usageEvent."
+    )
+    RELEASED = strawberry.enum_value(
+        "released", description="Given back by releaseUsageReservation; nothing was recorded."
+    )
+    EXPIRED = strawberry.enum_value(
+        "expired", description="expiresAt passed unsettled: the hold no longer counts."
+    )
 
 
-@strawberry.type
+@strawberry.type(
+    description="A hold on a meter's balance (reserveUsage), settled by one usage event or"
+    " given back."
+)
 class UsageReservation:
     row: strawberry.Private[ReservationRow]
 
-    @strawberry.field
+    @strawberry.field(description="The reservation's id (finalize and release take it).")
     def id(self) -> strawberry.ID:
         return strawberry.ID(str(self.row.id))
 
@@ -43,7 +54,7 @@ class UsageReservation:
     def transaction_id(self) -> str:
         return self.row.transaction_id
 
-    @strawberry.field
+    @strawberry.field(description="Events held on the meter's balance; > 0.")
     def amount(self) -> int:
         return self.row.amount
 
@@ -51,20 +62,25 @@ class UsageReservation:
     def status(self) -> UsageReservationStatus:
         return UsageReservationStatus(self.row.status)
 
-    @strawberry.field
+    @strawberry.field(description="When an unsettled hold stops counting (status EXPIRED).")
     def expires_at(self) -> datetime:
         return self.row.expires_at
 
-    @strawberry.field(description="The event that settled it.")
+    @strawberry.field(description="The event that settled it; null unless FINALIZED.")
     def usage_event(self) -> UsageEvent | None:
         data = self.row.usage_event_data
         return None if data is None else UsageEvent.from_json(data)
 
 
-@strawberry.input
+@strawberry.input(description="A hold to place on a meter's balance.")
 class ReserveUsageInput:
-    target: UsageEventTarget
-    amount: int = strawberry.field(description="> 0")
+    target: UsageEventTarget = strawberry.field(
+        description="The price or meter charged; a customer token may name only a meter or its"
+        " default price."
+    )
+    amount: int = strawberry.field(
+        description="Events to hold; > 0. Held only if availableBalance >= amount."
+    )
     subscription_id: strawberry.ID | None = strawberry.field(
         default=strawberry.UNSET,
         description="Defaults and caller rules as in CreateUsageEventInput.",
@@ -79,9 +95,9 @@ class ReserveUsageInput:
     )
 
 
-@strawberry.type
+@strawberry.type(description="The amount is held (or already was: see replayed).")
 class UsageReserved:
-    reservation: UsageReservation
+    reservation: UsageReservation = strawberry.field(description="The hold.")
     replayed: bool = strawberry.field(
         description="true: this transactionId already held this; nothing new was held."
     )
@@ -96,47 +112,70 @@ ReserveUsageResult = Annotated[
     | NoCurrentSubscription
     | InsufficientBalance
     | IdempotencyConflict,
-    strawberry.union("ReserveUsageResult"),
+    strawberry.union(
+        "ReserveUsageResult",
+        description="The hold, or why nothing was held (InsufficientBalance: availableBalance"
+        " < amount).",
+    ),
 ]
 
 
-@strawberry.input
+@strawberry.input(description="Settle a hold with the actual usage.")
 class FinalizeUsageReservationInput:
-    reservation_id: strawberry.ID
-    amount: int = strawberry.field(description="The actual amount: more or less than the hold.")
-    properties: JSON | None = strawberry.UNSET
+    reservation_id: strawberry.ID = strawberry.field(description="UsageReservation.id.")
+    amount: int = strawberry.field(
+        description="The actual amount, in events; > 0, more or less than the hold."
+    )
+    properties: JSON | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="A JSON object stored with the settling event, as in"
+        " CreateUsageEventInput. Default {}.",
+    )
 
 
-@strawberry.input
+@strawberry.input(description="Give a hold back without recording usage.")
 class ReleaseUsageReservationInput:
-    reservation_id: strawberry.ID
+    reservation_id: strawberry.ID = strawberry.field(description="UsageReservation.id.")
 
 
-@strawberry.type
+@strawberry.type(description="The hold is given back (or was already released or expired).")
 class UsageReservationReleased:
-    reservation: UsageReservation
-    balance: UsageBalance
+    reservation: UsageReservation = strawberry.field(description="The hold, as it is now.")
+    balance: UsageBalance = strawberry.field(description="The meter's balance after the release.")
 
 
 ReleaseUsageReservationResult = Annotated[
     UsageReservationReleased | NotFound | InvalidInput,
-    strawberry.union("ReleaseUsageReservationResult"),
+    strawberry.union(
+        "ReleaseUsageReservationResult",
+        description="The released hold, or why nothing changed (a finalized hold: InvalidInput;"
+        " a missing or another customer's: NotFound).",
+    ),
 ]
 
 
-@strawberry.input
+@strawberry.input(description="A usage event to reverse (secret key only).")
 class VoidUsageEventInput:
-    usage_event_id: strawberry.ID
-    reason: str | None = strawberry.UNSET
+    usage_event_id: strawberry.ID = strawberry.field(
+        description="UsageEvent.id; the event must be in its subscription's current billing period."
+    )
+    reason: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Why, kept as UsageEvent.voidReason; omitted: null.",
+    )
 
 
-@strawberry.type
+@strawberry.type(description="The event is voided (or already was): it no longer counts.")
 class UsageEventVoided:
-    usage_event: UsageEvent
-    balance: UsageBalance
+    usage_event: UsageEvent = strawberry.field(description="The event, with voidedAt set.")
+    balance: UsageBalance = strawberry.field(description="The meter's balance after the void.")
 
 
 VoidUsageEventResult = Annotated[
     UsageEventVoided | NotFound | InvalidInput | Forbidden,
-    strawberry.union("VoidUsageEventResult"),
+    strawberry.union(
+        "VoidUsageEventResult",
+        description="The voided event, or why nothing changed (an event of an earlier period:"
+        " InvalidInput).",
+    ),
 ]

@@ -119,7 +119,9 @@ class Mutation:
         " every customer of the meter's pricing model.",
     )
     delete_usage_alert: DeleteUsageAlertResult = strawberry.field(
-        resolver=alerts.delete_usage_alert
+        resolver=alerts.delete_usage_alert,
+        description="Secret key only: stop an alert; the events it already wrote are still"
+        " delivered.",
     )
     create_webhook_endpoint: CreateWebhookEndpointResult = strawberry.field(
         resolver=alerts.create_webhook_endpoint,
@@ -128,7 +130,8 @@ class Mutation:
         " secret).",
     )
     delete_webhook_endpoint: DeleteWebhookEndpointResult = strawberry.field(
-        resolver=alerts.delete_webhook_endpoint
+        resolver=alerts.delete_webhook_endpoint,
+        description="Secret key only: stop an endpoint and cancel its pending deliveries.",
     )
     reserve_usage: ReserveUsageResult = strawberry.field(
         resolver=reservations.reserve_usage,

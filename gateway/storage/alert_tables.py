@@ -1,6 +1,6 @@
 """Tables of usage alerts and webhooks (the outbox and its deliveries).
 
-Kept apart from ``models`` (which holds the billing core) and registered on the same
+Kept apart from ``models`` (which gathers the billing core) and registered on the same
 SQLModel metadata: ``migrations/env.py`` imports this module, so Alembic compares them too.
 
 - ``usage_alerts``: one threshold on one meter, for one customer or all customers of the
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
-from gateway.storage.models import _bigint, _fk, _id, _in, _int, _text, _ts
+from gateway.storage.columns import _bigint, _fk, _id, _in, _int, _text, _ts
 
 ALERT_EVENT_TYPES = ("triggered", "resolved")
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "canceled")

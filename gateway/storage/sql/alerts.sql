@@ -9,6 +9,8 @@
 --   grant_usage_credits       SELECT evaluate_usage_alerts(sub, meter, balance)
 --   reserve_usage(), finalize_usage_reservation(), release_usage_reservation() and
 --   void_usage_event()        PERFORM evaluate_usage_alerts(sub, meter, balance)
+--   (finalize_usage_reservation() defers the evaluation of the event it records, like the
+--   batch, and evaluates once on the balance after the event and the freed hold)
 -- A balance is the JSON of usage_balance() (subscription_id, usage_meter_id,
 -- available_balance, used_balance, balance_limit, period_start, period_end), as of now.
 --

@@ -274,6 +274,7 @@ DECLARE
   v_now timestamptz := now();
   r usage_reservations%ROWTYPE;
   v_result jsonb;
+  v_deferred text := current_setting('gateway.alerts_deferred', true);
 BEGIN
   -- Another customer's reservation is answered exactly like a missing one.
   SELECT * INTO r FROM usage_reservations
@@ -295,9 +296,13 @@ BEGIN
   -- the work is done), and an expired hold still records. The caller's ownership was
   -- checked above, so the event is recorded as the merchant's (a customer's rules on the
   -- target were applied when the hold was made; the date is now).
+  -- Alerts hook: the event's own evaluation is deferred, since it would see the hold still
+  -- counted (a balance that never exists once this commits); the one below sees the final.
+  PERFORM set_config('gateway.alerts_deferred', 'on', true);
   v_result := record_usage_event(p_event_id, NULL, r.subscription_id, r.target_kind, r.target,
                                  p_amount, r.transaction_id, NULL, p_properties, false,
                                  p_backdating, p_future_tolerance);
+  PERFORM set_config('gateway.alerts_deferred', coalesce(v_deferred, 'off'), true);
   IF v_result ->> 'status' IN ('recorded', 'replayed') AND r.status <> 'finalized' THEN
     UPDATE usage_reservations
        SET status = 'finalized', usage_event_id = (v_result -> 'event' ->> 'id')::uuid,
@@ -307,7 +312,7 @@ BEGIN
     -- The balance after the event AND the hold's release (the event's own counted the hold).
     v_balance := (SELECT to_jsonb(b)
                     FROM usage_balance(r.subscription_id, r.usage_meter_id, v_now) b);
-    -- Usage recorded and a hold freed (record_usage_event() evaluated with the hold counted).
+    -- Usage recorded and a hold freed: evaluated once, on the final balance.
     PERFORM evaluate_usage_alerts(r.subscription_id, r.usage_meter_id, v_balance);  -- alerts hook
     v_result := v_result || jsonb_build_object('balance', v_balance);
   END IF;
