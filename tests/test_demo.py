@@ -153,7 +153,8 @@ def _read_banner(path: Path, process: subprocess.Popen[bytes], timeout: float) -
         if "Stop with Ctrl-C" in text:
             return text
         if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"no banner (exit code {process.poll()}):\n{text}")
+            errors = path.with_suffix(".err").read_text()
+            raise AssertionError(f"no banner (exit code {process.poll()}):\n{text}\n{errors}")
         time.sleep(0.1)
 
 
