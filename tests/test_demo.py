@@ -210,8 +210,8 @@ def _query(url: str, token: str, query: str) -> Any:
             time.sleep(0.1)
 
 
-def test_the_demo_command_end_to_end(tmp_path: Path) -> None:
-    data_dir = tmp_path / "demo"
+def test_the_demo_command_end_to_end(tmp_path: Path, embedded_data_dir: Path) -> None:
+    data_dir = embedded_data_dir / "demo"
     port = free_port()
     process, text = _run_demo(data_dir, port, tmp_path / "first.out")
     try:
