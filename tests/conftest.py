@@ -77,6 +77,19 @@ def database_url() -> Iterator[str]:
             tmp.cleanup()
 
 
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A data directory for a command that starts the embedded PostgreSQL: a temporary
+    directory of its own, not under ``tmp_path``. As root the server runs as another user, who
+    needs to traverse the path; the wheel opens it up (chmod o+rx), but every pytest session
+    that starts (another run on the same machine) sets pytest's base directory back to 0700,
+    and the server then fails mid-way (initdb: "could not open file ... Permission denied")."""
+    with tempfile.TemporaryDirectory(prefix="gateway-data-") as name:
+        path = Path(name)
+        path.chmod(0o755)
+        yield path
+
+
 @pytest.fixture(scope="session")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(

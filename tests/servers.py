@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from gateway.api.server import KEEP_ALIVE_SECONDS
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -64,6 +66,9 @@ def gateway_processes(
                         "warning",
                         # as `billing-gateway serve`: the app alone decides whom to believe
                         "--no-proxy-headers",
+                        # and idle connections kept as long (gateway.api.server)
+                        "--timeout-keep-alive",
+                        str(KEEP_ALIVE_SECONDS),
                         *(["--workers", str(workers)] if workers > 1 else []),
                     ],
                     env=environment,

@@ -153,7 +153,8 @@ def _read_banner(path: Path, process: subprocess.Popen[bytes], timeout: float) -
         if "Stop with Ctrl-C" in text:
             return text
         if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"no banner (exit code {process.poll()}):\n{text}")
+            errors = path.with_suffix(".err").read_text()
+            raise AssertionError(f"no banner (exit code {process.poll()}):\n{text}\n{errors}")
         time.sleep(0.1)
 
 
@@ -209,8 +210,8 @@ def _query(url: str, token: str, query: str) -> Any:
             time.sleep(0.1)
 
 
-def test_the_demo_command_end_to_end(tmp_path: Path) -> None:
-    data_dir = tmp_path / "demo"
+def test_the_demo_command_end_to_end(tmp_path: Path, embedded_data_dir: Path) -> None:
+    data_dir = embedded_data_dir / "demo"
     port = free_port()
     process, text = _run_demo(data_dir, port, tmp_path / "first.out")
     try:

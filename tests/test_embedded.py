@@ -40,23 +40,25 @@ def _postgres_running(data_dir: Path) -> bool:
     return False
 
 
-def test_commands_one_after_the_other_share_the_data(tmp_path: Path) -> None:
-    created = _cli(tmp_path, "keys", "create", "--name", "first")
+def test_commands_one_after_the_other_share_the_data(embedded_data_dir: Path) -> None:
+    data_dir = embedded_data_dir
+    created = _cli(data_dir, "keys", "create", "--name", "first")
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("sk_")
     # A second command on the same data directory starts the server again: the key is there.
-    listed = _cli(tmp_path, "keys", "list")
+    listed = _cli(data_dir, "keys", "list")
     assert listed.returncode == 0, listed.stderr
     assert [line.split()[2] for line in listed.stdout.strip().splitlines()] == ["first"]
     assert key not in listed.stdout  # only a prefix is ever shown again
-    assert not _postgres_running(tmp_path)
+    assert not _postgres_running(data_dir)
 
 
-def test_serve_answers_graphql_and_stops_the_server_on_exit(tmp_path: Path) -> None:
+def test_serve_answers_graphql_and_stops_the_server_on_exit(embedded_data_dir: Path) -> None:
+    data_dir = embedded_data_dir
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["GATEWAY_DATA_DIR"] = str(tmp_path)
+    env["GATEWAY_DATA_DIR"] = str(data_dir)
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
         env=env,
@@ -64,29 +66,32 @@ def test_serve_answers_graphql_and_stops_the_server_on_exit(tmp_path: Path) -> N
         stderr=subprocess.STDOUT,
         text=True,
     )
+    response = None
     try:
         deadline = time.monotonic() + 60
-        while True:
+        while response is None:
             try:
                 response = httpx.post(
                     f"http://127.0.0.1:{port}/graphql",
                     json={"query": "{ __schema { mutationType { name } } }"},
                     timeout=2,
                 )
-                break
             except httpx.HTTPError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("the gateway did not start")
+                    break
                 time.sleep(0.2)
-        assert response.json() == {"data": {"__schema": {"mutationType": {"name": "Mutation"}}}}
-        assert _postgres_running(tmp_path)
+        if response is not None:
+            assert response.json() == {"data": {"__schema": {"mutationType": {"name": "Mutation"}}}}
+            assert _postgres_running(data_dir)
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
+    if response is None:  # with the process's output, which says why
+        pytest.fail(f"the gateway did not start (exit code {proc.returncode}):\n{output}")
     assert proc.returncode == 0, output
     messages = [json.loads(line)["message"] for line in output.splitlines()]
     assert f"GraphiQL: http://127.0.0.1:{port}/graphql" in messages
-    assert not _postgres_running(tmp_path)
+    assert not _postgres_running(data_dir)
 
 
 SECRET = "kQ3v-9Zr_T1mXw8bLp2YcN6dHs4uJf0aEg7iRo5tVy"  # random enough for production

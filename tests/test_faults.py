@@ -87,6 +87,40 @@ async def test_a_locked_balance_stalls_only_its_own_subscription(
     with gateway_processes(database_url, 2, logs=tmp_path, **env) as urls:
         limits = httpx.Limits(max_connections=100)
         async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+            async def other_customers(
+                prefix: str, until: float | None = None
+            ) -> list[tuple[httpx.Response, float]]:
+                """Every other customer records an event, again and again until ``until``
+                (monotonic time; None: once); readiness is checked on the way."""
+                answers: list[tuple[httpx.Response, float]] = []
+                round_ = 0
+                while round_ == 0 or (until is not None and time.monotonic() < until):
+                    answers += await asyncio.gather(
+                        *(
+                            _record(
+                                client,
+                                urls[(round_ + i) % 2],
+                                secret_key,
+                                _event(sub, f"{prefix}{i}-{round_}"),
+                            )
+                            for i, sub in enumerate(others)
+                        )
+                    )
+                    for url in urls:
+                        ready = await client.get(url + "/readyz")
+                        assert ready.status_code == 200, ready.text
+                    round_ += 1
+                return answers
+
+            # The same requests without the lock, on this machine as loaded as it is now:
+            # the baseline that the latencies under the lock are compared with.
+            unlocked: list[tuple[httpx.Response, float]] = []
+            for attempt in range(3):
+                unlocked += await other_customers(f"base{attempt}-")
+            assert [r.status_code for r, _ in unlocked] == [200] * 3 * len(others)
+            baseline = max(elapsed for _, elapsed in unlocked)
+
             lock = locker.transaction()
             await lock.start()
             await locker.execute(
@@ -100,43 +134,26 @@ async def test_a_locked_balance_stalls_only_its_own_subscription(
                 )
                 for i in range(12)
             ]
-
-            async def other_customers() -> list[tuple[httpx.Response, float]]:
-                """Every other customer records an event, again and again, while the lock
-                is held; readiness is checked on the way."""
-                answers: list[tuple[httpx.Response, float]] = []
-                round_ = 0
-                while time.monotonic() - held_since < HOLD_SECONDS:
-                    answers += await asyncio.gather(
-                        *(
-                            _record(
-                                client,
-                                urls[(round_ + i) % 2],
-                                secret_key,
-                                _event(sub, f"o{i}-{round_}"),
-                            )
-                            for i, sub in enumerate(others)
-                        )
-                    )
-                    for url in urls:
-                        ready = await client.get(url + "/readyz")
-                        assert ready.status_code == 200, ready.text
-                    round_ += 1
-                return answers
-
-            other_answers = await other_customers()
+            other_answers = await other_customers("o", until=held_since + HOLD_SECONDS)
             stuck_answers = await asyncio.gather(*stuck_requests)
             assert time.monotonic() - held_since >= HOLD_SECONDS
             await lock.rollback()  # release the lock
             await asyncio.sleep(1)  # anything still queued for the row would be written now
 
-            # Every other customer's request completed, each within a second.
-            assert len(other_answers) >= 4 * 5
+            # Every other customer's request completed, round after round for the whole hold,
+            # none slower than the baseline by a lock timeout: a request that queued behind the
+            # stuck row (for the row or for a pooled connection held by one of its writes)
+            # would wait at least that long. Compared with a baseline measured in this test,
+            # not a fixed second, because on a loaded 2-core machine the same requests take
+            # up to a second without any lock.
+            limit = max(1.0, baseline + LOCK_TIMEOUT)
+            rounds, rest = divmod(len(other_answers), len(others))
+            assert rest == 0 and rounds >= 2, (len(other_answers), baseline)
             for response, elapsed in other_answers:
                 assert response.status_code == 200, response.text
                 result = response.json()["data"]["createUsageEvent"]
                 assert result["__typename"] == "UsageEventRecorded", result
-                assert elapsed < 1.0, elapsed
+                assert elapsed < limit, (elapsed, baseline)
             # The 12 were told to retry: the ones waiting for their turn after the lock timeout
             # without progress on their row, the ones at the server after at most twice the
             # lock timeout (PostgreSQL queues a row's waiters in two steps, a lock on the

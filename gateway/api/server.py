@@ -18,6 +18,12 @@ from gateway.logs import LogFormat, configure
 logger = logging.getLogger("gateway.server")
 
 READY_WAIT_SECONDS = 120.0
+# How long an idle keep-alive connection is kept open. uvicorn's default (5 s) equals the idle
+# expiry of common clients (httpx: 5 s), so a client could send its next request on a
+# connection just as the server closes it: the request fails with a dropped connection, no
+# response. An idle timeout longer than the clients' (httpx 5 s, load balancers usually 60 s)
+# leaves the closing to them.
+KEEP_ALIVE_SECONDS = 75
 
 
 def _announce_when_ready(host: str, port: int, announce: Callable[[], None]) -> None:
@@ -98,6 +104,7 @@ def run_server(
             # limit. The app believes only GATEWAY_TRUSTED_PROXIES (gateway.api.app).
             proxy_headers=False,
             timeout_graceful_shutdown=graceful_seconds,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             lifespan="on",
         )
     finally:
