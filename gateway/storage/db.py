@@ -240,53 +240,32 @@ class Database:
             raise RuntimeError("database is not connected")
         return self._pool
 
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def _pooled(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
+        """One statement on a pooled connection: a connection the failure left broken is
+        discarded, and an outage or timeout becomes ``DatabaseUnavailable``."""
         _count(sql)
         try:
             async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
                 try:
-                    return list(await raw.fetch(sql, *args))
+                    return await getattr(raw, method)(sql, *args)
                 except UNAVAILABLE_ERRORS as exc:
                     discard_if_broken(raw, exc)
                     raise
         except UNAVAILABLE_ERRORS as exc:
             raise unavailable(exc) from exc
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return list(await self._pooled("fetch", sql, args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        _count(sql)
-        try:
-            async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
-                try:
-                    return await raw.fetchrow(sql, *args)
-                except UNAVAILABLE_ERRORS as exc:
-                    discard_if_broken(raw, exc)
-                    raise
-        except UNAVAILABLE_ERRORS as exc:
-            raise unavailable(exc) from exc
+        row: asyncpg.Record | None = await self._pooled("fetchrow", sql, args)
+        return row
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        _count(sql)
-        try:
-            async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
-                try:
-                    return await raw.fetchval(sql, *args)
-                except UNAVAILABLE_ERRORS as exc:
-                    discard_if_broken(raw, exc)
-                    raise
-        except UNAVAILABLE_ERRORS as exc:
-            raise unavailable(exc) from exc
+        return await self._pooled("fetchval", sql, args)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        _count(sql)
-        try:
-            async with self.pool.acquire(timeout=self.acquire_timeout) as raw:
-                try:
-                    return str(await raw.execute(sql, *args))
-                except UNAVAILABLE_ERRORS as exc:
-                    discard_if_broken(raw, exc)
-                    raise
-        except UNAVAILABLE_ERRORS as exc:
-            raise unavailable(exc) from exc
+        return str(await self._pooled("execute", sql, args))
 
     async def probe(self, sql: str, seconds: float) -> Any:
         """One statement for a health check: on a pooled connection when one is free, else
