@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from starlette.middleware.cors import CORSMiddleware
 from strawberry.extensions import MaxTokensLimiter
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -157,6 +158,19 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(router, prefix="/graphql")
     observability.install(app)
     tracing.install(app, settings)  # OTEL_EXPORTER_OTLP_ENDPOINT: gateway.api.tracing
+    if settings.cors_origins():
+        # Last added, so outermost: a preflight is answered before the body limit, the rate
+        # limiter or authentication see it. Bearer tokens only: no credentials mode, so a
+        # page can never ride on cookies. Allow-Origin names the caller's origin (or *).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins(),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Accept"],
+            expose_headers=["Retry-After", "X-Request-Id"],
+            allow_credentials=False,
+            max_age=600,
+        )
     if settings.trusted_proxies():
         # The client address (rate limits of anonymous callers) from X-Forwarded-For, only
         # when the TCP peer is a named proxy; uvicorn's own handling is off (run_server).
