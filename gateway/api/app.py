@@ -7,12 +7,15 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import HTTPConnection
 from strawberry.extensions import MaxTokensLimiter
 from strawberry.extensions.disable_introspection import DisableIntrospection
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway.api import observability, tracing
@@ -34,8 +37,9 @@ from gateway.api.persisted import persisted_documents
 from gateway.api.sdl import sdl_route
 from gateway.api.unavailable import install as install_unavailable
 from gateway.billing.catalog import CatalogCache
-from gateway.callers.auth import AuthenticationError, authenticate
+from gateway.callers.auth import ANONYMOUS, AuthenticationError, authenticate
 from gateway.callers.authz import OperationGate
+from gateway.live.hub import Hub
 from gateway.reservations.sweep import Sweeper
 from gateway.settings import Settings
 from gateway.storage.db import database_from_settings, warn_without_server_timeouts
@@ -81,6 +85,7 @@ def graphql_extensions(settings: Settings) -> list[Any]:
 def create_app(settings: Settings, database_url: str) -> FastAPI:
     """The app for one database. Migrations are applied by the caller before it starts."""
     services_holder: dict[str, Services] = {}
+    hub = Hub()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -91,11 +96,16 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         # LISTEN on a supervised connection of its own (gateway.storage.listener).
         listener = Listener(settings.gateway_direct_database_url or database_url)
         catalogs.attach(listener)
+        hub.attach(listener)  # balance and alert notifications for subscriptions
         await listener.start(wait=5)
         sweeper = Sweeper(db, settings.gateway_reservation_sweep_seconds)
         sweeper.start()
         services_holder["services"] = Services(
-            settings=settings, db=db, catalogs=catalogs, token_secret=settings.token_secret()
+            settings=settings,
+            db=db,
+            catalogs=catalogs,
+            token_secret=settings.token_secret(),
+            hub=hub,
         )
         _app.state.services = services_holder["services"]
         worker = DeliveryWorker(db, settings) if settings.gateway_webhook_worker else None
@@ -114,8 +124,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             await listener.stop()
             await db.close()
 
-    async def get_context(request: Request, response: Response) -> Context:
+    async def get_context(request: HTTPConnection, response: Response) -> Context:
         services = services_holder["services"]
+        if not isinstance(request, Request):
+            # A WebSocket: authenticated by connection_init (GatewayRouter.on_ws_connect).
+            return Context(services, ANONYMOUS)
         request.state.sub_response = response
         try:
             caller = await authenticate(
@@ -150,6 +163,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         graphql_ide=None,  # our own offline page: gateway.api.graphiql
         allow_queries_via_get=True,
         persisted=persisted_documents(settings),
+        subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+        connection_init_wait_timeout=timedelta(
+            seconds=settings.gateway_subscription_init_timeout_seconds
+        ),
+        max_subscriptions_per_connection=settings.gateway_max_subscriptions_per_connection,
     )
     if settings.introspection:  # the SDL says what introspection would
         app.router.routes.append(sdl_route(router.schema.as_str() + "\n"))
