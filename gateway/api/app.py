@@ -21,6 +21,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from gateway.api import observability, tracing
 from gateway.api.context import Context, Services
 from gateway.api.event_budget import UsageEventBudget
+from gateway.api.examples import example_routes
 from gateway.api.graphiql import graphiql_routes
 from gateway.api.graphql_errors import GatewayErrors, HideSuggestions
 from gateway.api.graphql_limits import (
@@ -168,11 +169,15 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             seconds=settings.gateway_subscription_init_timeout_seconds
         ),
         max_subscriptions_per_connection=settings.gateway_max_subscriptions_per_connection,
+        # Browsers apply no CORS to WebSocket handshakes: pages on the origins of
+        # GATEWAY_CORS_ORIGINS may open one, same-origin pages and non-browsers always.
+        allowed_origins=settings.cors_origins(),
     )
     if settings.introspection:  # the SDL says what introspection would
         app.router.routes.append(sdl_route(router.schema.as_str() + "\n"))
     if settings.graphiql:  # the page route must come before the router's GET route
         app.router.routes.extend(graphiql_routes())
+        app.router.routes.extend(example_routes())  # the usage page: gateway.api.examples
     app.include_router(router, prefix="/graphql")
     observability.install(app)
     tracing.install(app, settings)  # OTEL_EXPORTER_OTLP_ENDPOINT: gateway.api.tracing

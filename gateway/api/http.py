@@ -60,10 +60,12 @@ from fastapi.exceptions import RequestValidationError
 from graphql import GraphQLError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLRequestData
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
@@ -181,8 +183,22 @@ class BodyLimitMiddleware:
 # ------------------------------------------------------------------ the GraphQL router
 
 
+class TextFrames(ASGIWebSocketAdapter):
+    """graphql-transport-ws messages go out as text frames, as the protocol says (browsers
+    hand binary frames to the page as Blobs): ``encode_json`` gives bytes for HTTP, which
+    strawberry's adapter would send as binary."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
 class GatewayRouter(GraphQLRouter[Context, None]):
     """Strawberry's router with the negotiation, status codes and JSON error bodies above."""
+
+    websocket_adapter_class = TextFrames
 
     def __init__(
         self, *args: Any, persisted: PersistedDocuments | None = None, **kwargs: Any
