@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from gateway.callers.auth import create_api_key
 from gateway.storage.db import Database, asyncpg_dsn
 from gateway.storage.migrate import upgrade
-from tests.alert_factories import CREDITS_PRICING
+from tests.alert_factories import CREDITS_PRICING, create_alert
 from tests.conftest import GraphQLClient
 from tests.factories import CREATE_USAGE_EVENT, USAGE_BALANCE, customer_on_plan, session_token
 from tests.factories import setup_pricing as setup_model
@@ -248,3 +248,58 @@ async def test_subscriptions_survive_a_postgresql_restart() -> None:
                 assert seen == [2, 3]
     finally:
         pg.close()
+
+
+USAGE_ALERTS_SUBSCRIPTION = """
+subscription($customer: String) {
+  usageAlerts(customerExternalId: $customer) {
+    type customerExternalId subscriptionId alert { percentUsed }
+    balance { usageMeter { slug } usedBalance balanceLimit }
+  }
+}
+"""
+
+
+async def test_alert_events_reach_their_customers_subscribers_only(
+    gql: GraphQLClient, secret_key: str, database_url: str
+) -> None:
+    await setup_model(gql, CREDITS_PRICING)
+    sub = await customer_on_plan(gql, "user-1", "daily_plan")
+    await customer_on_plan(gql, "user-2", "daily_plan")
+    own = await session_token(gql, "user-1")
+    other = await session_token(gql, "user-2")
+    created = await create_alert(gql, threshold={"percentUsed": 1})
+    assert created["__typename"] == "UsageAlertCreated"
+    with gateway_processes(database_url, 2) as (a, b):
+        async with (
+            Live.open(a, secret_key) as admin,
+            Live.open(a, own) as mine,
+            Live.open(a, other) as theirs,
+            httpx.AsyncClient() as client,
+        ):
+            await admin.subscribe("all", USAGE_ALERTS_SUBSCRIPTION, {"customer": None})
+            await mine.subscribe("own", USAGE_ALERTS_SUBSCRIPTION, {"customer": None})
+            await theirs.subscribe("own", USAGE_ALERTS_SUBSCRIPTION, {"customer": None})
+            await asyncio.sleep(0.5)  # the subscriptions are registered
+            for i in range(10):  # 10 of 1000 credits: 1 % used, the alert triggers once
+                await _record(client, b, secret_key, sub, f"t{i}")
+            expected = {
+                "type": "TRIGGERED",
+                "customerExternalId": "user-1",
+                "subscriptionId": sub,
+                "alert": {"percentUsed": 1.0},
+                "balance": {
+                    "usageMeter": {"slug": "credits"},
+                    "usedBalance": 10,
+                    "balanceLimit": 1000,
+                },
+            }
+            for live, op_id in ((admin, "all"), (mine, "own")):
+                message = await live.receive()
+                assert message == {
+                    "id": op_id,
+                    "type": "next",
+                    "payload": {"data": {"usageAlerts": expected}},
+                }
+                assert await live.nothing_within(0.3)
+            assert await theirs.nothing_within(0.5)  # another customer's event: nothing
