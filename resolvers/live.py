@@ -55,7 +55,7 @@ async def usage_balance(
         )
     feed = balance_feed(
         ctx.services.hub,
-        ctx.db,
+        ctx.services.live_reads,
         (sub.id, meter.id),
         session,
         queue_size=ctx.settings.gateway_subscription_queue_size,
@@ -97,7 +97,7 @@ async def usage_alerts(
         customer_id = customer.id
     feed = alert_feed(
         ctx.services.hub,
-        ctx.db,
+        ctx.services.live_reads,
         customer_id,
         session,
         queue_size=ctx.settings.gateway_subscription_queue_size,

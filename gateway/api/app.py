@@ -41,6 +41,7 @@ from gateway.billing.catalog import CatalogCache
 from gateway.callers.auth import ANONYMOUS, AuthenticationError, authenticate
 from gateway.callers.authz import OperationGate
 from gateway.live.hub import Hub
+from gateway.live.reads import SharedReads
 from gateway.reservations.sweep import Sweeper
 from gateway.settings import Settings
 from gateway.storage.db import database_from_settings, warn_without_server_timeouts
@@ -107,6 +108,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             catalogs=catalogs,
             token_secret=settings.token_secret(),
             hub=hub,
+            live_reads=SharedReads(db, settings.token_secret()),
         )
         _app.state.services = services_holder["services"]
         worker = DeliveryWorker(db, settings) if settings.gateway_webhook_worker else None

@@ -14,6 +14,7 @@ from gateway.billing.loaders import Loaders
 from gateway.callers.auth import Caller
 from gateway.callers.authz import NotAuthenticated
 from gateway.live.hub import Hub
+from gateway.live.reads import SharedReads
 from gateway.live.sessions import Session
 from gateway.settings import Settings
 from gateway.storage.db import Database
@@ -31,6 +32,7 @@ class Services:
     catalogs: CatalogCache
     token_secret: str
     hub: Hub  # live updates: the subscriptions of this process (gateway.live)
+    live_reads: SharedReads  # their reads, batched
 
 
 SLOW_CLIENT_CLOSE_CODE = 4008  # graphql-transport-ws leaves 4000-4999 to applications

@@ -20,11 +20,10 @@ from typing import Any
 
 import orjson
 
-from gateway.billing.balances import balances
 from gateway.billing.records import BalanceRow
 from gateway.live.hub import BalanceKey, Hub
+from gateway.live.reads import SharedReads
 from gateway.live.sessions import Session, SessionEnded
-from gateway.storage.db import Database
 from gateway.storage.unavailable import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
@@ -97,7 +96,7 @@ def _earliest(*timeouts: float | None) -> float | None:
 
 def balance_feed(
     hub: Hub,
-    db: Database,
+    reads: SharedReads,
     key: BalanceKey,
     session: Session,
     *,
@@ -116,8 +115,8 @@ def balance_feed(
             while True:
                 wake.clear()  # a change committed from here on rings again
                 try:
-                    row = (await balances(db, [key])).get(key)
-                    await session.check()  # revocation, before every message
+                    row = await reads.balance(key)
+                    await reads.check(session)  # revocation, before every message
                 except DatabaseUnavailable as exc:
                     logger.info("live: balance read failed, waiting: %s", exc.reason)
                     retry = RETRY_SECONDS
@@ -147,7 +146,7 @@ SELECT e.id, e.payload -> 'data' AS data, c.pricing_model_id
 
 def alert_feed(
     hub: Hub,
-    db: Database,
+    reads: SharedReads,
     customer_id: uuid.UUID | None,
     session: Session,
     *,
@@ -166,8 +165,8 @@ def alert_feed(
                     raise SlowClient(f"{len(wake.pending)} alert events not yet read")
                 ids, wake.pending[:] = list(wake.pending), []
                 try:
-                    await session.check()
-                    rows = await db.fetch(_ALERT_EVENTS_SQL, ids) if ids else []
+                    await reads.check(session)
+                    rows = await reads.db.fetch(_ALERT_EVENTS_SQL, ids) if ids else []
                 except DatabaseUnavailable as exc:
                     logger.info("live: alert read failed, retrying: %s", exc.reason)
                     wake.pending[:0] = ids

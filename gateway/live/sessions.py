@@ -16,15 +16,15 @@ from gateway.storage.db import Database
 
 
 class SessionEnded(Exception):
-    """The connection's credential expired or was revoked: its subscriptions end."""
+    """The connection's credential expired or was revoked: its subscriptions end.
+
+    Checked again before every message (``gateway.live.reads.SharedReads.check``)."""
 
 
 @dataclass(frozen=True)
 class Session:
     """``authorization`` as sent in ``connection_init`` (``Bearer <key or token>``)."""
 
-    db: Database
-    token_secret: str
     authorization: str
     caller: Caller
     expires_at: float | None  # epoch seconds; None for secret keys
@@ -39,15 +39,7 @@ class Session:
         expires_at = None
         if not credential.startswith(SECRET_KEY_PREFIX):
             expires_at = float(verify_customer_token(token_secret, credential).expires_at)
-        return cls(db, token_secret, authorization, caller, expires_at)
+        return cls(authorization, caller, expires_at)
 
     def seconds_left(self) -> float | None:
         return None if self.expires_at is None else max(0.0, self.expires_at - time.time())
-
-    async def check(self) -> None:
-        """SessionEnded when the credential is no longer valid: expired, revoked (a revoked
-        secret key, ``revokeCustomerSessions``) or its customer is gone. One round trip."""
-        try:
-            await authenticate(self.db, self.token_secret, self.authorization)
-        except AuthenticationError as exc:
-            raise SessionEnded(str(exc)) from exc
