@@ -303,3 +303,23 @@ async def test_alert_events_reach_their_customers_subscribers_only(
                 }
                 assert await live.nothing_within(0.3)
             assert await theirs.nothing_within(0.5)  # another customer's event: nothing
+
+
+async def test_an_expired_token_ends_its_subscription(
+    gql: GraphQLClient, secret_key: str, database_url: str
+) -> None:
+    await setup_model(gql, CREDITS_PRICING)
+    sub = await customer_on_plan(gql, "user-1", "daily_plan")
+    with gateway_processes(database_url, 1) as (a,):
+        token = await session_token(gql, "user-1", seconds=3)
+        async with Live.open(a, token) as live:
+            await live.subscribe("1", USAGE_BALANCE_SUBSCRIPTION, _variables(sub, None))
+            assert (await _balances_until(live, "1", 0)) == [0]
+            # No change is needed: the expiry timer ends it.
+            ended = await live.receive(seconds=6)
+            done = await live.receive()
+    assert ended["type"] == "next" and ended["payload"]["data"] is None
+    assert [(e["message"], e["extensions"]["code"]) for e in ended["payload"]["errors"]] == [
+        ("the subscription ended: session token expired", "UNAUTHENTICATED")
+    ]
+    assert done == {"id": "1", "type": "complete"}

@@ -126,8 +126,8 @@ def balance_feed(
                         put(row)
                         last = row
                 period_end = None if not isinstance(last, BalanceRow) else last.period_end
-                timeout = _earliest(
-                    retry,
+                # The database is unreachable: retry in a while, whatever else is due.
+                timeout = retry or _earliest(
                     None if period_end is None else _seconds_until(period_end),
                     session.seconds_left(),
                 )
