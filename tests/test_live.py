@@ -9,14 +9,22 @@ subscriptions does not end them.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import asyncpg
 import httpx
 from websockets.asyncio.client import connect
 
+from gateway.billing.balances import grant_usage_credits
 from gateway.callers.auth import create_api_key
+from gateway.live.feeds import balance_feed
+from gateway.live.hub import Hub
+from gateway.live.reads import SharedReads
+from gateway.live.sessions import Session
+from gateway.settings import Settings
 from gateway.storage.db import Database, asyncpg_dsn
+from gateway.storage.listener import Listener
 from gateway.storage.migrate import upgrade
 from tests.alert_factories import CREDITS_PRICING, create_alert
 from tests.conftest import GraphQLClient
@@ -323,3 +331,36 @@ async def test_an_expired_token_ends_its_subscription(
         ("the subscription ended: session token expired", "UNAUTHENTICATED")
     ]
     assert done == {"id": "1", "type": "complete"}
+
+
+async def test_a_client_that_does_not_read_is_dropped_not_buffered(
+    gql: GraphQLClient, db: Database, settings: Settings, database_url: str
+) -> None:
+    await setup_model(gql, CREDITS_PRICING)
+    sub = await customer_on_plan(gql, "user-1", "daily_plan")
+    meter = await db.fetchval("SELECT id FROM usage_meters WHERE slug = 'credits'")
+    key = (uuid.UUID(sub), meter)
+    hub = Hub()
+    listener = Listener(database_url)
+    hub.attach(listener)
+    await listener.start(wait=5)
+    session = await Session.open(db, settings.token_secret(), f"Bearer {gql.token}")
+    dropped = asyncio.Event()
+
+    async def drop() -> None:
+        dropped.set()
+
+    feed = balance_feed(
+        hub, SharedReads(db, settings.token_secret()), key, session, queue_size=2, on_overflow=drop
+    )
+    first = await anext(feed)
+    assert first is not None and first.used_balance == 0
+    # Three changes while the client reads nothing: the third finds the queue (2) full.
+    for _ in range(3):
+        await grant_usage_credits(db, sub, "credits", 1, None)  # NOTIFY at its commit
+        await asyncio.sleep(0.3)
+    await listener.stop()
+    assert dropped.is_set()
+    # The connection is closing: what was queued is dropped and the feed ends.
+    rest = [row async for row in feed]
+    assert rest == []

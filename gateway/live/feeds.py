@@ -58,8 +58,9 @@ async def _feed(
         except SlowClient as exc:
             logger.info("live: dropping a slow client: %s", exc)
             await on_overflow()
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(exc)
+            while not queue.empty():  # the connection is closing: what is queued is dropped
+                queue.get_nowait()
+            queue.put_nowait(exc)
         except BaseException as exc:  # handed to the subscription, which ends with it
             while True:  # make room: the end matters more than what is still queued
                 try:

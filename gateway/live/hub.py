@@ -49,17 +49,36 @@ class Wake:
 
 
 class Hub:
-    """Who watches what on this process. Attach before the listener starts."""
+    """Who watches what on this process."""
 
     def __init__(self) -> None:
         self._balances: dict[BalanceKey, set[Wake]] = {}
         self._alerts: dict[uuid.UUID | None, set[Wake]] = {}  # None: every customer's
+        self._listener: Listener | None = None
+        self._listening: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.notifications = 0  # received (for tests and the benchmark)
 
     def attach(self, listener: Listener) -> None:
-        listener.on(BALANCE_CHANNEL, self._on_balance)
-        listener.on(ALERT_CHANNEL, self._on_alert)
+        """Use ``listener``. A channel is LISTENed to from its first subscription on: a
+        process nobody subscribes to costs the writers nothing (PostgreSQL signals only the
+        backends that listen), and the hot path pays for fan-out only where it is used."""
+        self._listener = listener
         listener.on_reconnect(self.ring_all)
+
+    def _ensure_listening(self, channel: str) -> None:
+        if channel in self._listening or self._listener is None:
+            return
+        self._listening.add(channel)
+        callback = self._on_balance if channel == BALANCE_CHANNEL else self._on_alert
+        task = asyncio.create_task(self._listen(self._listener, channel, callback))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _listen(self, listener: Listener, channel: str, callback: Any) -> None:
+        await listener.listen(channel, callback)
+        # A change committed before the LISTEN took effect was not announced: read again.
+        self.ring_all()
 
     @property
     def watching(self) -> int:
@@ -70,6 +89,7 @@ class Hub:
     @contextmanager
     def balance(self, key: BalanceKey) -> Iterator[Wake]:
         wake = Wake()
+        self._ensure_listening(BALANCE_CHANNEL)
         self._balances.setdefault(key, set()).add(wake)
         try:
             yield wake
@@ -79,6 +99,7 @@ class Hub:
     @contextmanager
     def alerts(self, customer_id: uuid.UUID | None) -> Iterator[Wake]:
         wake = Wake()
+        self._ensure_listening(ALERT_CHANNEL)
         self._alerts.setdefault(customer_id, set()).add(wake)
         try:
             yield wake
