@@ -105,6 +105,32 @@ class Settings(BaseSettings):
         ),
     )
 
+    # Browsers on other origins (gateway.api.app: Starlette's CORSMiddleware).
+    gateway_cors_origins: str | None = Field(
+        default=None,
+        description=(
+            "Origins whose pages may call the gateway from a browser: comma-separated"
+            " (https://app.example.com, http://localhost:5173), or * for any (development"
+            " only). Unset: none. Bearer tokens only, never cookies."
+        ),
+    )
+
+    # Live updates (gateway.live): GraphQL subscriptions over WebSocket.
+    gateway_max_subscriptions_per_connection: int = Field(
+        default=20, ge=1, description="Most open subscriptions on one WebSocket connection."
+    )
+    gateway_subscription_init_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a WebSocket may stay open without its connection_init.",
+    )
+    gateway_subscription_queue_size: int = Field(
+        default=64,
+        ge=1,
+        description="Messages buffered per subscription for a slow client; when full, the"
+        " connection is closed rather than buffered further.",
+    )
+
     # Database pool.
     gateway_pool_min_size: int = 2
     gateway_pool_max_size: int = 10
@@ -276,6 +302,25 @@ class Settings(BaseSettings):
                 ) from exc
         return value
 
+    @field_validator("gateway_cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: str | None) -> str | None:
+        for entry in _split(value or ""):
+            if entry != "*" and (
+                not entry.startswith(("http://", "https://"))
+                or entry.rstrip("/") != entry
+                or entry.count("/") != 2
+            ):
+                raise ValueError(
+                    f"GATEWAY_CORS_ORIGINS: {entry!r} is not an origin"
+                    " (scheme://host[:port], no path)"
+                )
+        return value
+
+    def cors_origins(self) -> list[str]:
+        """The origins of ``GATEWAY_CORS_ORIGINS``."""
+        return _split(self.gateway_cors_origins or "")
+
     def trusted_proxies(self) -> list[str]:
         """The addresses and networks of ``GATEWAY_TRUSTED_PROXIES``."""
         return _split(self.gateway_trusted_proxies or "")
@@ -288,6 +333,11 @@ class Settings(BaseSettings):
                 raise ValueError(problem)
             if not self.database_url:
                 raise ValueError("DATABASE_URL must be set in production mode")
+            if "*" in self.cors_origins():
+                raise ValueError(
+                    "GATEWAY_CORS_ORIGINS=* is refused in production mode: name the origins"
+                    " of your frontends (https://app.example.com)"
+                )
         if self.gateway_transaction_pooling and not self.gateway_direct_database_url:
             raise ValueError(
                 "GATEWAY_TRANSACTION_POOLING needs GATEWAY_DIRECT_DATABASE_URL: a direct"

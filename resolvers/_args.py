@@ -15,8 +15,9 @@ each value once: its work is linear in the size of the arguments, which the body
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -179,6 +180,25 @@ def checked_arguments(resolver: R) -> R:
         if error is not None:
             raise BadUserInput(f"argument {error.message}")
         return await resolver(*args, **kwargs)
+
+    setattr(wrapper, CHECKED, True)
+    return wrapper  # type: ignore[return-value]
+
+
+S = TypeVar("S", bound=Callable[..., AsyncGenerator[Any, None]])
+
+
+def checked_subscription(resolver: S) -> S:
+    """``checked_arguments`` for a subscription resolver (an async generator)."""
+
+    @functools.wraps(resolver)
+    async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+        error = _refused_arguments(kwargs)
+        if error is not None:
+            raise BadUserInput(f"argument {error.message}")
+        async with contextlib.aclosing(resolver(*args, **kwargs)) as items:
+            async for item in items:
+                yield item
 
     setattr(wrapper, CHECKED, True)
     return wrapper  # type: ignore[return-value]

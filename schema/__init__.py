@@ -19,6 +19,7 @@ from schema.errors import (
     NoCurrentSubscription,
     NotFound,
 )
+from schema.live import SubscriptionRoot
 from schema.root import Mutation, Query
 from schema.scalars import LONG_SCALAR, Long
 
@@ -30,7 +31,7 @@ _ERROR_TYPES = [
     NoCurrentSubscription,
     IdempotencyConflict,
     InsufficientBalance,
-    UsageAlertEvent,  # reached by no field yet: the payload of webhook deliveries
+    UsageAlertEvent,  # also the payload of webhook deliveries
 ]
 
 
@@ -44,6 +45,7 @@ def build_schema(
     return GatewaySchema(
         query=Query,
         mutation=Mutation,
+        subscription=SubscriptionRoot,
         types=_ERROR_TYPES,
         extensions=list(extensions),
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),

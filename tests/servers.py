@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,22 @@ def gateway_processes(
             except subprocess.TimeoutExpired:
                 proc.kill()
         files.close()
+
+
+@contextmanager
+def static_server(port: int, directory: Path) -> Iterator[str]:
+    """The files of ``directory`` over HTTP on localhost:``port`` (another origin than the
+    gateway's 127.0.0.1), from a background thread."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(directory))
+    server = ThreadingHTTPServer(("localhost", port), handler)
+    thread = threading.Thread(target=server.serve_forever, name="static", daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 @contextmanager

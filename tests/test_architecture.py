@@ -31,6 +31,7 @@ LAYERS = {
     "gateway.billing": 3,
     "gateway.alerts": 3,  # alerts and webhooks sit beside billing: the same layer
     "gateway.webhooks": 3,
+    "gateway.live": 3,  # live updates: feeds over billing, beside it
     "gateway.reservations": 3,  # a capability of the domain, beside billing
     "gateway.callers": 4,
     "gateway.api": 5,

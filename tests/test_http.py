@@ -1006,7 +1006,9 @@ async def test_repeated_selections_are_refused_before_validation(
     assert (response.status, response.body) == (200, {"data": {f"b{i}": None for i in range(17)}})
 
 
-def test_there_is_no_websocket_endpoint(settings: Settings) -> None:
+def test_the_websocket_endpoint_speaks_graphql_transport_ws_only(settings: Settings) -> None:
+    # Subscriptions: tests/test_live.py. The legacy subscriptions-transport-ws protocol
+    # ("graphql-ws") is refused at the handshake.
     import warnings
 
     from starlette.websockets import WebSocketDisconnect
@@ -1015,12 +1017,15 @@ def test_there_is_no_websocket_endpoint(settings: Settings) -> None:
         warnings.simplefilter("ignore")  # starlette's note about its test client's httpx
         from starlette.testclient import TestClient
 
-    client = TestClient(create_app(settings, settings.database_url or ""))
-    with (
-        pytest.raises(WebSocketDisconnect),
-        client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]),
-    ):
-        pass
+    with TestClient(create_app(settings, settings.database_url or "")) as client:
+        with client.websocket_connect(
+            "/graphql", subprotocols=["graphql-transport-ws"]
+        ) as accepted:
+            assert accepted.accepted_subprotocol == "graphql-transport-ws"
+        with client.websocket_connect("/graphql", subprotocols=["graphql-ws"]) as refused:
+            with pytest.raises(WebSocketDisconnect) as closed:
+                refused.receive_text()
+            assert (closed.value.code, closed.value.reason) == (4406, "Subprotocol not acceptable")
 
 
 async def test_fragment_cycles_and_unknown_fragments_are_validation_errors(

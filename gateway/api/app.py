@@ -7,16 +7,21 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import HTTPConnection
 from strawberry.extensions import MaxTokensLimiter
 from strawberry.extensions.disable_introspection import DisableIntrospection
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway.api import observability, tracing
 from gateway.api.context import Context, Services
 from gateway.api.event_budget import UsageEventBudget
+from gateway.api.examples import example_routes
 from gateway.api.graphiql import graphiql_routes
 from gateway.api.graphql_errors import GatewayErrors, HideSuggestions
 from gateway.api.graphql_limits import (
@@ -33,8 +38,10 @@ from gateway.api.persisted import persisted_documents
 from gateway.api.sdl import sdl_route
 from gateway.api.unavailable import install as install_unavailable
 from gateway.billing.catalog import CatalogCache
-from gateway.callers.auth import AuthenticationError, authenticate
+from gateway.callers.auth import ANONYMOUS, AuthenticationError, authenticate
 from gateway.callers.authz import OperationGate
+from gateway.live.hub import Hub
+from gateway.live.reads import SharedReads
 from gateway.reservations.sweep import Sweeper
 from gateway.settings import Settings
 from gateway.storage.db import database_from_settings, warn_without_server_timeouts
@@ -80,6 +87,7 @@ def graphql_extensions(settings: Settings) -> list[Any]:
 def create_app(settings: Settings, database_url: str) -> FastAPI:
     """The app for one database. Migrations are applied by the caller before it starts."""
     services_holder: dict[str, Services] = {}
+    hub = Hub()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -90,11 +98,17 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         # LISTEN on a supervised connection of its own (gateway.storage.listener).
         listener = Listener(settings.gateway_direct_database_url or database_url)
         catalogs.attach(listener)
+        hub.attach(listener)  # balance and alert notifications for subscriptions
         await listener.start(wait=5)
         sweeper = Sweeper(db, settings.gateway_reservation_sweep_seconds)
         sweeper.start()
         services_holder["services"] = Services(
-            settings=settings, db=db, catalogs=catalogs, token_secret=settings.token_secret()
+            settings=settings,
+            db=db,
+            catalogs=catalogs,
+            token_secret=settings.token_secret(),
+            hub=hub,
+            live_reads=SharedReads(db, settings.token_secret()),
         )
         _app.state.services = services_holder["services"]
         worker = DeliveryWorker(db, settings) if settings.gateway_webhook_worker else None
@@ -113,8 +127,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             await listener.stop()
             await db.close()
 
-    async def get_context(request: Request, response: Response) -> Context:
+    async def get_context(request: HTTPConnection, response: Response) -> Context:
         services = services_holder["services"]
+        if not isinstance(request, Request):
+            # A WebSocket: authenticated by connection_init (GatewayRouter.on_ws_connect).
+            return Context(services, ANONYMOUS)
         request.state.sub_response = response
         try:
             caller = await authenticate(
@@ -149,14 +166,36 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         graphql_ide=None,  # our own offline page: gateway.api.graphiql
         allow_queries_via_get=True,
         persisted=persisted_documents(settings),
+        subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+        connection_init_wait_timeout=timedelta(
+            seconds=settings.gateway_subscription_init_timeout_seconds
+        ),
+        max_subscriptions_per_connection=settings.gateway_max_subscriptions_per_connection,
+        # Browsers apply no CORS to WebSocket handshakes: pages on the origins of
+        # GATEWAY_CORS_ORIGINS may open one, same-origin pages and non-browsers always.
+        allowed_origins=settings.cors_origins(),
     )
     if settings.introspection:  # the SDL says what introspection would
         app.router.routes.append(sdl_route(router.schema.as_str() + "\n"))
     if settings.graphiql:  # the page route must come before the router's GET route
         app.router.routes.extend(graphiql_routes())
+        app.router.routes.extend(example_routes())  # the usage page: gateway.api.examples
     app.include_router(router, prefix="/graphql")
     observability.install(app)
     tracing.install(app, settings)  # OTEL_EXPORTER_OTLP_ENDPOINT: gateway.api.tracing
+    if settings.cors_origins():
+        # Last added, so outermost: a preflight is answered before the body limit, the rate
+        # limiter or authentication see it. Bearer tokens only: no credentials mode, so a
+        # page can never ride on cookies. Allow-Origin names the caller's origin (or *).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins(),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Accept"],
+            expose_headers=["Retry-After", "X-Request-Id"],
+            allow_credentials=False,
+            max_age=600,
+        )
     if settings.trusted_proxies():
         # The client address (rate limits of anonymous callers) from X-Forwarded-For, only
         # when the TCP peer is a named proxy; uvicorn's own handling is off (run_server).

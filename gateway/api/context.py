@@ -6,11 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from starlette.websockets import WebSocket
 from strawberry.fastapi import BaseContext
 
 from gateway.billing.catalog import CatalogCache
 from gateway.billing.loaders import Loaders
 from gateway.callers.auth import Caller
+from gateway.callers.authz import NotAuthenticated
+from gateway.live.hub import Hub
+from gateway.live.reads import SharedReads
+from gateway.live.sessions import Session
 from gateway.settings import Settings
 from gateway.storage.db import Database
 
@@ -26,6 +31,11 @@ class Services:
     db: Database
     catalogs: CatalogCache
     token_secret: str
+    hub: Hub  # live updates: the subscriptions of this process (gateway.live)
+    live_reads: SharedReads  # their reads, batched
+
+
+SLOW_CLIENT_CLOSE_CODE = 4008  # graphql-transport-ws leaves 4000-4999 to applications
 
 
 class Context(BaseContext):
@@ -47,6 +57,20 @@ class Context(BaseContext):
         self.rate_limited: RateLimited | None = None
         # Hints for the developer, answered in extensions.warnings (each once).
         self.warnings: dict[str, None] = {}
+
+        # A WebSocket connection's credential, from its connection_init (gateway.api.http).
+        self.live_session: Session | None = None
+
+    def require_live_session(self) -> Session:
+        if self.live_session is None:  # the router authenticates in connection_init
+            raise NotAuthenticated("authentication required: connection_init's Authorization")
+        return self.live_session
+
+    async def drop_slow_client(self) -> None:
+        """Close this WebSocket connection: a client that does not read its messages."""
+        websocket = self.request
+        if isinstance(websocket, WebSocket):
+            await websocket.close(code=SLOW_CLIENT_CLOSE_CODE, reason="slow client")
 
     def warn(self, message: str) -> None:
         """A hint in the response's ``extensions.warnings`` (for a null that needs a word)."""

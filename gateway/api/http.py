@@ -57,17 +57,19 @@ import orjson
 from cross_web import HTTPException
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIWebSocketRoute
 from graphql import GraphQLError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLRequestData
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
-from strawberry.types.unset import UNSET
+from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.api.context import Context
 from gateway.api.graphiql import GRAPHQL_PARAMS
@@ -80,6 +82,8 @@ from gateway.api.persisted import (
     with_document_id,
 )
 from gateway.api.rate_limit import RateLimited, RateLimiter
+from gateway.callers.auth import AuthenticationError
+from gateway.live.sessions import Session
 
 logger = logging.getLogger("gateway.api.http")
 __all__ = ["GRAPHQL_RESPONSE_MEDIA", "JSON_MEDIA", "GatewayRouter", "install", "negotiate"]
@@ -179,16 +183,47 @@ class BodyLimitMiddleware:
 # ------------------------------------------------------------------ the GraphQL router
 
 
+class TextFrames(ASGIWebSocketAdapter):
+    """graphql-transport-ws messages go out as text frames, as the protocol says (browsers
+    hand binary frames to the page as Blobs): ``encode_json`` gives bytes for HTTP, which
+    strawberry's adapter would send as binary."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
 class GatewayRouter(GraphQLRouter[Context, None]):
     """Strawberry's router with the negotiation, status codes and JSON error bodies above."""
+
+    websocket_adapter_class = TextFrames
 
     def __init__(
         self, *args: Any, persisted: PersistedDocuments | None = None, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.persisted = persisted  # APQ and trusted documents: gateway.api.persisted
-        # The schema has no subscriptions: no WebSocket endpoint (a handshake is refused).
-        self.routes[:] = [r for r in self.routes if not isinstance(r, APIWebSocketRoute)]
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """graphql-transport-ws ``connection_init``: its payload's ``Authorization`` (a secret
+        key or a customer session token) is the connection's credential; without a valid one
+        the connection is closed (4403). Access then follows the queries' rules."""
+        params: dict[str, object] = (
+            context.connection_params if isinstance(context.connection_params, dict) else {}
+        )
+        authorization = params.get("Authorization", params.get("authorization"))
+        if not isinstance(authorization, str) or not authorization:
+            raise ConnectionRejectionError({"message": "connection_init needs Authorization"})
+        services = context.services
+        try:
+            session = await Session.open(services.db, services.token_secret, authorization)
+        except AuthenticationError as exc:
+            raise ConnectionRejectionError({"message": str(exc)}) from exc
+        context.live_session = session
+        context.caller = session.caller
+        return UnsetType()  # connection_ack without a payload
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # The IDE's rule (gateway.api.graphiql.wants_page), persisted documents included.

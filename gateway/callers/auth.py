@@ -129,6 +129,7 @@ def issue_customer_token(
 class TokenClaims:
     customer_id: uuid.UUID
     issued_at_us: int  # microseconds since the epoch; 0 for tokens issued without one
+    expires_at: int = 0  # seconds since the epoch
 
 
 def verify_customer_token(secret: str, token: str, now: datetime | None = None) -> TokenClaims:
@@ -148,7 +149,7 @@ def verify_customer_token(secret: str, token: str, now: datetime | None = None) 
         raise AuthenticationError("malformed session token") from exc
     if (now or datetime.now(UTC)).timestamp() >= expires:
         raise AuthenticationError("session token expired")
-    return TokenClaims(customer_id, issued)
+    return TokenClaims(customer_id, issued, expires)
 
 
 def _printable_ascii(text: str) -> bool:

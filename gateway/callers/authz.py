@@ -133,6 +133,8 @@ ROOT_FIELD_ACCESS: dict[tuple[str, str], frozenset[CallerKind]] = {
     ("mutation", "deleteUsageAlert"): frozenset({"secret_key"}),
     ("mutation", "createWebhookEndpoint"): frozenset({"secret_key"}),
     ("mutation", "deleteWebhookEndpoint"): frozenset({"secret_key"}),
+    ("subscription", "usageBalance"): frozenset({"secret_key", "customer"}),
+    ("subscription", "usageAlerts"): frozenset({"secret_key", "customer"}),
 }
 """Who may select each root field. A root field missing here needs a secret key."""
 
@@ -236,7 +238,11 @@ class OperationGate(SchemaExtension):
 @lru_cache(maxsize=8)
 def _known_root_fields(schema: GraphQLSchema) -> frozenset[tuple[str, str]]:
     known: set[tuple[str, str]] = set()
-    for kind, root in (("query", schema.query_type), ("mutation", schema.mutation_type)):
+    for kind, root in (
+        ("query", schema.query_type),
+        ("mutation", schema.mutation_type),
+        ("subscription", schema.subscription_type),
+    ):
         if root is not None:
             known.update((kind, name) for name in root.fields)
     return frozenset(known)

@@ -11,6 +11,8 @@
 --   void_usage_event()        PERFORM evaluate_usage_alerts(sub, meter, balance)
 --   (finalize_usage_reservation() defers the evaluation of the event it records, like the
 --   batch, and evaluates once on the balance after the event and the freed hold)
+-- evaluate_usage_alerts() and _batch() also send the gateway_balance notification of every
+-- (subscription, meter) they are called for (live updates, gateway.live).
 -- A balance is the JSON of usage_balance() (subscription_id, usage_meter_id,
 -- available_balance, used_balance, balance_limit, period_start, period_end), as of now.
 --
@@ -109,7 +111,7 @@ BEGIN
            m.occurred_at
       FROM made m
     ON CONFLICT ON CONSTRAINT usage_alert_events_once_key DO NOTHING
-    RETURNING id, type
+    RETURNING id, type, customer_id
   ), queued AS (
     INSERT INTO webhook_deliveries (id, event_id, endpoint_id)
     SELECT uuid_v7(), w.id, ep.id
@@ -119,8 +121,10 @@ BEGIN
        AND (ep.event_types IS NULL OR 'usage_alert.' || w.type = ANY (ep.event_types))
     RETURNING 1
   )
-  -- (queued runs whether read or not, like every data-modifying WITH)
-  SELECT count(*)::integer INTO v_written FROM written;
+  -- (queued runs whether read or not, like every data-modifying WITH). Each written event
+  -- is announced to live subscribers (gateway.live) as "<customer id>:<event id>".
+  SELECT count(*)::integer INTO v_written
+    FROM written w CROSS JOIN LATERAL pg_notify('gateway_alert', w.customer_id || ':' || w.id) n;
   RETURN v_written;
 END;
 $$;
@@ -135,8 +139,13 @@ CREATE OR REPLACE FUNCTION public.evaluate_usage_alerts(
 RETURNS integer
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-  IF p_balance IS NULL OR current_setting('gateway.alerts_deferred', true) = 'on'
-     OR NOT EXISTS (
+  IF current_setting('gateway.alerts_deferred', true) = 'on' THEN
+    RETURN 0;
+  END IF;
+  -- Live updates (gateway.live): subscribers re-read this balance after the commit.
+  -- PostgreSQL sends one notification per distinct payload per transaction.
+  PERFORM pg_notify('gateway_balance', p_subscription_id || ':' || p_meter_id);
+  IF p_balance IS NULL OR NOT EXISTS (
       SELECT 1 FROM usage_alerts a WHERE a.usage_meter_id = p_meter_id AND a.deleted_at IS NULL) THEN
     RETURN 0;
   END IF;
@@ -150,6 +159,12 @@ CREATE OR REPLACE FUNCTION public.evaluate_usage_alerts_batch(p_results jsonb[])
 RETURNS integer
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
+  -- Live updates: one notification per (subscription, meter) the batch recorded on.
+  PERFORM pg_notify('gateway_balance', k.pair)
+     FROM (SELECT DISTINCT (x.res -> 'balance' ->> 'subscription_id') || ':'
+                           || (x.res -> 'balance' ->> 'usage_meter_id') AS pair
+             FROM unnest(p_results) AS x(res)
+            WHERE x.res ->> 'status' = 'recorded' AND x.res -> 'balance' IS NOT NULL) k;
   IF NOT EXISTS (SELECT 1 FROM usage_alerts a WHERE a.deleted_at IS NULL) THEN
     RETURN 0;
   END IF;
