@@ -251,6 +251,11 @@ def server_env(database_url: str, workdir: Path) -> dict[str, str]:
         "GATEWAY_DATA_DIR": str(workdir / "gateway-data"),
         # One secret key sends thousands of requests a second: no per-caller rate limit.
         "GATEWAY_RATE_LIMIT_PER_MINUTE": "0",
+        # No background statements between the scrapes of gateway_db_queries_total: the
+        # webhook worker's poll and the reservation sweep would count as the requests' round
+        # trips (figure 4). No webhook endpoint exists in the bench, so nothing is delivered.
+        "GATEWAY_WEBHOOK_WORKER": "false",
+        "GATEWAY_RESERVATION_SWEEP_SECONDS": "0",
     }
 
 
