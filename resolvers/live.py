@@ -13,7 +13,7 @@ from gateway.billing.loaders import Loaders
 from gateway.callers import authz
 from gateway.live.feeds import SessionEnded, alert_feed, balance_feed
 from resolvers._args import checked_subscription, opt
-from resolvers.queries import CUSTOMER
+from resolvers.queries import CUSTOMER, SUBSCRIPTION
 from schema.alerts import UsageAlertEvent
 from schema.billing import UsageBalance
 
@@ -27,12 +27,7 @@ async def usage_balance(
     info: strawberry.Info,
     meter_slug: Annotated[str, strawberry.argument(description="The usage meter's slug.")],
     customer_external_id: Annotated[str | None, CUSTOMER] = strawberry.UNSET,
-    subscription_id: Annotated[
-        strawberry.ID | None,
-        strawberry.argument(
-            description="One of the customer's subscriptions; default: the newest current one."
-        ),
-    ] = strawberry.UNSET,
+    subscription_id: Annotated[strawberry.ID | None, SUBSCRIPTION] = strawberry.UNSET,
 ) -> AsyncGenerator[UsageBalance, None]:
     ctx: Context = info.context
     session = ctx.require_live_session()

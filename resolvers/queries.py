@@ -6,7 +6,6 @@ from typing import Annotated
 
 import strawberry
 
-import schema.paging as paging_docs
 from gateway.api.context import Context
 from gateway.billing import customers
 from gateway.billing.paging import encode_cursor
@@ -14,7 +13,7 @@ from gateway.callers import authz
 from resolvers import history
 from resolvers._args import checked_arguments, opt
 from schema.billing import Billing, Customer, CustomerConnection, CustomerEdge, UsageBalance
-from schema.paging import PageInfo
+from schema.paging import AfterArg, BeforeArg, FirstArg, LastArg, PageInfo
 
 DEFAULT_CUSTOMERS = 25
 
@@ -22,6 +21,9 @@ DEFAULT_CUSTOMERS = 25
 CUSTOMER = strawberry.argument(
     description="The customer's externalId: required with a secret key; a customer session"
     " token may omit it (its own customer)."
+)
+SUBSCRIPTION = strawberry.argument(
+    description="One of the customer's subscriptions; default: the newest current one."
 )
 
 
@@ -50,12 +52,7 @@ async def usage_balance(
     info: strawberry.Info,
     meter_slug: Annotated[str, strawberry.argument(description="The usage meter's slug.")],
     customer_external_id: Annotated[str | None, CUSTOMER] = strawberry.UNSET,
-    subscription_id: Annotated[
-        strawberry.ID | None,
-        strawberry.argument(
-            description="One of the customer's subscriptions; default: the newest current one."
-        ),
-    ] = strawberry.UNSET,
+    subscription_id: Annotated[strawberry.ID | None, SUBSCRIPTION] = strawberry.UNSET,
 ) -> UsageBalance | None:
     ctx = info.context
     hint_missing_customer(ctx, "usageBalance", opt(customer_external_id))
@@ -76,16 +73,10 @@ async def usage_balance(
 @checked_arguments
 async def customers_page(
     info: strawberry.Info,
-    first: Annotated[int | None, strawberry.argument(description=paging_docs.FIRST)] = 25,
-    after: Annotated[
-        str | None, strawberry.argument(description=paging_docs.AFTER)
-    ] = strawberry.UNSET,
-    last: Annotated[
-        int | None, strawberry.argument(description=paging_docs.LAST)
-    ] = strawberry.UNSET,
-    before: Annotated[
-        str | None, strawberry.argument(description=paging_docs.BEFORE)
-    ] = strawberry.UNSET,
+    first: FirstArg = 25,
+    after: AfterArg = strawberry.UNSET,
+    last: LastArg = strawberry.UNSET,
+    before: BeforeArg = strawberry.UNSET,
 ) -> CustomerConnection:
     ctx = info.context
     authz.require_secret_key(ctx.caller)

@@ -9,13 +9,12 @@ from typing import Annotated, Any
 
 import strawberry
 
-import schema.paging as paging_docs
 from gateway.billing.records import BalanceRow, ChargeRow, CustomerRow, SubscriptionRow
 from resolvers import history
 from resolvers._args import checked_arguments, opt
 from schema.catalog import Price, PricingModel, UsageMeter
 from schema.history import UsageEventConnection
-from schema.paging import PageInfo
+from schema.paging import AfterArg, BeforeArg, FirstArg, LastArg, PageInfo
 from schema.scalars import Long
 
 
@@ -260,16 +259,10 @@ class Billing:
             strawberry.ID | None,
             strawberry.argument(description="Only events charged to this subscription."),
         ] = strawberry.UNSET,
-        first: Annotated[int | None, strawberry.argument(description=paging_docs.FIRST)] = 50,
-        after: Annotated[
-            str | None, strawberry.argument(description=paging_docs.AFTER)
-        ] = strawberry.UNSET,
-        last: Annotated[
-            int | None, strawberry.argument(description=paging_docs.LAST)
-        ] = strawberry.UNSET,
-        before: Annotated[
-            str | None, strawberry.argument(description=paging_docs.BEFORE)
-        ] = strawberry.UNSET,
+        first: FirstArg = 50,
+        after: AfterArg = strawberry.UNSET,
+        last: LastArg = strawberry.UNSET,
+        before: BeforeArg = strawberry.UNSET,
     ) -> UsageEventConnection:
         request = history.page_request(
             first, opt(after), opt(last), opt(before), history.DEFAULT_PAGE

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import strawberry
 
@@ -21,6 +21,13 @@ BEFORE = (
     "Page backward from this cursor (`pageInfo.startCursor`); without it, `last` takes the"
     " end of the list. Cannot be combined with `after`."
 )
+
+
+# The paging arguments of every connection field, described once.
+FirstArg = Annotated[int | None, strawberry.argument(description=FIRST)]
+AfterArg = Annotated[str | None, strawberry.argument(description=AFTER)]
+LastArg = Annotated[int | None, strawberry.argument(description=LAST)]
+BeforeArg = Annotated[str | None, strawberry.argument(description=BEFORE)]
 
 
 @strawberry.type(description="Where a page lies in its list (Relay's cursor connections).")
