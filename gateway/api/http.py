@@ -5,10 +5,11 @@ Every failure is answered with a JSON body in the GraphQL error shape,
 ``"data": null``), never plain text or HTML; only the GraphiQL page itself is HTML.
 
 Request body size (``GATEWAY_MAX_BODY_BYTES``)
-    ``BodyLimitMiddleware`` (pure ASGI, in front of everything) refuses a body larger than the
-    limit with HTTP 413 ``PAYLOAD_TOO_LARGE``: at once when ``Content-Length`` says so, else
-    as soon as the bytes received exceed it (chunked bodies). A body of exactly the limit is
-    accepted. The body is buffered (at most the limit) and handed on unchanged.
+    ``read_body`` refuses a body larger than the limit with HTTP 413 ``PAYLOAD_TOO_LARGE``,
+    before anything else reads the request (for /graphql ``gateway.api.endpoint`` calls it,
+    for every other path ``BodyLimitMiddleware``, pure ASGI): at once when ``Content-Length``
+    says so, else as soon as the bytes received exceed it (chunked bodies). A body of exactly
+    the limit is accepted. The body is buffered (at most the limit) and handed on unchanged.
 
 Rate limiting (``GATEWAY_RATE_LIMIT_PER_MINUTE``, 0 disables)
     A token bucket per caller, held in this process's memory: capacity = the setting, refilled
