@@ -159,22 +159,10 @@ class Settings(BaseSettings):
         ge=1,
         description="Usage writes in flight per (subscription, meter) per process.",
     )
-    # Group commit of createUsageEvent (gateway.billing.group_commit).
-    gateway_group_commit_in_flight: int = Field(
-        default=1,
-        ge=0,
-        description="Single usage writes in flight per process before new ones are gathered"
-        " into one batch statement; 0: no group commit (every event its own statement).",
-    )
-    gateway_group_commit_max_events: int = Field(
-        default=100, ge=2, description="Most events one group commit writes together."
-    )
-    gateway_group_commit_max_wait_ms: float = Field(
-        default=50.0,
-        gt=0,
-        description="Longest a gathered event waits for the write in flight before its group"
-        " is sent anyway (a slow or stuck write does not hold the others back).",
-    )
+    # Group commit of createUsageEvent (gateway.billing.group_commit; docs/operations.md).
+    gateway_group_commit_in_flight: int = Field(default=1, ge=0)
+    gateway_group_commit_max_events: int = Field(default=100, ge=2)
+    gateway_group_commit_max_wait_ms: float = Field(default=50.0, gt=0)
     gateway_retry_after_seconds: int = Field(
         default=1, ge=1, description="Retry-After of a 503 (timeout or database outage)."
     )

@@ -13,7 +13,7 @@ import dataclasses
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from itertools import count
 from typing import Any
 
@@ -204,6 +204,39 @@ async def test_a_failed_batch_reaches_every_caller_as_a_single_failure(gql, db, 
         == 0
     )
     assert committer.queued == 0 and committer.in_flight == 0
+
+
+async def test_a_gathered_event_whose_balance_row_is_busy_does_not_hold_its_batch(
+    gql, db, settings
+) -> None:
+    await setup_pricing(gql)
+    config = _grouping(settings)
+    blocker = await _blocker(gql, db, config)
+    busy, free1, free2 = [await customer_on_plan(gql, f"user-{i}") for i in range(3)]
+    committer = usage.committer(db, config)
+    batches = committer.batches
+    key = f"{busy}/usageMeterSlug:generations"
+    async with AsyncExitStack() as holders:
+        for _ in range(db.writers.limit):  # every writer slot of one balance row taken
+            await holders.enter_async_context(db.writers.hold([key]))
+        assert not db.writers.free(key)
+        async with _write_in_flight(db, config, blocker):
+            tasks = [
+                asyncio.ensure_future(usage.record_usage_event(db, config, SECRET, _event(s, tx)))
+                for s, tx in ((busy, "b0"), (free1, "b1"), (free2, "b2"))
+            ]
+            await _wait_until(lambda: committer.queued == 3)
+        # The two others went as one batch; the busy one waits for its row's turn alone.
+        done = await asyncio.gather(tasks[1], tasks[2])
+        assert all(isinstance(r, usage.UsageRecorded) for r in done)
+        assert committer.batches == batches + 1
+        assert not tasks[0].done()
+        assert (
+            await db.fetchval("SELECT count(*) FROM usage_events WHERE transaction_id = 'b0'") == 0
+        )
+    recorded = await tasks[0]
+    assert isinstance(recorded, usage.UsageRecorded) and not recorded.replayed
+    assert recorded.event_data["subscription_id"] == busy
 
 
 # The property: answers of a group commit equal those of the same events one by one.
