@@ -146,6 +146,28 @@ async def test_events_arriving_during_a_write_go_as_one_batch(gql, db, settings)
     ]
 
 
+async def test_a_slow_write_in_flight_holds_the_gathered_ones_back_only_max_wait(
+    gql, db, settings
+) -> None:
+    await setup_pricing(gql)
+    config = settings.model_copy(update={"gateway_group_commit_max_wait_ms": 50.0})
+    blocker = await _blocker(gql, db, config)
+    subs = [await customer_on_plan(gql, f"user-{i}") for i in range(2)]
+    committer = usage.committer(db, config)
+    batches = committer.batches
+    async with _write_in_flight(db, config, blocker) as blocked:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await asyncio.gather(
+            *(usage.record_usage_event(db, config, SECRET, _event(s, None)) for s in subs)
+        )
+        waited = loop.time() - started
+        assert not blocked.done()  # still waiting on its lock: the two went without it
+    assert all(isinstance(r, usage.UsageRecorded) for r in results)
+    assert committer.batches == batches + 1
+    assert 0.05 <= waited < 5, waited
+
+
 async def test_a_cancelled_gathered_event_is_not_sent_and_the_others_are_answered(
     gql, db, settings
 ) -> None:
