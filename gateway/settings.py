@@ -159,6 +159,10 @@ class Settings(BaseSettings):
         ge=1,
         description="Usage writes in flight per (subscription, meter) per process.",
     )
+    # Group commit of createUsageEvent (gateway.billing.group_commit; docs/operations.md).
+    gateway_group_commit_in_flight: int = Field(default=1, ge=0)
+    gateway_group_commit_max_events: int = Field(default=100, ge=2)
+    gateway_group_commit_max_wait_ms: float = Field(default=50.0, gt=0)
     gateway_retry_after_seconds: int = Field(
         default=1, ge=1, description="Retry-After of a 503 (timeout or database outage)."
     )

@@ -11,7 +11,9 @@ balance has not moved.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +25,7 @@ import orjson
 import uuid_utils
 
 from gateway.billing.balances import balance_from_json
+from gateway.billing.group_commit import GroupCommitter
 from gateway.billing.records import BalanceRow
 from gateway.callers.auth import Caller
 from gateway.errors import ErrorCode, UserError, invalid, not_found
@@ -228,48 +231,118 @@ async def _with_retry(call: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-def _writer_key(caller: Caller, prepared: dict[str, Any]) -> str:
-    """The (subscription, meter) an event locks, as far as known before the database resolves
-    it (gateway.storage.isolation): one stuck balance row cannot take every connection."""
-    owner = prepared["subscription_id"] or f"customer:{caller.customer_id}"
-    return f"{owner}/{prepared['target_kind']}:{prepared['target']}"
-
-
-def _intervals(settings: Settings) -> tuple[timedelta, timedelta]:
+def _intervals(settings: Settings) -> Intervals:
     return (
         timedelta(days=settings.gateway_backdating_days),
         timedelta(seconds=settings.gateway_future_tolerance_seconds),
     )
 
 
-async def record_usage_event(
-    db: Database, settings: Settings, caller: Caller, item: UsageInput
-) -> UsageResult:
-    prepared = _prepare(caller, item, settings)
-    if isinstance(prepared, UserError):
-        return prepared
-    backdating, future = _intervals(settings)
+Intervals = tuple[timedelta, timedelta]
+# What a group of events shares: the caller's customer (None for a secret key), as the batch
+# statement takes it, and the usageDate window.
+GroupKey = tuple[uuid.UUID | None, Intervals]
+
+
+def _writer_key_of(customer_id: uuid.UUID | None, prepared: dict[str, Any]) -> str:
+    owner = prepared["subscription_id"] or f"customer:{customer_id}"
+    return f"{owner}/{prepared['target_kind']}:{prepared['target']}"
+
+
+async def _record_one(db: Database, key: GroupKey, prepared: dict[str, Any]) -> UsageResult:
+    """One event, one statement: record_usage_event()."""
+    customer_id, (backdating, future) = key
+    subscription_id = prepared["subscription_id"]
+    usage_date = prepared["usage_date"]
 
     async def call() -> Any:
         return await db.fetchval(
             "SELECT record_usage_event($1::uuid, $2::uuid, $3::uuid, $4, $5, $6, $7,"
             " $8::timestamptz, $9::jsonb, $10, $11, $12)",
             uuid.UUID(prepared["event_id"]),
-            caller.customer_id,
-            None if prepared["subscription_id"] is None else uuid.UUID(prepared["subscription_id"]),
+            customer_id,
+            None if subscription_id is None else uuid.UUID(subscription_id),
             prepared["target_kind"],
             prepared["target"],
             prepared["amount"],
             prepared["transaction_id"],
-            None if item.usage_date is None else datetime.fromisoformat(prepared["usage_date"]),
+            None if usage_date is None else datetime.fromisoformat(usage_date),
             prepared["properties"],
             prepared["require_balance"],
             backdating,
             future,
         )
 
-    async with db.writers.hold([_writer_key(caller, prepared)]):
+    async with db.writers.hold([_writer_key_of(customer_id, prepared)]):
         return _result(await _with_retry(call))
+
+
+async def _record_many(
+    db: Database, key: GroupKey, payload: list[dict[str, Any]]
+) -> list[UsageResult]:
+    """Prepared events in one statement, record_usage_events(): one result per event, in
+    order, each as record_usage_event() answers it alone (field paths without the index)."""
+    customer_id, (backdating, future) = key
+
+    async def call() -> Any:
+        return await db.fetch(
+            "SELECT item_position, result FROM record_usage_events($1::jsonb, $2::uuid, $3, $4)",
+            payload,
+            customer_id,
+            backdating,
+            future,
+        )
+
+    async with db.writers.hold(_writer_key_of(customer_id, p) for p in payload):
+        rows = await _with_retry(call)
+    results: list[UsageResult | None] = [None] * len(payload)
+    for row in rows:
+        results[row["item_position"] - 1] = _result(row["result"])
+    return [r for r in results if r is not None]
+
+
+Committer = GroupCommitter[GroupKey, dict[str, Any], UsageResult]
+_committers: weakref.WeakKeyDictionary[Database, dict[tuple[int, int, float], Committer]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def committer(db: Database, settings: Settings) -> Committer:
+    """The process's group committer of single events on ``db`` (gateway.billing.group_commit),
+    one per setting of its bounds."""
+    bounds = (
+        settings.gateway_group_commit_in_flight,
+        min(settings.gateway_group_commit_max_events, settings.gateway_max_batch_size),
+        settings.gateway_group_commit_max_wait_ms / 1000,
+    )
+    by_bounds = _committers.setdefault(db, {})
+    found = by_bounds.get(bounds)
+    if found is None:
+        in_flight, max_events, max_wait = bounds
+        found = by_bounds[bounds] = GroupCommitter(
+            functools.partial(_record_one, db),
+            functools.partial(_record_many, db),
+            in_flight=in_flight,
+            max_events=max(2, max_events),
+            max_queue=max_events * max(1, in_flight) * 4,
+            max_wait=max_wait,
+            ready=lambda key, prepared: db.writers.free(_writer_key_of(key[0], prepared)),
+        )
+    return found
+
+
+async def record_usage_event(
+    db: Database, settings: Settings, caller: Caller, item: UsageInput
+) -> UsageResult:
+    """One event: sent at once when the process has no write in flight, else gathered with
+    the others arriving meanwhile into one batch statement (group commit); the answer is the
+    same either way."""
+    prepared = _prepare(caller, item, settings)
+    if isinstance(prepared, UserError):
+        return prepared
+    return await committer(db, settings).submit(
+        (caller.customer_id, _intervals(settings)), prepared
+    )
 
 
 async def record_usage_events(
@@ -299,23 +372,9 @@ async def record_usage_events(
         else:
             valid.append((index, prepared))
     if valid:
-        backdating, future = _intervals(settings)
-        payload = [p for _, p in valid]
-
-        async def call() -> Any:
-            return await db.fetch(
-                "SELECT item_position, result FROM record_usage_events($1::jsonb, $2::uuid, $3, $4)",
-                payload,
-                caller.customer_id,
-                backdating,
-                future,
-            )
-
-        async with db.writers.hold(_writer_key(caller, p) for p in payload):
-            rows = await _with_retry(call)
-        for row in rows:
-            index = valid[row["item_position"] - 1][0]
-            result = _result(row["result"])
+        key = (caller.customer_id, _intervals(settings))
+        recorded = await _record_many(db, key, [p for _, p in valid])
+        for (index, _), result in zip(valid, recorded, strict=True):
             if isinstance(result, UserError) and result.field:
                 result = UserError(
                     result.code,
