@@ -13,6 +13,7 @@ from tests.factories import (
     CREATE_USAGE_EVENTS,
     customer_on_plan,
     ok,
+    session_token,
     setup_pricing,
 )
 from tests.reservation_docs import FINALIZE, RELEASE, RESERVE, VOID
@@ -193,3 +194,37 @@ async def test_reservation_and_void_mutations_cost_one_statement_each(gql) -> No
         {"target": target, "subscriptionId": sub, "amount": 1, "transactionId": "e1"},
     )
     assert (count, recorded["__typename"]) == (1, "UsageEventRecorded")
+
+
+@pytest.mark.parametrize("caller", ["secret_key", "customer"])
+async def test_create_usage_event_is_one_round_trip_with_a_warm_credential_cache(
+    gql, app, caller: str
+) -> None:
+    await setup_pricing(gql)
+    sub = await customer_on_plan(gql, "user-1", "pro_monthly")
+    token = await session_token(gql, "user-1") if caller == "customer" else "default"
+
+    async def counted(transaction_id: str) -> list[str]:
+        payload = {
+            "target": {"usageMeterSlug": "generations"},
+            "subscriptionId": sub,
+            "amount": 1,
+            "transactionId": transaction_id,
+        }
+        counter = start_counting()
+        result = ok(
+            await gql(CREATE_USAGE_EVENT, {"input": payload}, token=token), "createUsageEvent"
+        )
+        assert result["__typename"] == "UsageEventRecorded"
+        return counter.statements
+
+    await counted("warm")
+    warm = await counted("warm-cache")
+    assert len(warm) == 1, warm  # the event alone: the credential came from the cache
+    assert warm[0].startswith("SELECT record_usage_event(")
+    app.state.services.credentials.invalidate()
+    cold = await counted("cold-cache")
+    table = "api_keys" if caller == "secret_key" else "customers"
+    assert len(cold) == 2, cold  # the credential's lookup, then the event
+    assert f"FROM {table} WHERE" in cold[0]
+    assert cold[1].startswith("SELECT record_usage_event(")
