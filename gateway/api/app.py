@@ -40,7 +40,7 @@ from gateway.api.persisted import persisted_documents
 from gateway.api.sdl import sdl_route
 from gateway.api.unavailable import install as install_unavailable
 from gateway.billing.catalog import CatalogCache
-from gateway.callers.auth import ANONYMOUS, AuthenticationError, authenticate
+from gateway.callers.auth import ANONYMOUS, AuthenticationError, CredentialCache, authenticate
 from gateway.callers.authz import OperationGate
 from gateway.live.hub import Hub
 from gateway.live.reads import SharedReads
@@ -100,6 +100,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         # LISTEN on a supervised connection of its own (gateway.storage.listener).
         listener = Listener(settings.gateway_direct_database_url or database_url)
         catalogs.attach(listener)
+        credentials = CredentialCache(
+            settings.gateway_auth_cache_size, settings.gateway_auth_cache_seconds
+        )
+        credentials.attach(listener)  # revocations: storage/sql/credentials.sql
         hub.attach(listener)  # balance and alert notifications for subscriptions
         await listener.start(wait=5)
         sweeper = Sweeper(db, settings.gateway_reservation_sweep_seconds)
@@ -108,9 +112,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             settings=settings,
             db=db,
             catalogs=catalogs,
+            credentials=credentials,
             token_secret=settings.token_secret(),
             hub=hub,
-            live_reads=SharedReads(db, settings.token_secret()),
+            live_reads=SharedReads(db, settings.token_secret(), credentials),
         )
         _app.state.services = services_holder["services"]
         worker = DeliveryWorker(db, settings) if settings.gateway_webhook_worker else None
@@ -138,7 +143,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             return context
         try:
             caller = await authenticate(
-                services.db, services.token_secret, request.headers.get("authorization")
+                services.db,
+                services.token_secret,
+                request.headers.get("authorization"),
+                services.credentials,
             )
         except AuthenticationError as exc:
             rate_limiter.check(request, None)  # failed attempts count against the address

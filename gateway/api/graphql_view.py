@@ -107,7 +107,9 @@ class GatewayView(GraphQL[Context, None]):
             raise ConnectionRejectionError({"message": "connection_init needs Authorization"})
         services = context.services
         try:
-            session = await Session.open(services.db, services.token_secret, authorization)
+            session = await Session.open(
+                services.db, services.token_secret, authorization, services.credentials
+            )
         except AuthenticationError as exc:
             raise ConnectionRejectionError({"message": str(exc)}) from exc
         context.live_session = session
