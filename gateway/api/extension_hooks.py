@@ -20,6 +20,7 @@ import contextlib
 import functools
 import inspect
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, cast
 
 from strawberry.extensions import SchemaExtension
@@ -52,7 +53,47 @@ def _lookup(cls: type, name: str) -> tuple[Factory, bool] | object | None:
 
 
 class _CachedHooks(ExtensionContextManagerBase):
-    __slots__ = ()
+    __slots__ = ("entered",)
+
+    async def __aenter__(self) -> None:
+        # As strawberry enters them, without its AsyncExitStack (created per stage and request):
+        # the entered hooks are kept in order, and exited in reverse by __aexit__. A hook whose
+        # entry fails leaves the ones before it entered, as under strawberry's stack.
+        self.entered: list[tuple[bool, Any]] = []
+        for hook in self.hooks:
+            manager: Any = hook.hook()
+            if hook.is_async:
+                await manager.__aenter__()
+            else:
+                manager.__enter__()
+            self.entered.append((hook.is_async, manager))
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        entered = self.entered
+        if exc_type is None:
+            try:
+                while entered:
+                    is_async, manager = entered.pop()
+                    if is_async:
+                        await manager.__aexit__(None, None, None)
+                    else:
+                        manager.__exit__(None, None, None)
+            except BaseException as error:
+                # The hooks not exited yet see the error as under strawberry's stack; one of
+                # them may suppress it, else it is raised (with the stack's context fixes).
+                if not await _exit_stack(entered).__aexit__(
+                    type(error), error, error.__traceback__
+                ):
+                    raise
+            return
+        # An exception leaves the stage: the whole exit is contextlib's, as strawberry's, and
+        # as there the exception goes on even when a hook suppressed it.
+        await _exit_stack(entered).__aexit__(exc_type, exc_val, exc_tb)
 
     def get_hook(self, extension: SchemaExtension) -> WrappedHook | None:
         key = (type(extension), self.HOOK_NAME)
@@ -69,6 +110,18 @@ class _CachedHooks(ExtensionContextManagerBase):
         return WrappedHook(
             extension=extension, hook=functools.partial(factory, extension), is_async=is_async
         )
+
+
+def _exit_stack(entered: list[tuple[bool, Any]]) -> contextlib.AsyncExitStack:
+    """An AsyncExitStack holding the entered hooks' exits, in the order they were entered."""
+    stack = contextlib.AsyncExitStack()
+    for is_async, manager in entered:
+        if is_async:
+            stack.push_async_exit(manager)
+        else:
+            stack.push(manager)
+    entered.clear()
+    return stack
 
 
 class _Operation(_CachedHooks, OperationContextManager):
