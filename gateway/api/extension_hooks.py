@@ -52,8 +52,49 @@ def _lookup(cls: type, name: str) -> tuple[Factory, bool] | object | None:
     return STRAWBERRY
 
 
+# Per (hook name, the extensions' classes): the positions of the extensions with a hook for
+# this stage and their entries, or None when one of them needs strawberry's own lookup.
+_plans: dict[tuple[str, tuple[type, ...]], list[tuple[int, Factory, bool]] | None] = {}
+
+
+def _plan(name: str, classes: tuple[type, ...]) -> list[tuple[int, Factory, bool]] | None:
+    plan: list[tuple[int, Factory, bool]] = []
+    for index, cls in enumerate(classes):
+        key = (cls, name)
+        if key not in _hooks:
+            _hooks[key] = _lookup(cls, name)
+        entry = _hooks[key]
+        if entry is STRAWBERRY:
+            return None
+        if entry is not None:
+            factory, is_async = cast(tuple[Factory, bool], entry)
+            plan.append((index, factory, is_async))
+    return plan
+
+
 class _CachedHooks(ExtensionContextManagerBase):
     __slots__ = ("entered",)
+
+    def __init__(self, extensions: list[SchemaExtension]) -> None:
+        # The same hooks as strawberry's __init__ finds, from a plan per set of classes (an
+        # app has one): no lookup per extension, stage and request.
+        key = (self.HOOK_NAME, tuple(map(type, extensions)))
+        try:
+            plan = _plans[key]
+        except KeyError:
+            plan = _plans[key] = _plan(*key)
+        if plan is None:
+            super().__init__(extensions)
+            return
+        self.default_hook = getattr(SchemaExtension, self.HOOK_NAME)
+        self.hooks = [
+            WrappedHook(
+                extension=extensions[index],
+                hook=functools.partial(factory, extensions[index]),
+                is_async=is_async,
+            )
+            for index, factory, is_async in plan
+        ]
 
     async def __aenter__(self) -> None:
         # As strawberry enters them, without its AsyncExitStack (created per stage and request):
