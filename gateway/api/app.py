@@ -53,6 +53,8 @@ from schema import build_schema
 
 logger = logging.getLogger(__name__)
 
+GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest generation
+
 
 def graphql_extensions(settings: Settings) -> list[Any]:
     # The caches are shared by all requests: one instance, handed out by the factory.
@@ -125,6 +127,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         # the collector's full passes, which otherwise walk ~135,000 objects (~40 ms each, a
         # pause for every request in flight). bench/RESULTS.md: p99 -40%, CPU -14%.
         gc.freeze()
+        # A request allocates a few thousand objects, nearly all freed by reference counting:
+        # with the default threshold (700) the youngest generation was collected several times
+        # per request (~4% of a worker's CPU under createUsageEvent load, issue #16).
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         try:
             yield
         finally:

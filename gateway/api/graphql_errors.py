@@ -41,6 +41,7 @@ import strawberry
 from graphql import GraphQLError, GraphQLSyntaxError, validate
 from graphql import execute as graphql_execute
 from strawberry.extensions import SchemaExtension
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 from strawberry.types import ExecutionContext, ExecutionResult
@@ -48,6 +49,7 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
 from gateway.api import graphql_fast
+from gateway.api.extension_hooks import CachedHooksRunner
 from gateway.api.graphql_fast import FastExecutor
 from gateway.callers.authz import NotAllowed, NotAuthenticated
 from gateway.errors import BadUserInput
@@ -224,6 +226,13 @@ class GatewaySchema(strawberry.Schema):
         if self._hide_suggestions:
             return functools.partial(execute_function, hide_suggestions=True)
         return execute_function
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        # Each extension class's hooks looked up once (gateway.api.extension_hooks).
+        runner = CachedHooksRunner if graphql_fast.proven() else SchemaExtensionsRunner
+        return runner(execution_context=execution_context, extensions=extensions)
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None

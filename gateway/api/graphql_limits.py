@@ -152,16 +152,40 @@ class BoundedParserCache(ParserCache):
 
 
 class BoundedValidationCache(ValidationCache):
+    """strawberry's cache is keyed by the parsed document, whose hash walks the whole tree
+    (graphql-core's nodes hash by value: ~3% of a worker's CPU per createUsageEvent, issue
+    #16). The parser cache gives the same document for the same text, so the verdicts are
+    looked up by the text (and the rules) first; strawberry's cache validates the others."""
+
     def __init__(self, maxsize: int, max_cached_chars: int = MAX_CACHED_CHARS) -> None:
         super().__init__(maxsize=maxsize)
+        self.maxsize = maxsize
         self.max_cached_chars = max_cached_chars
+        self._by_text: dict[tuple[str, tuple[type, ...]], list[GraphQLError]] = {}
 
     def on_validate(self) -> Iterator[None]:
         ctx = self.execution_context
         if ctx.pre_execution_errors is not None:
             yield  # refused by an earlier extension: strawberry does not validate it either
             return
-        if ctx.query is not None and len(ctx.query) > self.max_cached_chars:
+        query = ctx.query
+        if query is not None and len(query) > self.max_cached_chars:
             yield  # strawberry validates it
             return
-        yield from super().on_validate()
+        if query is None:
+            yield from super().on_validate()
+            return
+        key = (query, tuple(ctx.validation_rules))
+        errors = self._by_text.get(key)
+        if errors is not None:
+            ctx.pre_execution_errors = errors
+            yield
+            return
+        validated = super().on_validate()
+        next(validated)  # validates: sets the context's pre_execution_errors
+        if ctx.pre_execution_errors is not None:
+            if len(self._by_text) >= self.maxsize:
+                del self._by_text[next(iter(self._by_text))]  # the oldest first
+            self._by_text[key] = ctx.pre_execution_errors
+        yield
+        next(validated, None)

@@ -61,6 +61,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 
 from gateway.api.graphql_errors import error_code
+from gateway.api.metric_labels import Children as _Children
 from gateway.billing.usage import UsageResult
 from gateway.errors import UserError
 from gateway.logs import request_id as _request_id
@@ -74,23 +75,11 @@ KNOWN_ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _OPERATION_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,99}")
+# fmt: off
 _LATENCY_BUCKETS = (
-    0.002,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
+    0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
 )
+# fmt: on
 
 HTTP_REQUESTS = Counter(
     "gateway_http_requests_total",
@@ -121,6 +110,13 @@ USAGE_EVENTS = Counter(
 )
 
 access_logger = logging.getLogger("gateway.access")
+
+
+_http_requests = _Children(HTTP_REQUESTS)
+_http_latency = _Children(HTTP_LATENCY)
+_graphql_operations = _Children(GRAPHQL_OPERATIONS)
+_graphql_latency = _Children(GRAPHQL_LATENCY)
+_usage_events = _Children(USAGE_EVENTS)
 
 
 def current_request_id() -> str | None:
@@ -163,8 +159,8 @@ class RequestRecord:
         elapsed = time.perf_counter() - self.started
         method = scope.get("method", "")
         route = _route_label(scope.get("path", ""))
-        HTTP_REQUESTS.labels(route, method, str(status)).inc()
-        HTTP_LATENCY.labels(route, method).observe(elapsed)
+        _http_requests(route, method, str(status)).inc()
+        _http_latency(route, method).observe(elapsed)
         access_logger.info(
             "%s %s %d",
             method,
@@ -298,8 +294,8 @@ class GraphQLMetrics(SchemaExtension):
             if result is None and ctx.pre_execution_errors:
                 errors = list(ctx.pre_execution_errors)
             executing = result is not None and ctx.pre_execution_errors is None
-            GRAPHQL_OPERATIONS.labels(label, operation_type, _outcome(errors, executing)).inc()
-            GRAPHQL_LATENCY.labels(label, operation_type).observe(elapsed)
+            _graphql_operations(label, operation_type, _outcome(errors, executing)).inc()
+            _graphql_latency(label, operation_type).observe(elapsed)
 
 
 def _usage_label(result: UsageResult) -> str:
@@ -311,7 +307,7 @@ def _usage_label(result: UsageResult) -> str:
 def count_usage_results(results: Iterable[UsageResult]) -> None:
     """Count usage event results: one increment per outcome, however many events."""
     for label, n in collections.Counter(_usage_label(r) for r in results).items():
-        USAGE_EVENTS.labels(label).inc(n)
+        _usage_events(label).inc(n)
 
 
 # --- /metrics and /readyz -------------------------------------------------------------------
