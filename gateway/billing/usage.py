@@ -22,6 +22,7 @@ import asyncpg
 import orjson
 import uuid_utils
 
+from gateway.billing import owners
 from gateway.billing.balances import balance_from_json
 from gateway.billing.records import BalanceRow
 from gateway.callers.auth import Caller
@@ -228,6 +229,15 @@ async def _with_retry(call: Any) -> Any:
     raise AssertionError("unreachable")
 
 
+def _subscription_uuid(prepared: dict[str, Any]) -> uuid.UUID | None:
+    sub_id = prepared["subscription_id"]
+    return None if sub_id is None else _uuid(sub_id)
+
+
+def _no_subscription(prepared: dict[str, Any]) -> UserError:
+    return not_found(f"no subscription {prepared['subscription_id']}", "input", "subscriptionId")
+
+
 def _writer_key(caller: Caller, prepared: dict[str, Any]) -> str:
     """The (subscription, meter) an event locks, as far as known before the database resolves
     it (gateway.storage.isolation): one stuck balance row cannot take every connection."""
@@ -249,11 +259,16 @@ async def record_usage_event(
     if isinstance(prepared, UserError):
         return prepared
     backdating, future = _intervals(settings)
+    # Whose usage (gateway.billing.owners): the function runs on that customer's rows only.
+    customer_id = await owners.usage_owner(db, caller, _subscription_uuid(prepared))
+    if customer_id is None:
+        return _no_subscription(prepared)
 
     async def call() -> Any:
         return await db.fetchval(
-            "SELECT record_usage_event($1::uuid, $2::uuid, $3::uuid, $4, $5, $6, $7,"
-            " $8::timestamptz, $9::jsonb, $10, $11, $12)",
+            "SELECT record_usage_event($1::uuid, $2::uuid, $3::uuid, $4::uuid, $5, $6, $7, $8,"
+            " $9::timestamptz, $10::jsonb, $11, $12, $13)",
+            customer_id,
             uuid.UUID(prepared["event_id"]),
             caller.customer_id,
             None if prepared["subscription_id"] is None else uuid.UUID(prepared["subscription_id"]),
@@ -270,6 +285,43 @@ async def record_usage_event(
 
     async with db.writers.hold([_writer_key(caller, prepared)]):
         return _result(await _with_retry(call))
+
+
+# A batch of several customers' events: record_usage_events() once per customer, in one
+# statement (one round trip; each call touches one customer's rows).
+_BATCH_BY_CUSTOMER_SQL = """
+SELECT g.ord::integer AS customer_position, r.item_position, r.result
+  FROM unnest($1::uuid[]) WITH ORDINALITY AS g(customer_id, ord)
+  CROSS JOIN LATERAL record_usage_events(g.customer_id, $2::jsonb -> (g.ord::integer - 1),
+                                         $3::uuid, $4, $5) r
+ ORDER BY g.ord, r.item_position
+"""
+
+
+async def _customer_groups(
+    db: Database,
+    caller: Caller,
+    valid: list[tuple[int, dict[str, Any]]],
+    results: list[UsageResult | None],
+) -> dict[uuid.UUID, list[tuple[int, dict[str, Any]]]]:
+    """A batch's valid items by customer (gateway.billing.owners); an item whose subscription
+    does not exist is answered NOT_FOUND here."""
+    found: dict[uuid.UUID, uuid.UUID] = {}
+    if caller.customer_id is None:
+        subs = {s for _, p in valid if (s := _subscription_uuid(p)) is not None}
+        found = await owners.subscription_owners(db, subs)
+    groups: dict[uuid.UUID, list[tuple[int, dict[str, Any]]]] = {}
+    for index, prepared in valid:
+        sub_id = _subscription_uuid(prepared)
+        owner = caller.customer_id or (None if sub_id is None else found.get(sub_id))
+        if owner is None:
+            error = _no_subscription(prepared)
+            results[index] = UserError(
+                error.code, error.message, ["input", str(index), "subscriptionId"]
+            )
+        else:
+            groups.setdefault(owner, []).append((index, prepared))
+    return groups
 
 
 async def record_usage_events(
@@ -298,23 +350,36 @@ async def record_usage_events(
             results[index] = UserError(prepared.code, prepared.message, path, prepared.extra)
         else:
             valid.append((index, prepared))
-    if valid:
+    groups = await _customer_groups(db, caller, valid, results)
+    if groups:
         backdating, future = _intervals(settings)
-        payload = [p for _, p in valid]
+        customers = sorted(groups)  # one lock order for every batch: customer, then
+        group_items = [groups[c] for c in customers]  # (subscription, meter) in the function
 
         async def call() -> Any:
+            if len(customers) == 1:
+                return await db.fetch(
+                    "SELECT 1 AS customer_position, item_position, result"
+                    " FROM record_usage_events($1::uuid, $2::jsonb, $3::uuid, $4, $5)",
+                    customers[0],
+                    [p for _, p in group_items[0]],
+                    caller.customer_id,
+                    backdating,
+                    future,
+                )
             return await db.fetch(
-                "SELECT item_position, result FROM record_usage_events($1::jsonb, $2::uuid, $3, $4)",
-                payload,
+                _BATCH_BY_CUSTOMER_SQL,
+                customers,
+                [[p for _, p in group] for group in group_items],
                 caller.customer_id,
                 backdating,
                 future,
             )
 
-        async with db.writers.hold(_writer_key(caller, p) for p in payload):
+        async with db.writers.hold(_writer_key(caller, p) for _, p in valid):
             rows = await _with_retry(call)
         for row in rows:
-            index = valid[row["item_position"] - 1][0]
+            index = group_items[row["customer_position"] - 1][row["item_position"] - 1][0]
             result = _result(row["result"])
             if isinstance(result, UserError) and result.field:
                 result = UserError(

@@ -7,8 +7,7 @@ import uuid
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID
-from sqlmodel import Field, SQLModel
+from sqlmodel import SQLModel
 
 from gateway.storage.columns import (
     _bigint,

@@ -54,9 +54,7 @@ class UsageTotal(SQLModel, table=True):
             "used >= 0 AND covered >= 0 AND uncovered >= 0 AND used = covered + uncovered",
             name="usage_totals_sum_check",
         ),
-        _key(
-            "subscription_id", "usage_meter_id", "period_start", "price_id", table="usage_totals"
-        ),
+        _key("subscription_id", "usage_meter_id", "period_start", "price_id", table="usage_totals"),
         _subscription_fk("usage_totals"),
     )
     customer_id: uuid.UUID = _owner()
