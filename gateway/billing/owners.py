@@ -53,6 +53,12 @@ def remember_reservation(reservation_id: uuid.UUID, customer_id: uuid.UUID) -> N
     _RESERVATIONS.put(reservation_id, customer_id)
 
 
+def remember_event(event_id: uuid.UUID, customer_id: uuid.UUID) -> None:
+    """An event a reservation settled (a void of it needs no look-up). Events recorded by
+    createUsageEvent(s) are not remembered: voids are rare, the hot path stays lean."""
+    _EVENTS.put(event_id, customer_id)
+
+
 async def subscription_owners(
     db: Database, subscription_ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, uuid.UUID]:

@@ -151,6 +151,8 @@ async def finalize_usage_reservation(
         )
 
     result: usage.UsageResult = usage.usage_result(await usage.with_retry(call))
+    if isinstance(result, usage.UsageRecorded):
+        owners.remember_event(uuid.UUID(result.event_data["id"]), customer_id)
     return result
 
 

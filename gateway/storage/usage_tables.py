@@ -106,8 +106,9 @@ class UsageEvent(SQLModel, table=True):
         ),
         sa.Index("usage_events_sequence_idx", "subscription_id", "usage_meter_id", "seq"),
         # Usage history (Billing.usageEvents), a customer's events by id newest first, is
-        # the primary key's index (customer_id, id). The owner look-up by id alone:
-        sa.Index("usage_events_id_idx", "id"),
+        # the primary key's index (customer_id, id). The owner look-up by id alone (a hash
+        # index: equality only, so the history's ordered scans keep the primary key):
+        sa.Index("usage_events_id_idx", "id", postgresql_using="hash"),
     )
     customer_id: uuid.UUID = _owner()
     id: uuid.UUID = _uuid()

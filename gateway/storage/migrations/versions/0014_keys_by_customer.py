@@ -18,7 +18,7 @@ the distribution column. Existing data is transformed in place:
   ``usage_alert_events(id)`` and ``webhook_deliveries(id)`` become (customer_id, id) pairs.
   A row whose customer_id differs from its subscription's makes the migration fail (no
   such row is ever written).
-- Plain indexes on ``id`` keep the look-ups by id alone (a subscription's, an event's, a
+- Indexes on ``id`` (hash for usage events) keep the look-ups by id alone (a subscription's, an event's, a
   reservation's owner) an index probe; ``usage_events_customer_history_idx`` (customer_id,
   id) is the new primary key's index and goes.
 - ``usage_alerts.customer_id`` loses its foreign key: alerts are the merchant's (a
@@ -121,7 +121,10 @@ def upgrade() -> None:
             f" ADD CONSTRAINT {table}_pkey PRIMARY KEY (customer_id, {columns})"
         )
     for table in ID_INDEXES:
-        op.execute(f"CREATE INDEX {table}_id_idx ON {table} (id)")
+        # Equality only: a hash index cannot serve the history's order or ranges of id,
+        # which are the primary key's (customer_id, id).
+        using = " USING hash" if table == "usage_events" else ""
+        op.execute(f"CREATE INDEX {table}_id_idx ON {table}{using} (id)")
     op.execute("DROP INDEX usage_events_customer_history_idx")
     for table in SUBSCRIPTION_FKS:
         op.execute(
