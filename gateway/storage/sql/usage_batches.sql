@@ -9,14 +9,16 @@
 -- with `alembic revision --autogenerate` (docs/architecture.md).
 
 -- p_groups: [{sub, meter, items: [item + pos, ...]}, ...] in lock order.
--- Generic plans: a custom plan of the write statement costs more to plan than to run.
+-- Generic plans: a custom plan of the write statement costs more to plan than to run. No
+-- JIT: its estimate (a hundred items per group, whatever the group) can pass jit_above_cost,
+-- and compiling costs a hundred times more than running it.
 -- (Comments stay outside the signature: alembic-utils folds it onto one line.)
 CREATE OR REPLACE FUNCTION public._record_usage_steady(
   p_customer_id uuid,
   p_groups jsonb,
   p_caller_customer_id uuid)
 RETURNS TABLE (item_position integer, result jsonb)
-LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
   v_now timestamptz := now();
