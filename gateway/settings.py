@@ -159,6 +159,10 @@ class Settings(BaseSettings):
         ge=1,
         description="Usage writes in flight per (subscription, meter) per process.",
     )
+    # Group commit of createUsageEvent (gateway.billing.group_commit; docs/operations.md).
+    gateway_group_commit_in_flight: int = Field(default=1, ge=0)
+    gateway_group_commit_max_events: int = Field(default=100, ge=2)
+    gateway_group_commit_max_wait_ms: float = Field(default=50.0, gt=0)
     gateway_retry_after_seconds: int = Field(
         default=1, ge=1, description="Retry-After of a 503 (timeout or database outage)."
     )
@@ -234,6 +238,19 @@ class Settings(BaseSettings):
 
     # Cache of the catalog (slug -> id maps); invalidated by LISTEN/NOTIFY, bounded by this TTL.
     gateway_catalog_cache_seconds: float = 60.0
+    # Cache of credentials (gateway.callers.auth): a revocation reaches every process by
+    # LISTEN/NOTIFY within milliseconds; these bound it should a notification be lost.
+    gateway_auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Longest a process trusts a secret key or a customer's session revocation"
+        " instant it read, should the notification of its revocation be lost; 0: no cache.",
+    )
+    gateway_auth_cache_size: int = Field(
+        default=4096,
+        ge=0,
+        description="Valid secret keys and customers each process keeps (LRU); 0: no cache.",
+    )
 
     # Webhook deliveries (gateway.webhooks): a worker in every process.
     gateway_webhook_worker: bool = Field(

@@ -144,5 +144,7 @@ async def revoke_customer_sessions(
 ) -> Any:
     ctx = info.context
     authz.require_secret_key(ctx.caller)
-    result = await auth.revoke_customer_sessions(ctx.db, input.customer_external_id)
+    result = await auth.revoke_customer_sessions(
+        ctx.db, input.customer_external_id, ctx.services.credentials
+    )
     return respond(result, lambda at: CustomerSessionsRevoked(revoked_before=at))

@@ -59,7 +59,7 @@ def test_downgrade_and_upgrade_again(database_url: str) -> None:
         assert _tables(url) == 0
         upgrade(url)
         assert _tables(url) == 21  # 16 of billing, 5 of alerts and webhooks
-        assert current_head() == "0015"
+        assert current_head() == "0016"
 
 
 def test_processes_starting_together_migrate_once(database_url: str) -> None:
@@ -75,8 +75,9 @@ def test_processes_starting_together_migrate_once(database_url: str) -> None:
         command.check(alembic_config(url))
 
 
-# Rows of every customer-scoped table as 0013 wrote them (its functions made the usage).
-_DATA_AT_0013 = """
+# Rows of every customer-scoped table as written before the keys by customer (by the
+# functions of then).
+_DATA_BEFORE = """
 INSERT INTO pricing_models (id, name, is_default) VALUES ('00000000-0000-7000-8000-000000000001', 'm', true);
 INSERT INTO usage_meters (id, pricing_model_id, slug, name, aggregation_type)
 VALUES ('00000000-0000-7000-8000-000000000002', '00000000-0000-7000-8000-000000000001', 'gen', 'Gen', 'sum');
@@ -134,10 +135,10 @@ def _run_sql(url: str, script: str) -> None:
 
 
 def test_upgrade_keys_existing_rows_by_customer(database_url: str) -> None:
-    """0014 transforms data in place: rows written before it keep working after it."""
+    """0015 transforms data in place: rows written before it keep working after it."""
     with scratch_database(database_url, "gateway_migrations_data") as url:
-        upgrade(url, "0013")
-        _run_sql(url, _DATA_AT_0013)
+        upgrade(url, "0014")
+        _run_sql(url, _DATA_BEFORE)
         upgrade(url)
         command.check(alembic_config(url))
         assert (

@@ -13,6 +13,7 @@ from tests.factories import (
     CREATE_USAGE_EVENTS,
     customer_on_plan,
     ok,
+    session_token,
     setup_pricing,
 )
 from tests.reservation_docs import FINALIZE, RELEASE, RESERVE, VOID
@@ -66,8 +67,8 @@ async def test_dashboard_costs_a_fixed_number_of_round_trips(gql, customers: int
         "usedBalance": customers,
         "percentUsed": None,
     }
-    # key lookup, customers page, subscriptions, balances, charges
-    assert counter.count == 5, counter.statements
+    # customers page, subscriptions, balances, charges (the key is cached)
+    assert counter.count == 4, counter.statements
 
 
 async def test_fifty_aliased_balances_cost_a_fixed_number_of_round_trips(gql) -> None:
@@ -84,8 +85,8 @@ async def test_fifty_aliased_balances_cost_a_fixed_number_of_round_trips(gql) ->
     counter = start_counting()
     data = ok(await gql(f"query {{ {fields} }}"), "b49")
     assert data == {"availableBalance": -50}
-    # key lookup, customers by externalId, their subscriptions, the balances
-    assert counter.count == 4, counter.statements
+    # customers by externalId, their subscriptions, the balances (the key is cached)
+    assert counter.count == 3, counter.statements
 
 
 async def test_a_cold_catalog_costs_one_round_trip(gql, app) -> None:
@@ -93,7 +94,7 @@ async def test_a_cold_catalog_costs_one_round_trip(gql, app) -> None:
     app.state.services.catalogs.invalidate()
     counter = start_counting()
     ok(await gql(DASHBOARD, {"first": 3}), "customers")
-    assert counter.count == 6, counter.statements
+    assert counter.count == 5, counter.statements
 
 
 async def test_alert_evaluation_adds_no_round_trip_to_create_usage_event(gql, db) -> None:
@@ -119,8 +120,8 @@ async def test_alert_evaluation_adds_no_round_trip_to_create_usage_event(gql, db
         transactionId="cross",
     )
     assert result["__typename"] == "UsageEventRecorded"
-    # the key look-up and record_usage_event(), which evaluates the alert itself
-    assert counter.count == 2, counter.statements
+    # record_usage_event(), which evaluates the alert itself (the key is cached)
+    assert counter.count == 1, counter.statements
     assert await alert_events(db) == [("triggered", 901)]  # evaluated, and it fired
 
 
@@ -153,8 +154,8 @@ async def test_a_dashboard_of_histories_costs_a_fixed_number_of_round_trips(
         {"amount": customers, "transactionId": f"t{customers - 1}"}
     ]
     assert last["metered"]["edges"] == [{"node": {"amount": customers}}]
-    # key lookup, customers page, customer count, every page of both aliases, their counts
-    assert counter.count == 5, counter.statements
+    # customers page, customer count, every page of both aliases, their counts (key cached)
+    assert counter.count == 4, counter.statements
 
 
 async def test_reservation_and_void_mutations_cost_one_statement_each(gql) -> None:
@@ -169,27 +170,61 @@ async def test_reservation_and_void_mutations_cost_one_statement_each(gql) -> No
 
     hold = {"target": target, "subscriptionId": sub, "amount": 5}
     ok(await gql(RESERVE, {"input": {**hold, "transactionId": "warm"}}), "reserveUsage")
-    # Each: the key lookup, then one call of its database function.
+    # Each: one call of its database function (the key is cached).
     count, held = await counted(RESERVE, "reserveUsage", {**hold, "transactionId": "r1"})
-    assert (count, held["__typename"]) == (2, "UsageReserved")
+    assert (count, held["__typename"]) == (1, "UsageReserved")
     rid = held["reservation"]["id"]
     count, done = await counted(
         FINALIZE, "finalizeUsageReservation", {"reservationId": rid, "amount": 3}
     )
-    assert (count, done["__typename"]) == (2, "UsageEventRecorded")
+    assert (count, done["__typename"]) == (1, "UsageEventRecorded")
     count, other = await counted(RESERVE, "reserveUsage", {**hold, "transactionId": "r2"})
     count, freed = await counted(
         RELEASE, "releaseUsageReservation", {"reservationId": other["reservation"]["id"]}
     )
-    assert (count, freed["__typename"]) == (2, "UsageReservationReleased")
+    assert (count, freed["__typename"]) == (1, "UsageReservationReleased")
     count, voided = await counted(
         VOID, "voidUsageEvent", {"usageEventId": done["usageEvent"]["id"]}
     )
-    assert (count, voided["__typename"]) == (2, "UsageEventVoided")
-    # The hot path is unchanged: createUsageEvent is still two.
+    assert (count, voided["__typename"]) == (1, "UsageEventVoided")
+    # The hot path is unchanged: createUsageEvent is still one.
     count, recorded = await counted(
         CREATE_USAGE_EVENT,
         "createUsageEvent",
         {"target": target, "subscriptionId": sub, "amount": 1, "transactionId": "e1"},
     )
-    assert (count, recorded["__typename"]) == (2, "UsageEventRecorded")
+    assert (count, recorded["__typename"]) == (1, "UsageEventRecorded")
+
+
+@pytest.mark.parametrize("caller", ["secret_key", "customer"])
+async def test_create_usage_event_is_one_round_trip_with_a_warm_credential_cache(
+    gql, app, caller: str
+) -> None:
+    await setup_pricing(gql)
+    sub = await customer_on_plan(gql, "user-1", "pro_monthly")
+    token = await session_token(gql, "user-1") if caller == "customer" else "default"
+
+    async def counted(transaction_id: str) -> list[str]:
+        payload = {
+            "target": {"usageMeterSlug": "generations"},
+            "subscriptionId": sub,
+            "amount": 1,
+            "transactionId": transaction_id,
+        }
+        counter = start_counting()
+        result = ok(
+            await gql(CREATE_USAGE_EVENT, {"input": payload}, token=token), "createUsageEvent"
+        )
+        assert result["__typename"] == "UsageEventRecorded"
+        return counter.statements
+
+    await counted("warm")
+    warm = await counted("warm-cache")
+    assert len(warm) == 1, warm  # the event alone: the credential came from the cache
+    assert warm[0].startswith("SELECT record_usage_event(")
+    app.state.services.credentials.invalidate()
+    cold = await counted("cold-cache")
+    table = "api_keys" if caller == "secret_key" else "customers"
+    assert len(cold) == 2, cold  # the credential's lookup, then the event
+    assert f"FROM {table} WHERE" in cold[0]
+    assert cold[1].startswith("SELECT record_usage_event(")

@@ -1,4 +1,4 @@
-"""The FastAPI application serving the GraphQL schema at /graphql."""
+"""The application: GraphQL at /graphql (gateway.api.endpoint), FastAPI for the rest."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
 from strawberry.extensions import MaxTokensLimiter
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -20,6 +20,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway.api import observability, tracing
 from gateway.api.context import Context, Services
+from gateway.api.endpoint import GraphQLEndpoint, slash_route
 from gateway.api.event_budget import UsageEventBudget
 from gateway.api.examples import example_routes
 from gateway.api.graphiql import graphiql_routes
@@ -31,14 +32,15 @@ from gateway.api.graphql_limits import (
     DocumentPolicy,
     Limits,
 )
-from gateway.api.http import GatewayRouter, Unauthenticated
+from gateway.api.graphql_view import GatewayView
+from gateway.api.http import Unauthenticated
 from gateway.api.http import install as install_http
 from gateway.api.observability import GraphQLMetrics
 from gateway.api.persisted import persisted_documents
 from gateway.api.sdl import sdl_route
 from gateway.api.unavailable import install as install_unavailable
 from gateway.billing.catalog import CatalogCache
-from gateway.callers.auth import ANONYMOUS, AuthenticationError, authenticate
+from gateway.callers.auth import ANONYMOUS, AuthenticationError, CredentialCache, authenticate
 from gateway.callers.authz import OperationGate
 from gateway.live.hub import Hub
 from gateway.live.reads import SharedReads
@@ -98,6 +100,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         # LISTEN on a supervised connection of its own (gateway.storage.listener).
         listener = Listener(settings.gateway_direct_database_url or database_url)
         catalogs.attach(listener)
+        credentials = CredentialCache(
+            settings.gateway_auth_cache_size, settings.gateway_auth_cache_seconds
+        )
+        credentials.attach(listener)  # revocations: storage/sql/credentials.sql
         hub.attach(listener)  # balance and alert notifications for subscriptions
         await listener.start(wait=5)
         sweeper = Sweeper(db, settings.gateway_reservation_sweep_seconds)
@@ -106,9 +112,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             settings=settings,
             db=db,
             catalogs=catalogs,
+            credentials=credentials,
             token_secret=settings.token_secret(),
             hub=hub,
-            live_reads=SharedReads(db, settings.token_secret()),
+            live_reads=SharedReads(db, settings.token_secret(), credentials),
         )
         _app.state.services = services_holder["services"]
         worker = DeliveryWorker(db, settings) if settings.gateway_webhook_worker else None
@@ -127,15 +134,19 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             await listener.stop()
             await db.close()
 
-    async def get_context(request: HTTPConnection, response: Response) -> Context:
+    async def get_context(request: Request | WebSocket) -> Context:
         services = services_holder["services"]
-        if not isinstance(request, Request):
-            # A WebSocket: authenticated by connection_init (GatewayRouter.on_ws_connect).
-            return Context(services, ANONYMOUS)
-        request.state.sub_response = response
+        if isinstance(request, WebSocket):
+            # Authenticated by connection_init (GatewayView.on_ws_connect).
+            context = Context(services, ANONYMOUS)
+            context.request = request
+            return context
         try:
             caller = await authenticate(
-                services.db, services.token_secret, request.headers.get("authorization")
+                services.db,
+                services.token_secret,
+                request.headers.get("authorization"),
+                services.credentials,
             )
         except AuthenticationError as exc:
             rate_limiter.check(request, None)  # failed attempts count against the address
@@ -156,7 +167,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         rate_limit_per_minute=settings.gateway_rate_limit_per_minute,
     )
     install_unavailable(app, retry_after=settings.gateway_retry_after_seconds)  # 503 answers
-    router = GatewayRouter(
+    view = GatewayView(
         build_schema(
             graphql_extensions(settings),
             fast=settings.gateway_compiled_execution,
@@ -176,12 +187,22 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         allowed_origins=settings.cors_origins(),
     )
     if settings.introspection:  # the SDL says what introspection would
-        app.router.routes.append(sdl_route(router.schema.as_str() + "\n"))
-    if settings.graphiql:  # the page route must come before the router's GET route
+        app.router.routes.append(sdl_route(view.schema.as_str() + "\n"))
+    if settings.graphiql:  # the page itself is answered at /graphql by the endpoint below
         app.router.routes.extend(graphiql_routes())
         app.router.routes.extend(example_routes())  # the usage page: gateway.api.examples
-    app.include_router(router, prefix="/graphql")
+    app.router.routes.append(slash_route(view))
     observability.install(app)
+    # /graphql itself, in one pass in front of the app's routing and the middlewares above
+    # (which serve every other path): gateway.api.endpoint.
+    app.add_middleware(
+        GraphQLEndpoint,
+        view=view,
+        context_getter=get_context,
+        max_body_bytes=settings.gateway_max_body_bytes,
+        retry_after=settings.gateway_retry_after_seconds,
+        graphiql=settings.graphiql,
+    )
     tracing.install(app, settings)  # OTEL_EXPORTER_OTLP_ENDPOINT: gateway.api.tracing
     if settings.cors_origins():
         # Last added, so outermost: a preflight is answered before the body limit, the rate

@@ -11,7 +11,7 @@ from strawberry.fastapi import BaseContext
 
 from gateway.billing.catalog import CatalogCache
 from gateway.billing.loaders import Loaders
-from gateway.callers.auth import Caller
+from gateway.callers.auth import Caller, CredentialCache
 from gateway.callers.authz import NotAuthenticated
 from gateway.live.hub import Hub
 from gateway.live.reads import SharedReads
@@ -30,6 +30,7 @@ class Services:
     settings: Settings
     db: Database
     catalogs: CatalogCache
+    credentials: CredentialCache  # valid keys and customers' revocations (gateway.callers.auth)
     token_secret: str
     hub: Hub  # live updates: the subscriptions of this process (gateway.live)
     live_reads: SharedReads  # their reads, batched

@@ -3,9 +3,10 @@
 The JavaScript and CSS are the prebuilt UMD files of the npm packages ``graphiql``, ``react``
 and ``react-dom`` (versions in ``static/graphiql/VERSIONS.json``, licences beside them),
 vendored by ``scripts/vendor_graphiql.py``; nothing is loaded from a CDN. Strawberry's own IDE
-page is switched off (``graphql_ide=None``): the page route below answers only the requests
-strawberry would have answered with its IDE (a GET without a ``query`` parameter that accepts
-HTML), and lets every other request through to the GraphQL router, GET queries included.
+page is switched off (``graphql_ide=None``): the /graphql endpoint (``gateway.api.endpoint``)
+answers with this page only the requests strawberry would have answered with its IDE
+(``wants_page``: a GET without a ``query`` parameter that accepts HTML), and hands every other
+request to the GraphQL view, GET queries included.
 
 The page opens with the Headers editor visible: a secret key or a customer session token goes
 there as ``{"Authorization": "Bearer ..."}``. Headers are not persisted in the browser's
@@ -21,7 +22,7 @@ from pathlib import Path
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -131,16 +132,6 @@ def wants_page(scope: Scope) -> bool:
     return "text/html" in accept or "*/*" in accept
 
 
-class GraphiQLPageRoute(Route):
-    """A route that matches only requests for the page; others fall through to the router."""
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child_scope = super().matches(scope)
-        if match is Match.NONE or not wants_page(scope):
-            return Match.NONE, {}
-        return match, child_scope
-
-
 async def graphiql_page(request: Request) -> Response:
     return HTMLResponse(
         render_page(request.scope.get("root_path", "")),
@@ -148,12 +139,9 @@ async def graphiql_page(request: Request) -> Response:
     )
 
 
-def graphiql_routes(graphql_path: str = "/graphql") -> list[BaseRoute]:
-    """The page route (to be placed before the GraphQL router's) and the static files."""
+def graphiql_routes() -> list[BaseRoute]:
+    """The static files of the page (the page itself: ``gateway.api.endpoint``, at /graphql)."""
     return [
-        GraphiQLPageRoute(
-            graphql_path, graphiql_page, methods=["GET", "HEAD"], include_in_schema=False
-        ),
         Mount(
             STATIC_PATH,
             app=GZipMiddleware(StaticFiles(directory=STATIC_DIR)),

@@ -5,10 +5,11 @@ Every failure is answered with a JSON body in the GraphQL error shape,
 ``"data": null``), never plain text or HTML; only the GraphiQL page itself is HTML.
 
 Request body size (``GATEWAY_MAX_BODY_BYTES``)
-    ``BodyLimitMiddleware`` (pure ASGI, in front of everything) refuses a body larger than the
-    limit with HTTP 413 ``PAYLOAD_TOO_LARGE``: at once when ``Content-Length`` says so, else
-    as soon as the bytes received exceed it (chunked bodies). A body of exactly the limit is
-    accepted. The body is buffered (at most the limit) and handed on unchanged.
+    ``read_body`` refuses a body larger than the limit with HTTP 413 ``PAYLOAD_TOO_LARGE``,
+    before anything else reads the request (for /graphql ``gateway.api.endpoint`` calls it,
+    for every other path ``BodyLimitMiddleware``, pure ASGI): at once when ``Content-Length``
+    says so, else as soon as the bytes received exceed it (chunked bodies). A body of exactly
+    the limit is accepted. The body is buffered (at most the limit) and handed on unchanged.
 
 Rate limiting (``GATEWAY_RATE_LIMIT_PER_MINUTE``, 0 disables)
     A token bucket per caller, held in this process's memory: capacity = the setting, refilled
@@ -50,53 +51,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-import orjson
-from cross_web import HTTPException
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from graphql import GraphQLError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
-from strawberry.asgi import ASGIWebSocketAdapter
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.fastapi import GraphQLRouter
-from strawberry.http import GraphQLRequestData
-from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.http.parse_content_type import parse_content_type
-from strawberry.schema.exceptions import InvalidOperationTypeError
-from strawberry.types import ExecutionResult
-from strawberry.types.unset import UNSET, UnsetType
 
-from gateway.api.context import Context
-from gateway.api.graphiql import GRAPHQL_PARAMS
+from gateway.api.graphql_view import rate_limited_response
 from gateway.api.media import GRAPHQL_RESPONSE_MEDIA, JSON_MEDIA, error_response, negotiate
-from gateway.api.persisted import (
-    PersistedDocumentError,
-    PersistedDocumentRefused,
-    PersistedDocuments,
-    document_id_in,
-    with_document_id,
-)
 from gateway.api.rate_limit import RateLimited, RateLimiter
-from gateway.callers.auth import AuthenticationError
-from gateway.live.sessions import Session
 
 logger = logging.getLogger("gateway.api.http")
-__all__ = ["GRAPHQL_RESPONSE_MEDIA", "JSON_MEDIA", "GatewayRouter", "install", "negotiate"]
+__all__ = ["GRAPHQL_RESPONSE_MEDIA", "JSON_MEDIA", "install", "negotiate"]
 
-
-class GatewayHTTPError(HTTPException):
-    """A refusal of the HTTP layer, answered by ``GatewayRouter`` with a JSON error body."""
-
-    def __init__(
-        self, status_code: int, reason: str, *, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(status_code, reason)
-        self.headers = dict(headers or {})
+Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 class Unauthenticated(Exception):
@@ -107,17 +76,60 @@ class Unauthenticated(Exception):
         self.message = message
 
 
-def rate_limited_response(accept: str | None, exc: RateLimited) -> Response:
+# ------------------------------------------------------------------ body size
+
+
+async def read_body(
+    scope: Scope, receive: Receive, max_bytes: int, accept: str | None
+) -> bytes | Response | None:
+    """The request body, at most ``max_bytes`` (0: no limit), or the 400/413 refusal to
+    answer instead, or None when the client went away before sending all of it."""
+    if max_bytes > 0:
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value.decode("latin-1")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                return error_response(accept, 400, "Content-Length is not a number")
+            if int(declared) > max_bytes:
+                return _too_large(accept, max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if 0 < max_bytes < size:
+            return _too_large(accept, max_bytes)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(accept: str | None, max_bytes: int) -> Response:
     return error_response(
         accept,
-        429,
-        f"{exc}: retry in {exc.retry_after} s",
-        headers={"Retry-After": str(exc.retry_after)},
-        retryAfter=exc.retry_after,
+        413,
+        f"the request body is larger than {max_bytes} bytes",
+        maxBytes=max_bytes,
     )
 
 
-# ------------------------------------------------------------------ body size
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands on ``body`` (already read) first, then the client's messages."""
+    replayed = False
+
+    async def replayed_receive() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed_receive
 
 
 class BodyLimitMiddleware:
@@ -133,262 +145,82 @@ class BodyLimitMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         accept = headers.get("accept")
-        declared = headers.get("content-length")
-        if declared is not None:
-            if not declared.strip().isdigit():
-                await error_response(accept, 400, "Content-Length is not a number")(
-                    scope, receive, send
-                )
-                return
-            if int(declared) > self.max_bytes:
-                await self._too_large(accept, scope, receive, send)
-                return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(accept, scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(
-        self, accept: str | None, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        response = error_response(
-            accept,
-            413,
-            f"the request body is larger than {self.max_bytes} bytes",
-            maxBytes=self.max_bytes,
-        )
-        await response(scope, receive, send)
+        body = await read_body(scope, receive, self.max_bytes, accept)
+        if body is None:
+            return
+        if isinstance(body, Response):
+            await body(scope, receive, send)
+            return
+        await self.app(scope, replay(body, receive), send)
 
 
-# ------------------------------------------------------------------ the GraphQL router
+# ------------------------------------------------------------------ error answers
 
 
-class TextFrames(ASGIWebSocketAdapter):
-    """graphql-transport-ws messages go out as text frames, as the protocol says (browsers
-    hand binary frames to the page as Blobs): ``encode_json`` gives bytes for HTTP, which
-    strawberry's adapter would send as binary."""
+async def _unauthenticated(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Unauthenticated)
+    return error_response(
+        request.headers.get("accept"),
+        401,
+        exc.message,
+        headers={"WWW-Authenticate": "Bearer"},
+        with_data=True,
+    )
 
-    async def send_json(self, message: Mapping[str, object]) -> None:
-        try:
-            await self.ws.send_text(orjson.dumps(message).decode())
-        except WebSocketDisconnect as exc:
-            raise WebSocketDisconnected from exc
+
+async def _rate_limited(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RateLimited)
+    return rate_limited_response(request.headers.get("accept"), exc)
 
 
-class GatewayRouter(GraphQLRouter[Context, None]):
-    """Strawberry's router with the negotiation, status codes and JSON error bodies above."""
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(
+        request.headers.get("accept"), exc.status_code, str(exc.detail), headers=exc.headers
+    )
 
-    websocket_adapter_class = TextFrames
 
-    def __init__(
-        self, *args: Any, persisted: PersistedDocuments | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.persisted = persisted  # APQ and trusted documents: gateway.api.persisted
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    return error_response(request.headers.get("accept"), 400, "malformed request")
 
-    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        """graphql-transport-ws ``connection_init``: its payload's ``Authorization`` (a secret
-        key or a customer session token) is the connection's credential; without a valid one
-        the connection is closed (4403). Access then follows the queries' rules."""
-        params: dict[str, object] = (
-            context.connection_params if isinstance(context.connection_params, dict) else {}
-        )
-        authorization = params.get("Authorization", params.get("authorization"))
-        if not isinstance(authorization, str) or not authorization:
-            raise ConnectionRejectionError({"message": "connection_init needs Authorization"})
-        services = context.services
-        try:
-            session = await Session.open(services.db, services.token_secret, authorization)
-        except AuthenticationError as exc:
-            raise ConnectionRejectionError({"message": str(exc)}) from exc
-        context.live_session = session
-        context.caller = session.caller
-        return UnsetType()  # connection_ack without a payload
 
-    def should_render_graphql_ide(self, request: Any) -> bool:
-        # The IDE's rule (gateway.api.graphiql.wants_page), persisted documents included.
-        params = request.query_params
-        return super().should_render_graphql_ide(request) and not any(
-            name in params for name in GRAPHQL_PARAMS
-        )
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """A bug: logged with its stack trace under an error id, which the 500 answer names."""
+    error_id = uuid.uuid4().hex
+    logger.error(
+        "unexpected error %s in %s %s",
+        error_id,
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"error_id": error_id},
+    )
+    return error_response(
+        request.headers.get("accept"),
+        500,
+        f"Internal server error (error id {error_id})",
+        errorId=error_id,
+    )
 
-    async def get_sub_response(self, request: Request) -> Response:
-        # Kept per request (the base class keeps one on the router, shared by all requests).
-        response: Response = request.state.sub_response
-        return response
 
-    def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
-
-    def decode_json(self, data: str | bytes) -> object:
-        # orjson raises a json.JSONDecodeError subclass, also for nesting deeper than 1024.
-        return orjson.loads(data)
-
-    async def parse_http_body(self, request: Any) -> GraphQLRequestData | list[GraphQLRequestData]:
-        try:
-            data = await super().parse_http_body(request)
-        except AttributeError as exc:  # strawberry calls .get() on whatever JSON it decoded
-            raise GatewayHTTPError(400, "the request body must be a JSON object") from exc
-        for item in data if isinstance(data, list) else [data]:
-            if not isinstance(item.operation_name, str | None):
-                raise GatewayHTTPError(400, "operationName must be a string or null")
-        if isinstance(data, GraphQLRequestData) and data.query is None and not data.extensions:
-            # {"documentId": ...} (trusted documents): looked for only when there is no query.
-            document_id = (
-                request.query_params.get("documentId")
-                if request.method == "GET"
-                else document_id_in(await request.get_body())
-            )
-            if document_id is not None:
-                try:
-                    return with_document_id(data, document_id)
-                except PersistedDocumentRefused as exc:
-                    raise GatewayHTTPError(400, str(exc)) from exc
-        return data
-
-    async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
-        context: Context = kwargs["context"]
-        if self.persisted is not None:
-            try:
-                kwargs["request_data"] = self.persisted.resolve(
-                    kwargs["request_data"], free_documents=context.caller.is_secret_key
-                )
-            except PersistedDocumentRefused as exc:
-                raise GatewayHTTPError(400, str(exc)) from exc
-            except PersistedDocumentError as exc:
-                context.request_error = True  # nothing ran: a GraphQL request error
-                return ExecutionResult(
-                    data=None, errors=[GraphQLError(exc.message, extensions={"code": exc.code})]
-                )
-        try:
-            return await super().execute_single(*args, **kwargs)
-        except HTTPException as exc:
-            if isinstance(exc.__cause__, InvalidOperationTypeError) and (
-                exc.__cause__.operation_type.value != "query"
-            ):
-                raise GatewayHTTPError(
-                    405,
-                    f"{exc.reason}: GET serves queries only, use POST",
-                    headers={"Allow": "POST"},
-                ) from exc
-            raise
-
-    async def run(  # type: ignore[override]
-        self,
-        request: Request | WebSocket,
-        context: Context = UNSET,
-        root_value: None = UNSET,
-    ) -> Response | WebSocket:
-        if isinstance(request, WebSocket):
-            return await super().run(request, context, root_value)
-        accept = request.headers.get("accept")
-        media = negotiate(accept)
-        try:
-            if request.method == "GET" and self.should_render_graphql_ide(
-                self.request_adapter_class(request)
-            ):
-                media = JSON_MEDIA  # GraphiQL, or a JSON 404 when it is disabled
-            elif media is None:
-                raise GatewayHTTPError(
-                    406, f"Accept must allow {GRAPHQL_RESPONSE_MEDIA} or {JSON_MEDIA}"
-                )
-            elif request.method == "POST":
-                content_type, _ = parse_content_type(request.headers.get("content-type", ""))
-                if content_type != JSON_MEDIA:
-                    raise GatewayHTTPError(415, f"POST a body of Content-Type {JSON_MEDIA}")
-            response = await super().run(request, context, root_value)
-        except HTTPException as exc:
-            return error_response(
-                media or JSON_MEDIA,
-                exc.status_code,
-                exc.reason,
-                headers=getattr(exc, "headers", None),
-            )
-        if context is not UNSET and context.rate_limited is not None:
-            # Refused for the usage events it would record (UsageEventBudget): nothing ran.
-            return rate_limited_response(media, context.rate_limited)
-        if response.media_type == JSON_MEDIA and media != JSON_MEDIA:
-            response.headers["content-type"] = media
-            if context is not UNSET and context.request_error and response.status_code == 200:
-                # GraphQL over HTTP: a request error (the operation never ran) is a 400 with
-                # no "data" entry at all for this media type.
-                response.status_code = 400
-                body = orjson.loads(response.body)
-                if isinstance(body, dict) and body.pop("data", "absent") is None:
-                    response.body = orjson.dumps(body)
-                    response.headers["content-length"] = str(len(response.body))
-        return response
+ERROR_HANDLERS: dict[type[Exception], Handler] = {
+    Unauthenticated: _unauthenticated,
+    RateLimited: _rate_limited,
+    StarletteHTTPException: _http_error,
+    RequestValidationError: _invalid_request,
+}
 
 
 # ------------------------------------------------------------------ wiring
 
 
 def install(app: FastAPI, *, max_body_bytes: int, rate_limit_per_minute: int) -> RateLimiter:
-    """Add the body limit and the JSON error handlers to ``app``; returns its rate limiter."""
+    """Add the body limit and the JSON error handlers to ``app``; returns its rate limiter.
+    (/graphql itself is answered by ``gateway.api.endpoint``, with the same handlers.)"""
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     limiter = RateLimiter(rate_limit_per_minute)
     app.state.rate_limiter = limiter
-
-    @app.exception_handler(Unauthenticated)
-    async def _unauthenticated(request: Request, exc: Unauthenticated) -> Response:
-        return error_response(
-            request.headers.get("accept"),
-            401,
-            exc.message,
-            headers={"WWW-Authenticate": "Bearer"},
-            with_data=True,
-        )
-
-    @app.exception_handler(RateLimited)
-    async def _rate_limited(request: Request, exc: RateLimited) -> Response:
-        return rate_limited_response(request.headers.get("accept"), exc)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(
-            request.headers.get("accept"), exc.status_code, str(exc.detail), headers=exc.headers
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        return error_response(request.headers.get("accept"), 400, "malformed request")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        error_id = uuid.uuid4().hex
-        logger.error(
-            "unexpected error %s in %s %s",
-            error_id,
-            request.method,
-            request.url.path,
-            exc_info=exc,
-            extra={"error_id": error_id},
-        )
-        return error_response(
-            request.headers.get("accept"),
-            500,
-            f"Internal server error (error id {error_id})",
-            errorId=error_id,
-        )
-
+    for error_class, handler in ERROR_HANDLERS.items():
+        app.add_exception_handler(error_class, handler)
+    app.add_exception_handler(Exception, unexpected_error)
     return limiter

@@ -146,8 +146,43 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
+class RequestRecord:
+    """One HTTP request's id (set for the log records written meanwhile), HTTP metrics and
+    access log record: created when the request arrives, ``finish``-ed once it is answered."""
+
+    __slots__ = ("request_id", "scope", "started", "token")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        self.token = _request_id.set(self.request_id)
+        self.started = time.perf_counter()
+
+    def finish(self, status: int) -> None:
+        scope = self.scope
+        elapsed = time.perf_counter() - self.started
+        method = scope.get("method", "")
+        route = _route_label(scope.get("path", ""))
+        HTTP_REQUESTS.labels(route, method, str(status)).inc()
+        HTTP_LATENCY.labels(route, method).observe(elapsed)
+        access_logger.info(
+            "%s %s %d",
+            method,
+            scope.get("path", ""),
+            status,
+            extra={
+                "method": method,
+                "path": scope.get("path", ""),
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+            },
+        )
+        _request_id.reset(self.token)
+
+
 class ObservabilityMiddleware:
-    """Pure ASGI middleware: request id, HTTP metrics and one access log record per request."""
+    """Pure ASGI middleware: request id, HTTP metrics and one access log record per request
+    (for every path but /graphql, which ``gateway.api.endpoint`` records itself)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -156,39 +191,20 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
-        token = _request_id.set(request_id)
-        started = time.perf_counter()
+        record = RequestRecord(scope)
         status = 500
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = record.request_id
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            method = scope.get("method", "")
-            route = _route_label(scope.get("path", ""))
-            HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            HTTP_LATENCY.labels(route, method).observe(elapsed)
-            access_logger.info(
-                "%s %s %d",
-                method,
-                scope.get("path", ""),
-                status,
-                extra={
-                    "method": method,
-                    "path": scope.get("path", ""),
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                },
-            )
-            _request_id.reset(token)
+            record.finish(status)
 
 
 # --- GraphQL operation metrics --------------------------------------------------------------

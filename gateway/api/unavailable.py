@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,6 +29,7 @@ from gateway.api.media import error_response
 from gateway.storage.unavailable import SERVER_UNAVAILABLE_ERRORS, DatabaseUnavailable, unavailable
 
 logger = logging.getLogger("gateway.errors")
+Handler = Callable[[Request, Exception], Awaitable[Response]]
 CODE = "SERVICE_UNAVAILABLE"
 
 
@@ -71,26 +73,29 @@ class ShutdownCutoff:
             # (that is the only cancellation of a request task): answer it, then let the task
             # end normally, the cancellation handled.
             task.uncancel()
-            reason = "the server is shutting down"
-            logger.warning(
-                "service unavailable in %s %s: %s",
-                scope.get("method", ""),
-                scope.get("path", ""),
-                reason,
-                extra={"reason": reason},
-            )
-            accept = next(
-                (v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"accept"), None
-            )
-            response = unavailable_response(accept, reason, self.retry_after)
-            response.headers["Connection"] = "close"
-            await response(scope, receive, send)
+            await shutdown_response(scope, self.retry_after)(scope, receive, send)
 
 
-def install(app: FastAPI, *, retry_after: int) -> None:
-    """The 503 handlers and the shutdown middleware (add before the observability middleware,
-    so that the access log records the 503)."""
-    app.add_middleware(ShutdownCutoff, retry_after=retry_after)
+def shutdown_response(scope: Scope, retry_after: int) -> Response:
+    """The answer to a request cancelled by the end of the shutdown grace (logged once)."""
+    reason = "the server is shutting down"
+    logger.warning(
+        "service unavailable in %s %s: %s",
+        scope.get("method", ""),
+        scope.get("path", ""),
+        reason,
+        extra={"reason": reason},
+    )
+    accept = next(
+        (v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"accept"), None
+    )
+    response = unavailable_response(accept, reason, retry_after)
+    response.headers["Connection"] = "close"
+    return response
+
+
+def unavailable_handlers(retry_after: int) -> dict[type[Exception], Handler]:
+    """The exception handlers answering 503 for the database's unavailability."""
 
     async def _unavailable(request: Request, exc: Exception) -> Response:
         error = exc if isinstance(exc, DatabaseUnavailable) else unavailable(exc)
@@ -104,5 +109,12 @@ def install(app: FastAPI, *, retry_after: int) -> None:
         return unavailable_response(request.headers.get("accept"), error.reason, retry_after)
 
     error_classes: tuple[type[Exception], ...] = (DatabaseUnavailable, *SERVER_UNAVAILABLE_ERRORS)
-    for error_class in error_classes:
-        app.add_exception_handler(error_class, _unavailable)
+    return dict.fromkeys(error_classes, _unavailable)
+
+
+def install(app: FastAPI, *, retry_after: int) -> None:
+    """The 503 handlers and the shutdown middleware (add before the observability middleware,
+    so that the access log records the 503)."""
+    app.add_middleware(ShutdownCutoff, retry_after=retry_after)
+    for error_class, handler in unavailable_handlers(retry_after).items():
+        app.add_exception_handler(error_class, handler)

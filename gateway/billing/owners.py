@@ -99,6 +99,25 @@ async def usage_owner(
     return await subscription_owner(db, subscription_id)
 
 
+async def group_by_customer(
+    db: Database, caller_customer_id: uuid.UUID | None, subscription_ids: list[uuid.UUID | None]
+) -> tuple[dict[uuid.UUID, list[int]], list[int]]:
+    """A batch's events by customer: their positions for each customer (a customer session's
+    own, else each subscription's), and the positions of no existing subscription."""
+    if caller_customer_id is not None:
+        return {caller_customer_id: list(range(len(subscription_ids)))}, []
+    found = await subscription_owners(db, {s for s in subscription_ids if s is not None})
+    groups: dict[uuid.UUID, list[int]] = {}
+    missing: list[int] = []
+    for index, sub_id in enumerate(subscription_ids):
+        owner = None if sub_id is None else found.get(sub_id)
+        if owner is None:
+            missing.append(index)
+        else:
+            groups.setdefault(owner, []).append(index)
+    return groups, missing
+
+
 async def _owner_by_id(
     db: Database, cache: _OwnerCache, table: str, row_id: uuid.UUID
 ) -> uuid.UUID | None:

@@ -11,7 +11,9 @@ balance has not moved.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,12 +21,13 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import asyncpg
-import orjson
 import uuid_utils
 
 from gateway.billing import owners
 from gateway.billing.balances import balance_from_json
+from gateway.billing.group_commit import GroupCommitter
 from gateway.billing.records import BalanceRow
+from gateway.billing.usage_properties import canonical_json, check_properties, json_depth
 from gateway.callers.auth import Caller
 from gateway.errors import ErrorCode, UserError, invalid, not_found
 from gateway.settings import Settings
@@ -64,71 +67,6 @@ UsageResult = UsageRecorded | UserError
 def _uuid(text: str) -> uuid.UUID:
     """A parsed id that recurs across results (pricing models, subscriptions, meters)."""
     return uuid.UUID(text)
-
-
-def canonical_json(value: Any) -> Any:
-    """JSON with every integral number written as an integer (1.0 -> 1).
-
-    PostgreSQL's jsonb treats 1 and 1.0 as equal but keeps their text apart; distinct
-    property sets are keyed by text, so equal sets must have one text.
-    """
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: canonical_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [canonical_json(v) for v in value]
-    return value
-
-
-def json_depth(value: Any, limit: int) -> int:
-    """How deep a JSON value nests (a scalar is 0, {} is 1), counted up to ``limit + 1``.
-
-    Iterative, and it stops past the limit: the value may be nested as deep as the request
-    parser allowed, deeper than Python's recursion limit and orjson's encoder accept.
-    """
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                return deepest
-            stack.extend(
-                (inner, depth) for inner in (item.values() if isinstance(item, dict) else item)
-            )
-    return deepest
-
-
-def check_properties(properties: Any, settings: Settings) -> Any:
-    """Event properties as stored (integral numbers canonical), or a UserError."""
-    if properties is not None:
-        if not isinstance(properties, dict):
-            return invalid("properties must be a JSON object", "input", "properties")
-        depth = settings.gateway_max_properties_depth
-        if json_depth(properties, depth) > depth:
-            return invalid(
-                f"properties must nest at most {depth} levels deep", "input", "properties"
-            )
-        properties = canonical_json(properties)
-        try:
-            size = len(orjson.dumps(properties))
-        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits
-            return invalid(
-                "properties must be JSON that PostgreSQL can store (integers of at most 64 bits)",
-                "input",
-                "properties",
-            )
-        if size > settings.gateway_max_properties_bytes:
-            return invalid(
-                f"properties must be at most {settings.gateway_max_properties_bytes} bytes"
-                f" of JSON (got {size})",
-                "input",
-                "properties",
-            )
-    return properties
 
 
 def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, Any] | UserError:
@@ -229,6 +167,24 @@ async def _with_retry(call: Any) -> Any:
     raise AssertionError("unreachable")
 
 
+def _intervals(settings: Settings) -> Intervals:
+    return (
+        timedelta(days=settings.gateway_backdating_days),
+        timedelta(seconds=settings.gateway_future_tolerance_seconds),
+    )
+
+
+Intervals = tuple[timedelta, timedelta]
+# What a group of events shares: the caller's customer (None for a secret key), as the batch
+# statement takes it, and the usageDate window.
+GroupKey = tuple[uuid.UUID | None, Intervals]
+
+
+def _writer_key_of(customer_id: uuid.UUID | None, prepared: dict[str, Any]) -> str:
+    owner = prepared["subscription_id"] or f"customer:{customer_id}"
+    return f"{owner}/{prepared['target_kind']}:{prepared['target']}"
+
+
 def _subscription_uuid(prepared: dict[str, Any]) -> uuid.UUID | None:
     sub_id = prepared["subscription_id"]
     return None if sub_id is None else _uuid(sub_id)
@@ -238,57 +194,85 @@ def _no_subscription(prepared: dict[str, Any]) -> UserError:
     return not_found(f"no subscription {prepared['subscription_id']}", "input", "subscriptionId")
 
 
-def _writer_key(caller: Caller, prepared: dict[str, Any]) -> str:
-    """The (subscription, meter) an event locks, as far as known before the database resolves
-    it (gateway.storage.isolation): one stuck balance row cannot take every connection."""
-    owner = prepared["subscription_id"] or f"customer:{caller.customer_id}"
-    return f"{owner}/{prepared['target_kind']}:{prepared['target']}"
-
-
-def _intervals(settings: Settings) -> tuple[timedelta, timedelta]:
-    return (
-        timedelta(days=settings.gateway_backdating_days),
-        timedelta(seconds=settings.gateway_future_tolerance_seconds),
-    )
-
-
-async def record_usage_event(
-    db: Database, settings: Settings, caller: Caller, item: UsageInput
-) -> UsageResult:
-    prepared = _prepare(caller, item, settings)
-    if isinstance(prepared, UserError):
-        return prepared
-    backdating, future = _intervals(settings)
-    # Whose usage (gateway.billing.owners): the function runs on that customer's rows only.
-    customer_id = await owners.usage_owner(db, caller, _subscription_uuid(prepared))
-    if customer_id is None:
+async def _record_one(db: Database, key: GroupKey, prepared: dict[str, Any]) -> UsageResult:
+    """One event, one statement: record_usage_event(), for the customer whose usage it is
+    (gateway.billing.owners): the function runs on that customer's rows only."""
+    customer_id, (backdating, future) = key
+    subscription_id = prepared["subscription_id"]
+    usage_date = prepared["usage_date"]
+    owner = customer_id or await owners.subscription_owner(db, _subscription_uuid(prepared))
+    if owner is None:
         return _no_subscription(prepared)
 
     async def call() -> Any:
         return await db.fetchval(
             "SELECT record_usage_event($1::uuid, $2::uuid, $3::uuid, $4::uuid, $5, $6, $7, $8,"
             " $9::timestamptz, $10::jsonb, $11, $12, $13)",
-            customer_id,
+            owner,
             uuid.UUID(prepared["event_id"]),
-            caller.customer_id,
-            None if prepared["subscription_id"] is None else uuid.UUID(prepared["subscription_id"]),
+            customer_id,
+            None if subscription_id is None else uuid.UUID(subscription_id),
             prepared["target_kind"],
             prepared["target"],
             prepared["amount"],
             prepared["transaction_id"],
-            None if item.usage_date is None else datetime.fromisoformat(prepared["usage_date"]),
+            None if usage_date is None else datetime.fromisoformat(usage_date),
             prepared["properties"],
             prepared["require_balance"],
             backdating,
             future,
         )
 
-    async with db.writers.hold([_writer_key(caller, prepared)]):
+    async with db.writers.hold([_writer_key_of(customer_id, prepared)]):
         return _result(await _with_retry(call))
 
 
-# A batch of several customers' events: record_usage_events() once per customer, in one
-# statement (one round trip; each call touches one customer's rows).
+async def _record_many(
+    db: Database, key: GroupKey, payload: list[dict[str, Any]]
+) -> list[UsageResult]:
+    """Prepared events in one statement, record_usage_events(): one result per event, in
+    order, each as record_usage_event() answers it alone (field paths without the index)."""
+    customer_id, (backdating, future) = key
+    results: list[UsageResult | None] = [None] * len(payload)
+    groups, missing = await owners.group_by_customer(
+        db, customer_id, [_subscription_uuid(p) for p in payload]
+    )
+    for index in missing:
+        results[index] = _no_subscription(payload[index])
+    customers = sorted(groups)  # one lock order for every batch: customer, then
+    positions = [groups[c] for c in customers]  # (subscription, meter) in the function
+
+    async def call() -> Any:
+        if len(customers) == 1:
+            return await db.fetch(
+                "SELECT 1 AS customer_position, item_position, result"
+                " FROM record_usage_events($1::uuid, $2::jsonb, $3::uuid, $4, $5)",
+                customers[0],
+                [payload[i] for i in positions[0]],
+                customer_id,
+                backdating,
+                future,
+            )
+        return await db.fetch(
+            _BATCH_BY_CUSTOMER_SQL,
+            customers,
+            [[payload[i] for i in group] for group in positions],
+            customer_id,
+            backdating,
+            future,
+        )
+
+    if customers:
+        async with db.writers.hold(_writer_key_of(customer_id, p) for p in payload):
+            rows = await _with_retry(call)
+        for row in rows:
+            index = positions[row["customer_position"] - 1][row["item_position"] - 1]
+            results[index] = _result(row["result"])
+    return [r for r in results if r is not None]
+
+
+# Several customers' events: record_usage_events() once per customer, in one statement
+# (one round trip; each call touches one customer's rows).
 _BATCH_BY_CUSTOMER_SQL = """
 SELECT g.ord::integer AS customer_position, r.item_position, r.result
   FROM unnest($1::uuid[]) WITH ORDINALITY AS g(customer_id, ord)
@@ -298,30 +282,48 @@ SELECT g.ord::integer AS customer_position, r.item_position, r.result
 """
 
 
-async def _customer_groups(
-    db: Database,
-    caller: Caller,
-    valid: list[tuple[int, dict[str, Any]]],
-    results: list[UsageResult | None],
-) -> dict[uuid.UUID, list[tuple[int, dict[str, Any]]]]:
-    """A batch's valid items by customer (gateway.billing.owners); an item whose subscription
-    does not exist is answered NOT_FOUND here."""
-    found: dict[uuid.UUID, uuid.UUID] = {}
-    if caller.customer_id is None:
-        subs = {s for _, p in valid if (s := _subscription_uuid(p)) is not None}
-        found = await owners.subscription_owners(db, subs)
-    groups: dict[uuid.UUID, list[tuple[int, dict[str, Any]]]] = {}
-    for index, prepared in valid:
-        sub_id = _subscription_uuid(prepared)
-        owner = caller.customer_id or (None if sub_id is None else found.get(sub_id))
-        if owner is None:
-            error = _no_subscription(prepared)
-            results[index] = UserError(
-                error.code, error.message, ["input", str(index), "subscriptionId"]
-            )
-        else:
-            groups.setdefault(owner, []).append((index, prepared))
-    return groups
+Committer = GroupCommitter[GroupKey, dict[str, Any], UsageResult]
+_committers: weakref.WeakKeyDictionary[Database, dict[tuple[int, int, float], Committer]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def committer(db: Database, settings: Settings) -> Committer:
+    """The process's group committer of single events on ``db`` (gateway.billing.group_commit),
+    one per setting of its bounds."""
+    bounds = (
+        settings.gateway_group_commit_in_flight,
+        min(settings.gateway_group_commit_max_events, settings.gateway_max_batch_size),
+        settings.gateway_group_commit_max_wait_ms / 1000,
+    )
+    by_bounds = _committers.setdefault(db, {})
+    found = by_bounds.get(bounds)
+    if found is None:
+        in_flight, max_events, max_wait = bounds
+        found = by_bounds[bounds] = GroupCommitter(
+            functools.partial(_record_one, db),
+            functools.partial(_record_many, db),
+            in_flight=in_flight,
+            max_events=max(2, max_events),
+            max_queue=max_events * max(1, in_flight) * 4,
+            max_wait=max_wait,
+            ready=lambda key, prepared: db.writers.free(_writer_key_of(key[0], prepared)),
+        )
+    return found
+
+
+async def record_usage_event(
+    db: Database, settings: Settings, caller: Caller, item: UsageInput
+) -> UsageResult:
+    """One event: sent at once when the process has no write in flight, else gathered with
+    the others arriving meanwhile into one batch statement (group commit); the answer is the
+    same either way."""
+    prepared = _prepare(caller, item, settings)
+    if isinstance(prepared, UserError):
+        return prepared
+    return await committer(db, settings).submit(
+        (caller.customer_id, _intervals(settings)), prepared
+    )
 
 
 async def record_usage_events(
@@ -350,37 +352,10 @@ async def record_usage_events(
             results[index] = UserError(prepared.code, prepared.message, path, prepared.extra)
         else:
             valid.append((index, prepared))
-    groups = await _customer_groups(db, caller, valid, results)
-    if groups:
-        backdating, future = _intervals(settings)
-        customers = sorted(groups)  # one lock order for every batch: customer, then
-        group_items = [groups[c] for c in customers]  # (subscription, meter) in the function
-
-        async def call() -> Any:
-            if len(customers) == 1:
-                return await db.fetch(
-                    "SELECT 1 AS customer_position, item_position, result"
-                    " FROM record_usage_events($1::uuid, $2::jsonb, $3::uuid, $4, $5)",
-                    customers[0],
-                    [p for _, p in group_items[0]],
-                    caller.customer_id,
-                    backdating,
-                    future,
-                )
-            return await db.fetch(
-                _BATCH_BY_CUSTOMER_SQL,
-                customers,
-                [[p for _, p in group] for group in group_items],
-                caller.customer_id,
-                backdating,
-                future,
-            )
-
-        async with db.writers.hold(_writer_key(caller, p) for _, p in valid):
-            rows = await _with_retry(call)
-        for row in rows:
-            index = group_items[row["customer_position"] - 1][row["item_position"] - 1][0]
-            result = _result(row["result"])
+    if valid:
+        key = (caller.customer_id, _intervals(settings))
+        recorded = await _record_many(db, key, [p for _, p in valid])
+        for (index, _), result in zip(valid, recorded, strict=True):
             if isinstance(result, UserError) and result.field:
                 result = UserError(
                     result.code,
@@ -391,6 +366,8 @@ async def record_usage_events(
             results[index] = result
     return [r for r in results if r is not None]
 
+
+__all__ = ["canonical_json", "check_properties", "json_depth"]  # (usage_properties)
 
 # Shared with gateway.reservations, which records usage by these same rules.
 prepare_usage = _prepare

@@ -1,12 +1,21 @@
 """Who is calling: secret API keys (the merchant's backend) and customer session tokens.
 
 Secret keys are random strings shown once; only their SHA-256 hash is stored, and a key is
-looked up by hash on every request, so a revocation takes effect on the next request on every
-process. Customer session tokens are HMAC-SHA256 signed claims (customer id, issue time and expiry)
-under the server's token secret. A token is checked against its customer's row on every
-request, in the one query authentication makes anyway: a token of a customer that no longer
-exists, or issued before the customer's sessions were revoked (``revoke_customer_sessions``),
-is refused on every process from the next request on.
+looked up by hash. Customer session tokens are HMAC-SHA256 signed claims (customer id, issue
+time and expiry) under the server's token secret, checked against their customer's row: a
+token of a customer that no longer exists, or issued before the customer's sessions were
+revoked (``revoke_customer_sessions``), is refused.
+
+What those lookups find (a valid key's id, an existing customer's revocation instant) is kept
+per process in a ``CredentialCache`` (``gateway.storage.notified_cache``): a trigger on
+``api_keys`` and ``customers`` (``storage/sql/credentials.sql``) sends a notification in the
+transaction of every revocation, key deletion, customer deletion or change of
+``sessions_revoked_before``, whatever made it (the CLI, GraphQL, plain SQL), and every process
+drops the entry when it arrives: within milliseconds, bounded by
+``GATEWAY_AUTH_CACHE_SECONDS`` should a notification be lost, and at once on the process that
+revoked. While the process's listener is down the cache is bypassed: every request looks its
+credential up. Unknown keys and customers are never kept, so a new key works at once and
+random keys fill no memory.
 
 Issue times are read from the database clock, as the revocation instant is, so that gateway
 processes with skewed clocks agree on which tokens a revocation covers; they are kept in
@@ -28,6 +37,7 @@ import orjson
 
 from gateway.errors import UserError, invalid, not_found
 from gateway.storage.db import Database
+from gateway.storage.notified_cache import NotifiedCache
 
 SECRET_KEY_PREFIX = "sk_"
 TOKEN_PREFIX = "cst_"
@@ -57,6 +67,34 @@ ANONYMOUS = Caller(kind="anonymous")
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+CREDENTIALS_CHANNEL = "gateway_credentials"  # sent by storage/sql/credentials.sql
+_KEY = "key:"  # + the key's hash: the key's id
+_CUSTOMER = "customer:"  # + the customer's id: its sessions_revoked_before in microseconds
+_HEX = frozenset("0123456789abcdef")
+
+
+def _entry_of(payload: str) -> str | None:
+    """The entry a notification names; None (drop every entry) when it names none."""
+    kind, _, value = payload.partition(":")
+    if kind + ":" == _KEY and len(value) == 64 and _HEX.issuperset(value):
+        return payload
+    if kind + ":" == _CUSTOMER:
+        try:
+            return _CUSTOMER + str(uuid.UUID(value))
+        except ValueError:
+            return None
+    return None
+
+
+class CredentialCache(NotifiedCache[uuid.UUID | int]):
+    """Valid keys' ids by hash, existing customers' revocation instants by id."""
+
+    def __init__(self, max_entries: int, max_age: float) -> None:
+        super().__init__(
+            CREDENTIALS_CHANNEL, max_entries=max_entries, max_age=max_age, parse=_entry_of
+        )
 
 
 @dataclass(frozen=True)
@@ -90,7 +128,9 @@ async def list_api_keys(db: Database) -> list[ApiKeyInfo]:
 
 
 async def revoke_api_key(db: Database, key_id: uuid.UUID) -> bool:
-    """Revoke a key; False when no such active key exists."""
+    """Revoke a key; False when no such active key exists.
+
+    Every process drops the key from its cache when the trigger's notification arrives."""
     status = await db.execute(
         "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id
     )
@@ -156,8 +196,14 @@ def _printable_ascii(text: str) -> bool:
     return text.isascii() and text.isprintable()
 
 
-async def authenticate(db: Database, token_secret: str, authorization: str | None) -> Caller:
-    """The caller of a request from its Authorization header (one round trip when present)."""
+async def authenticate(
+    db: Database,
+    token_secret: str,
+    authorization: str | None,
+    cache: CredentialCache | None = None,
+) -> Caller:
+    """The caller of a request from its Authorization header: one round trip when present,
+    none when ``cache`` holds the credential's row (see the module docstring)."""
     if not authorization:
         return ANONYMOUS
     scheme, _, credential = authorization.partition(" ")
@@ -167,24 +213,53 @@ async def authenticate(db: Database, token_secret: str, authorization: str | Non
     if not _printable_ascii(credential):  # keys and tokens are URL-safe base64 text
         raise AuthenticationError("malformed credential")
     if credential.startswith(SECRET_KEY_PREFIX):
-        digest = hash_key(credential)
-        row = await db.fetchrow(
-            "SELECT id, key_hash FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", digest
-        )
-        if row is None or not hmac.compare_digest(row["key_hash"], digest):
-            raise AuthenticationError("unknown or revoked secret key")
-        return Caller(kind="secret_key", key_id=row["id"])
+        return Caller(kind="secret_key", key_id=await _key_id(db, hash_key(credential), cache))
     claims = verify_customer_token(token_secret, credential)
-    # The query that checks the customer exists also reads its revocation instant.
-    row = await db.fetchrow(
-        "SELECT sessions_revoked_before FROM customers WHERE id = $1", claims.customer_id
-    )
-    if row is None:
-        raise AuthenticationError("the session's customer no longer exists")
-    revoked_before = row["sessions_revoked_before"]
-    if revoked_before is not None and claims.issued_at_us < _micros(revoked_before):
+    revoked_before_us = await _sessions_revoked_before(db, claims.customer_id, cache)
+    if claims.issued_at_us < revoked_before_us:
         raise AuthenticationError("the session token was revoked")
     return Caller(kind="customer", customer_id=claims.customer_id)
+
+
+async def _key_id(db: Database, digest: str, cache: CredentialCache | None) -> uuid.UUID:
+    entry = _KEY + digest
+    # A dict lookup by the hash of the presented key: its timing tells nothing of a stored
+    # key (the caller does not choose the hash's bytes).
+    cached = cache.get(entry) if cache is not None else None
+    if isinstance(cached, uuid.UUID):
+        return cached
+    ticket = cache.ticket() if cache is not None else 0
+    row = await db.fetchrow(
+        "SELECT id, key_hash FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", digest
+    )
+    if row is None or not hmac.compare_digest(row["key_hash"], digest):
+        raise AuthenticationError("unknown or revoked secret key")  # not cached
+    key_id: uuid.UUID = row["id"]
+    if cache is not None:
+        cache.put(entry, key_id, ticket)
+    return key_id
+
+
+async def _sessions_revoked_before(
+    db: Database, customer_id: uuid.UUID, cache: CredentialCache | None
+) -> int:
+    """The customer's revocation instant in microseconds (0: never revoked)."""
+    entry = _CUSTOMER + str(customer_id)
+    cached = cache.get(entry) if cache is not None else None
+    if isinstance(cached, int):
+        return cached
+    ticket = cache.ticket() if cache is not None else 0
+    # The query that checks the customer exists also reads its revocation instant.
+    row = await db.fetchrow(
+        "SELECT sessions_revoked_before FROM customers WHERE id = $1", customer_id
+    )
+    if row is None:
+        raise AuthenticationError("the session's customer no longer exists")  # not cached
+    revoked_before = row["sessions_revoked_before"]
+    micros = 0 if revoked_before is None else _micros(revoked_before)
+    if cache is not None:
+        cache.put(entry, micros, ticket)
+    return micros
 
 
 MAX_SESSION_SECONDS = 7 * 24 * 3600
@@ -215,20 +290,26 @@ async def create_customer_session(
     )
 
 
-async def revoke_customer_sessions(db: Database, customer_external_id: str) -> datetime | UserError:
+async def revoke_customer_sessions(
+    db: Database, customer_external_id: str, cache: CredentialCache | None = None
+) -> datetime | UserError:
     """Refuse every session token of the customer issued before now; returns that instant.
 
-    Never moves the instant back: a revocation covers at least what an earlier one did.
+    Never moves the instant back: a revocation covers at least what an earlier one did. This
+    process's ``cache`` forgets the customer at once, the others when the trigger's
+    notification arrives.
     """
-    revoked_before = await db.fetchval(
+    row = await db.fetchrow(
         "UPDATE customers SET sessions_revoked_before"
         " = greatest(sessions_revoked_before, clock_timestamp())"
-        " WHERE external_id = $1 RETURNING sessions_revoked_before",
+        " WHERE external_id = $1 RETURNING id, sessions_revoked_before",
         customer_external_id,
     )
-    if revoked_before is None:
+    if row is None:
         return not_found(
             f"no customer with externalId {customer_external_id!r}", "input", "customerExternalId"
         )
-    result: datetime = revoked_before
+    if cache is not None:
+        cache.invalidate(_CUSTOMER + str(row["id"]))
+    result: datetime = row["sessions_revoked_before"]
     return result

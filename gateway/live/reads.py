@@ -16,16 +16,19 @@ from aiodataloader import DataLoader
 
 from gateway.billing.balances import balances
 from gateway.billing.records import BalanceRow
-from gateway.callers.auth import AuthenticationError, authenticate
+from gateway.callers.auth import AuthenticationError, CredentialCache, authenticate
 from gateway.live.hub import BalanceKey
 from gateway.live.sessions import Session, SessionEnded
 from gateway.storage.db import Database
 
 
 class SharedReads:
-    def __init__(self, db: Database, token_secret: str) -> None:
+    def __init__(
+        self, db: Database, token_secret: str, credentials: CredentialCache | None = None
+    ) -> None:
         self.db = db
         self.token_secret = token_secret
+        self.credentials = credentials
         self._balances: DataLoader[BalanceKey, BalanceRow | None] = DataLoader(
             self._load_balances, cache=False
         )
@@ -48,7 +51,7 @@ class SharedReads:
         problems: dict[str, str | None] = {}
         for authorization in dict.fromkeys(authorizations):  # one round trip each
             try:
-                await authenticate(self.db, self.token_secret, authorization)
+                await authenticate(self.db, self.token_secret, authorization, self.credentials)
                 problems[authorization] = None
             except AuthenticationError as exc:
                 problems[authorization] = str(exc)

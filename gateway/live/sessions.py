@@ -9,6 +9,7 @@ from gateway.callers.auth import (
     SECRET_KEY_PREFIX,
     AuthenticationError,
     Caller,
+    CredentialCache,
     authenticate,
     verify_customer_token,
 )
@@ -30,9 +31,15 @@ class Session:
     expires_at: float | None  # epoch seconds; None for secret keys
 
     @classmethod
-    async def open(cls, db: Database, token_secret: str, authorization: str) -> Session:
+    async def open(
+        cls,
+        db: Database,
+        token_secret: str,
+        authorization: str,
+        credentials: CredentialCache | None = None,
+    ) -> Session:
         """AuthenticationError when the credential is not valid now."""
-        caller = await authenticate(db, token_secret, authorization)
+        caller = await authenticate(db, token_secret, authorization, credentials)
         if caller.kind == "anonymous":
             raise AuthenticationError("connection_init must carry Authorization: Bearer ...")
         credential = authorization.partition(" ")[2].strip()

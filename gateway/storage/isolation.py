@@ -62,6 +62,11 @@ class KeyedLimiter:
         """Keys with a holder or a waiter (for tests and metrics)."""
         return len(self._slots)
 
+    def free(self, key: str) -> bool:
+        """Whether a holder of ``key`` would get its turn at once (no write waits for it)."""
+        slot = self._slots.get(key)
+        return slot is None or not slot.semaphore.locked()
+
     @asynccontextmanager
     async def hold(self, keys: Iterable[str]) -> AsyncIterator[None]:
         """Hold every key of ``keys`` (taken in sorted order, so that two holders of

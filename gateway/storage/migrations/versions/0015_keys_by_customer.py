@@ -1,7 +1,7 @@
 """keys by customer: every key of a customer's rows includes customer_id
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-01
 
 The schema in the form that distributes by customer (gateway/storage/distribution.py): on
@@ -25,15 +25,15 @@ the distribution column. Existing data is transformed in place:
   reference table), and a reference table cannot reference a distributed one.
 
 The tables are rewritten under an exclusive lock inside the migration's transaction: on a
-large database, plan the downtime. The functions follow in 0015.
+large database, plan the downtime. The functions follow in 0016.
 """
 
 from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0014"
-down_revision: str | None = "0013"
+revision: str = "0015"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """functions by customer: the customer first, every statement shard-local
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-01 22:25:15.922789
 
 Every function of the hot path takes the customer as its first argument (never NULL: the
@@ -24,8 +24,8 @@ from alembic import op
 from alembic_utils.pg_function import PGFunction
 from sqlalchemy import text as sql_text
 
-revision: str = '0015'
-down_revision: str | None = '0014'
+revision: str = '0016'
+down_revision: str | None = '0015'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
