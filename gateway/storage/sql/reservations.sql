@@ -21,17 +21,30 @@ RETURNS bigint LANGUAGE sql STABLE AS $$
      AND r.status = 'held' AND r.expires_at > p_at
 $$;
 
+-- PL/pgSQL, not SQL: Citus cannot plan a SQL function's statement on a distributed table
+-- with the function's parameters in it. The event is read into a variable of the table's row
+-- type first: on a shard, a row read from the shard has the shard's type.
 CREATE OR REPLACE FUNCTION public._usage_reservation_json(r usage_reservations, p_at timestamptz)
-RETURNS jsonb LANGUAGE sql STABLE AS $$
-  SELECT jsonb_build_object(
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  e usage_events%ROWTYPE;
+  v_event jsonb;
+BEGIN
+  IF r.usage_event_id IS NOT NULL THEN
+    SELECT * INTO e FROM usage_events x
+     WHERE x.customer_id = r.customer_id AND x.id = r.usage_event_id;
+    IF FOUND THEN
+      v_event := _usage_event_json(e);
+    END IF;
+  END IF;
+  RETURN jsonb_build_object(
     'id', r.id, 'customer_id', r.customer_id, 'subscription_id', r.subscription_id,
     'usage_meter_id', r.usage_meter_id, 'price_id', r.price_id, 'amount', r.amount,
     'transaction_id', r.transaction_id,
     'status', CASE WHEN r.status = 'held' AND r.expires_at <= p_at THEN 'expired'
                    ELSE r.status END,
-    'expires_at', r.expires_at, 'usage_event_id', r.usage_event_id,
-    'usage_event', (SELECT _usage_event_json(e) FROM usage_events e
-                     WHERE e.id = r.usage_event_id AND e.customer_id = r.customer_id))
+    'expires_at', r.expires_at, 'usage_event_id', r.usage_event_id, 'usage_event', v_event);
+END;
 $$;
 
 -- A repeat of a hold's transactionId: a replay when it asks for the same hold, else refused.
