@@ -200,7 +200,8 @@ async def _record_one(db: Database, key: GroupKey, prepared: dict[str, Any]) -> 
     customer_id, (backdating, future) = key
     subscription_id = prepared["subscription_id"]
     usage_date = prepared["usage_date"]
-    owner = customer_id or await owners.subscription_owner(db, _subscription_uuid(prepared))
+    sub_id = _subscription_uuid(prepared)
+    owner = customer_id or (None if sub_id is None else await owners.subscription_owner(db, sub_id))
     if owner is None:
         return _no_subscription(prepared)
 
