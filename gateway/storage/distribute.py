@@ -122,7 +122,7 @@ def _citus_error(what: str, exc: asyncpg.PostgresError) -> DistributeError:
 
 
 def _described(placement: str) -> str:
-    return {"local": "a local table", "reference": "a reference table"}.get(
+    return {"local": "a Citus local table", "reference": "a reference table"}.get(
         placement, placement
     )
 
@@ -203,7 +203,7 @@ async def _preflight(conn: asyncpg.Connection) -> None:
     for table, placement in (await _placements(conn)).items():
         if table in wanted and placement != wanted[table]:
             problems.append(
-                f"distribute: table {table} is {_described(placement)} in Citus, not"
+                f"distribute: table {table} is already {_described(placement)}, not"
                 f" {_described(wanted[table])} (undistribute_table it first)"
             )
     functions = await _functions(conn, [name for name, _ in DELEGATED_FUNCTIONS])
