@@ -130,6 +130,29 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distribute(settings: Settings, _args: argparse.Namespace) -> int:
+    from gateway.storage.distribute import DistributeError, distribute
+
+    url = settings.gateway_direct_database_url or settings.database_url
+    if url is None:
+        print(
+            "distribute: DATABASE_URL is not set (point it at the Citus coordinator);"
+            " nothing changed",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        summary = asyncio.run(distribute(url, print))
+    except DistributeError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return exc.exit_code
+    except DATABASE_ERRORS as exc:
+        raise database_unreachable(url, exc) from exc
+    print(summary.line())
+    return 0
+
+
 def cmd_pricing_import(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.billing.pricing_setup import setup_pricing_model
     from gateway.errors import UserError
@@ -281,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    sub.add_parser(
+        "distribute",
+        help="place the tables and hot functions on a Citus cluster by customer (after migrate)",
+    ).set_defaults(func=cmd_distribute)
 
     pricing = sub.add_parser("pricing", help="pricing models").add_subparsers(
         dest="pricing_command", required=True

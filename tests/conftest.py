@@ -34,7 +34,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TABLES = (
     "usage_reservations, webhook_attempts, webhook_deliveries, webhook_endpoints, usage_alert_events, usage_alerts,"
     " usage_events, usage_distinct_keys, usage_totals, meter_balances, credit_grants,"
-    " subscriptions, customers, product_features, features, prices, products, usage_meters,"
+    " subscriptions, customers, customer_external_ids, product_features, features, prices, products, usage_meters,"
     " pricing_models, api_keys"
 )
 

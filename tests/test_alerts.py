@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -169,10 +170,11 @@ async def test_a_change_that_rolls_back_leaves_no_alert_event(
         with pytest.raises(RuntimeError, match="roll back"):
             async with db.transaction() as conn:
                 result = await conn.fetchval(
-                    "SELECT record_usage_event(gen_random_uuid(), NULL, $1, 'usageMeterSlug',"
+                    "SELECT record_usage_event((SELECT customer_id FROM subscriptions WHERE id = $1),"
+                    " gen_random_uuid(), NULL, $1, 'usageMeterSlug',"
                     " 'credits', 900, 'tx', NULL, NULL, false, interval '35 days',"
                     " interval '5 minutes')",
-                    sub,
+                    uuid.UUID(sub),
                 )
                 assert result["status"] == "recorded"
                 # written in this transaction, with its delivery

@@ -23,6 +23,7 @@ PACKAGES = ("gateway", "schema", "resolvers")
 # (gateway.callers.authz) reads billing objects and so sits above it.
 LAYERS = {
     "gateway.settings": 0,
+    "gateway.secret_policy": 0,
     "gateway.errors": 0,
     "gateway.logs": 0,
     "gateway.startup": 0,

@@ -59,7 +59,9 @@ async def test_billing_periods_clamp_to_month_end(
 async def _balance_at(db: Database, sub_id: str, meter: str, at: datetime) -> dict[str, Any]:
     row = await db.fetchrow(
         "SELECT b.available_balance, b.used_balance, b.balance_limit"
-        "  FROM usage_meters m, usage_balance($1::uuid, m.id, $3) b WHERE m.slug = $2",
+        "  FROM usage_meters m, subscriptions s,"
+        "       usage_balance(s.customer_id, s.id, m.id, $3) b"
+        " WHERE m.slug = $2 AND s.id = $1::uuid",
         sub_id,
         meter,
         at,

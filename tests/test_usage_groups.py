@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from gateway.billing.reconcile import reconcile
-from gateway.billing.usage import UsageInput, _intervals, _prepare
+from gateway.billing.usage import _BATCH_BY_CUSTOMER_SQL, UsageInput, _intervals, _prepare
 from gateway.callers.auth import Caller
 from gateway.storage.db import Database
 from tests.conftest import GraphQLClient
@@ -33,7 +33,7 @@ from tests.factories import (
 )
 
 DECLINE = """CREATE OR REPLACE FUNCTION _record_usage_steady(
-  p_groups jsonb, p_caller_customer_id uuid)
+  p_customer_id uuid, p_groups jsonb, p_caller_customer_id uuid)
 RETURNS TABLE (item_position integer, result jsonb)
 LANGUAGE sql AS 'SELECT NULL::integer, NULL::jsonb WHERE false'"""
 
@@ -75,6 +75,16 @@ def _normalise(value: Any, now: datetime) -> Any:
     return value
 
 
+async def _customer_of(conn: Any, prepared: list[Any]) -> uuid.UUID:
+    """The batch's customer (all its items are one customer's), as gateway.billing.owners
+    resolves it."""
+    customer: uuid.UUID = await conn.fetchval(
+        "SELECT customer_id FROM subscriptions WHERE id = $1",
+        uuid.UUID(prepared[0]["subscription_id"]),
+    )
+    return customer
+
+
 async def _run(
     db: Database, settings: Any, caller: Caller, prepared: list[Any], *, grouped: bool
 ) -> dict[str, Any]:
@@ -87,16 +97,31 @@ async def _run(
             if not grouped:
                 await conn.execute(DECLINE)
             now = await conn.fetchval("SELECT now()")
+            # By customer, as the gateway calls it (gateway.billing.usage): one call of
+            # record_usage_events() per customer, customers in id order, in one statement.
+            # (an unknown subscription's item: a customer of no rows, answered NOT_FOUND)
+            owners = [
+                caller.customer_id or await _customer_of(conn, [p]) or uuid.UUID(int=0)
+                for p in prepared
+            ]
+            customers = sorted(set(owners))
+            groups = [[i for i, o in enumerate(owners) if o == c] for c in customers]
             before = await conn.fetchval(CALLS)
             rows = await conn.fetch(
-                "SELECT item_position, result FROM record_usage_events($1::jsonb, $2, $3, $4)",
-                prepared,
+                _BATCH_BY_CUSTOMER_SQL,
+                customers,
+                [[prepared[i] for i in group] for group in groups],
                 caller.customer_id,
                 backdating,
                 future,
             )
             item_by_item = await conn.fetchval(CALLS) - before
-            results = {r["item_position"]: _normalise(r["result"], now) for r in rows}
+            results = {
+                groups[r["customer_position"] - 1][r["item_position"] - 1] + 1: _normalise(
+                    r["result"], now
+                )
+                for r in rows
+            }
             state = {name: [dict(r) for r in await conn.fetch(sql)] for name, sql in STATE.items()}
         finally:
             await tx.rollback()
@@ -179,7 +204,9 @@ async def test_steady_groups_are_recorded_at_once_and_equal_item_by_item(
         _meter(other, "k", 1),
     ]
     outcome = await _compare(db, settings, SECRET, items)
-    assert outcome["item_by_item"] == 0  # every item recorded by the steady statement
+    # Every item recorded by the steady statement of its customer but the free plan's two:
+    # a customer's call of two items runs them item by item (three or more are steady).
+    assert outcome["item_by_item"] == 2
     statuses = [r["status"] for r in outcome["results"]]
     assert statuses == ["recorded"] * len(items)
     used = [r["balance"]["used_balance"] for r in outcome["results"]]
@@ -200,7 +227,8 @@ async def test_groups_that_are_not_steady_run_item_by_item_with_the_same_answers
     second = str((await subscribe(gql, "user-1", "pro_monthly"))["id"])
     await record(gql, subscriptionId=second, amount=1, transactionId="seed-2")
     long_ago = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
-    # (batch, how many of its items run item by item)
+    # (batch, how many of its items run item by item; the steady statement serves a
+    # customer's three items or more)
     cases = [
         ([_meter(pro, "x", 2), _meter(pro, "x", 2)], 2),  # repeated in the group
         ([_meter(pro, "seed-generations", 1), _meter(pro, "y", 1)], 2),  # already recorded
@@ -219,7 +247,7 @@ async def test_groups_that_are_not_steady_run_item_by_item_with_the_same_answers
                 _meter(pro, "n2", 1),
                 _meter(other, "n3", 1),
             ],
-            1,
+            3,
         ),
         # two items: always item by item (the steady statement serves three or more)
         ([_meter(pro, "v1", 1), _meter(other, "v2", 1)], 2),
@@ -230,10 +258,10 @@ async def test_groups_that_are_not_steady_run_item_by_item_with_the_same_answers
                 _meter(str(uuid.uuid4()), "p3", 1),
                 _meter(str(uuid.uuid4()), "p4", 1),
             ],
-            2,
+            4,
         ),
         # one key on two subscriptions of a customer: both groups item by item, in order
-        ([_meter(second, "k1", 1), _meter(pro, "k1", 1), _meter(other, "k2", 1)], 2),
+        ([_meter(second, "k1", 1), _meter(pro, "k1", 1), _meter(other, "k2", 1)], 3),
     ]
     for items, item_by_item in cases:
         outcome = await _compare(db, settings, SECRET, items)
@@ -265,8 +293,10 @@ async def test_a_key_claimed_meanwhile_undoes_the_group_and_replays_item_by_item
     async with db.pool.acquire() as holder, db.pool.acquire() as batcher:
         claim = holder.transaction()
         await claim.start()
+        customer = await _customer_of(holder, [one])
         claimed = await holder.fetch(
-            "SELECT result FROM record_usage_events($1::jsonb, NULL, $2, $3)",
+            "SELECT result FROM record_usage_events($1, $2::jsonb, NULL, $3, $4)",
+            customer,
             [one],
             backdating,
             future,
@@ -278,7 +308,9 @@ async def test_a_key_claimed_meanwhile_undoes_the_group_and_replays_item_by_item
         before = dict(await batcher.fetch(STEADY_CALLS))
         running = asyncio.ensure_future(
             batcher.fetch(
-                "SELECT item_position, result FROM record_usage_events($1::jsonb, NULL, $2, $3)",
+                "SELECT item_position, result"
+                " FROM record_usage_events($1, $2::jsonb, NULL, $3, $4)",
+                customer,
                 batch,
                 backdating,
                 future,

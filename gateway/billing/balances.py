@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.billing import owners
 from gateway.billing.records import BalanceRow, ChargeRow
 from gateway.billing.subscriptions import parse_id
 from gateway.errors import UserError, invalid, not_found
@@ -21,31 +22,33 @@ from gateway.storage.db import Database
 
 BalanceKey = tuple[uuid.UUID, uuid.UUID]  # (subscription id, usage meter id)
 
+# usage_balance() per key, and no customer's table joined in: a function that reads a
+# customer's rows is not called inside a statement that reads them (on Citus that would be
+# a distributed query inside a shard's). Each call touches one customer's rows.
 _BALANCES_SQL = """
-SELECT b.subscription_id, b.usage_meter_id, c.pricing_model_id, b.available_balance,
+SELECT b.subscription_id, b.usage_meter_id, b.pricing_model_id, b.available_balance,
        b.used_balance, b.balance_limit, b.period_start, b.period_end, b.reserved_balance
-  FROM unnest($1::uuid[], $2::uuid[]) AS k(subscription_id, meter_id)
-  CROSS JOIN LATERAL usage_balance(k.subscription_id, k.meter_id, now()) b
-  JOIN subscriptions s ON s.id = b.subscription_id
-  JOIN customers c ON c.id = s.customer_id
+  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS k(customer_id, subscription_id, meter_id)
+  CROSS JOIN LATERAL usage_balance(k.customer_id, k.subscription_id, k.meter_id, now()) b
 """
 
 
-# A manual grant takes the (subscription, meter) lock usage events take.
+# A manual grant takes the (subscription, meter) lock usage events take. $5 is the
+# subscription's customer (gateway.billing.owners).
 _GRANT_SQL = """
 WITH target AS (
   SELECT s.id AS subscription_id, s.customer_id, m.id AS meter_id
     FROM subscriptions s
-    JOIN customers c ON c.id = s.customer_id
+    JOIN customers c ON c.id = $5
     LEFT JOIN usage_meters m ON m.pricing_model_id = c.pricing_model_id AND m.slug = $2
-   WHERE s.id = $1
+   WHERE s.customer_id = $5 AND s.id = $1
 ), locked AS (
   -- Take the (subscription, meter) lock usage events take, and a place in their order:
   -- the grant covers the events written after it.
-  INSERT INTO meter_balances AS mb (subscription_id, usage_meter_id, customer_id,
+  INSERT INTO meter_balances AS mb (customer_id, subscription_id, usage_meter_id,
                                     event_seq)
-  SELECT subscription_id, meter_id, customer_id, 1 FROM target WHERE meter_id IS NOT NULL
-  ON CONFLICT (subscription_id, usage_meter_id)
+  SELECT customer_id, subscription_id, meter_id, 1 FROM target WHERE meter_id IS NOT NULL
+  ON CONFLICT (customer_id, subscription_id, usage_meter_id)
   DO UPDATE SET event_seq = mb.event_seq + 1
   RETURNING mb.event_seq
 ), granted AS (
@@ -62,7 +65,8 @@ SELECT t.subscription_id, t.meter_id, (SELECT count(*) FROM granted) AS granted
 
 # Alerts on the balance after a change (gateway/storage/sql/alerts.sql), in its transaction.
 ALERTS_HOOK_SQL = """
-SELECT evaluate_usage_alerts($1, $2, (SELECT to_jsonb(b) FROM usage_balance($1, $2, now()) b))
+SELECT evaluate_usage_alerts($3, $1, $2,
+                             (SELECT to_jsonb(b) FROM usage_balance($3, $1, $2, now()) b))
 """
 
 
@@ -89,7 +93,13 @@ async def balances(db: Database, keys: Sequence[BalanceKey]) -> dict[BalanceKey,
     """Balances of many (subscription, meter) pairs in one round trip; absent pairs have none."""
     if not keys:
         return {}
-    rows = await db.fetch(_BALANCES_SQL, [k[0] for k in keys], [k[1] for k in keys])
+    found = await owners.subscription_owners(db, {k[0] for k in keys})
+    keys = [k for k in keys if k[0] in found]
+    if not keys:
+        return {}
+    rows = await db.fetch(
+        _BALANCES_SQL, [found[k[0]] for k in keys], [k[0] for k in keys], [k[1] for k in keys]
+    )
     return {(r["subscription_id"], r["usage_meter_id"]): BalanceRow(**dict(r)) for r in rows}
 
 
@@ -111,10 +121,13 @@ async def grant_usage_credits(
             expires_at = expires_at.replace(tzinfo=UTC)
         if expires_at <= datetime.now(UTC):
             return invalid("expiresAt must lie in the future", "input", "expiresAt")
+    customer_id = await owners.subscription_owner(db, sub_id)
+    if customer_id is None:
+        return not_found(f"no subscription {subscription_id}", "input", "subscriptionId")
     async with db.transaction() as conn:
-        row = await conn.fetchrow(_GRANT_SQL, sub_id, meter_slug, amount, expires_at)
+        row = await conn.fetchrow(_GRANT_SQL, sub_id, meter_slug, amount, expires_at, customer_id)
         if row is not None and row["meter_id"] is not None:
-            await conn.execute(ALERTS_HOOK_SQL, sub_id, row["meter_id"])  # alerts hook
+            await conn.execute(ALERTS_HOOK_SQL, sub_id, row["meter_id"], customer_id)  # alerts hook
     if row is None:
         return not_found(f"no subscription {subscription_id}", "input", "subscriptionId")
     if row["meter_id"] is None:
@@ -144,7 +157,8 @@ async def current_charges(
                pr.currency
           FROM subscriptions s
           CROSS JOIN LATERAL billing_period(s.start_date, s.interval_unit, s.interval_count, now()) p
-          JOIN usage_totals t ON t.subscription_id = s.id AND t.period_start = p.period_start
+          JOIN usage_totals t ON t.customer_id = s.customer_id AND t.subscription_id = s.id
+                             AND t.period_start = p.period_start
           JOIN prices pr ON pr.id = t.price_id
          WHERE s.id = ANY($1::uuid[]) AND t.uncovered > 0
          ORDER BY t.subscription_id, pr.slug

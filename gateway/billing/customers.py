@@ -31,18 +31,31 @@ async def create_customer(
         return invalid("externalId must be at most 255 characters", "input", "externalId")
     if email is not None and not _EMAIL.match(email):
         return invalid(f"email {email!r} is not an e-mail address", "input", "email")
-    row = await db.fetchrow(
-        f"""
-        WITH pm AS (SELECT id FROM pricing_models WHERE is_default)
-        INSERT INTO customers (pricing_model_id, external_id, name, email)
-        SELECT pm.id, $1, $2, $3 FROM pm
-        ON CONFLICT (external_id) DO NOTHING
-        RETURNING {_COLUMNS}
-        """,
-        external_id,
-        name,
-        email,
-    )
+    # The external id is claimed first (customer_external_ids, its global uniqueness), then
+    # the customer written with the claimed id: two statements, one transaction.
+    async with db.transaction() as conn:
+        customer_id = await conn.fetchval(
+            """
+            INSERT INTO customer_external_ids (external_id, customer_id)
+            SELECT $1, uuid_v7() WHERE EXISTS (SELECT 1 FROM pricing_models WHERE is_default)
+            ON CONFLICT (external_id) DO NOTHING
+            RETURNING customer_id
+            """,
+            external_id,
+        )
+        row = None
+        if customer_id is not None:
+            row = await conn.fetchrow(
+                f"""
+                INSERT INTO customers (id, pricing_model_id, external_id, name, email)
+                SELECT $1, pm.id, $2, $3, $4 FROM pricing_models pm WHERE pm.is_default
+                RETURNING {_COLUMNS}
+                """,
+                customer_id,
+                external_id,
+                name,
+                email,
+            )
     if row is not None:
         return _row(row)
     has_model = await db.fetchval("SELECT EXISTS (SELECT 1 FROM pricing_models WHERE is_default)")
@@ -51,13 +64,25 @@ async def create_customer(
     return invalid(f"a customer with externalId {external_id!r} exists", "input", "externalId")
 
 
+# Through customer_external_ids (distributed by the external id): the customers are then
+# read by their distribution column.
+_BY_EXTERNAL_ID_SQL = f"""
+WITH known AS (
+  SELECT customer_id FROM customer_external_ids WHERE external_id = ANY($1::text[])
+)
+SELECT {_COLUMNS} FROM customers WHERE id IN (SELECT customer_id FROM known)
+"""
+
+
 async def customers_by_external_id(
     db: Database, external_ids: Sequence[str]
 ) -> dict[str, CustomerRow]:
-    rows = await db.fetch(
-        f"SELECT {_COLUMNS} FROM customers WHERE external_id = ANY($1::text[])", list(external_ids)
-    )
+    rows = await db.fetch(_BY_EXTERNAL_ID_SQL, list(external_ids))
     return {r["external_id"]: _row(r) for r in rows}
+
+
+async def customer_by_external_id(db: Database, external_id: str) -> CustomerRow | None:
+    return (await customers_by_external_id(db, [external_id])).get(external_id)
 
 
 async def customers_by_id(db: Database, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CustomerRow]:

@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from gateway.billing import owners
 from gateway.billing.catalog import CatalogCache
+from gateway.billing.customers import customer_by_external_id
 from gateway.billing.records import SubscriptionRow
 from gateway.errors import UserError, invalid, not_found
 from gateway.storage.db import Database
@@ -32,6 +34,7 @@ SELECT s.id, s.customer_id, c.pricing_model_id, s.price_id, s.product_id, s.stat
 
 
 def _row(r: asyncpg.Record) -> SubscriptionRow:
+    owners.remember_subscription(r["id"], r["customer_id"])  # a read teaches its owner
     return SubscriptionRow(**dict(r))
 
 
@@ -77,16 +80,12 @@ async def create_subscription(
             start_date = start_date.replace(tzinfo=UTC)
         if start_date > now + FUTURE_START_TOLERANCE:
             return invalid("startDate must not lie in the future", "input", "startDate")
-    customer = await db.fetchrow(
-        "SELECT id, pricing_model_id FROM customers WHERE external_id = $1", customer_external_id
-    )
+    customer = await customer_by_external_id(db, customer_external_id)
     if customer is None:
         return not_found(
             f"no customer with externalId {customer_external_id!r}", "input", "customerExternalId"
         )
-    catalog = (await catalogs.get_many([customer["pricing_model_id"]]))[
-        customer["pricing_model_id"]
-    ]
+    catalog = (await catalogs.get_many([customer.pricing_model_id]))[customer.pricing_model_id]
     price = catalog.price_by_slug.get(price_slug)
     if price is None:
         return not_found(
@@ -111,7 +110,7 @@ async def create_subscription(
             VALUES ($1, $2, $3, 'active', coalesce($4, now()), $5, $6)
             RETURNING id
             """,
-            customer["id"],
+            customer.id,
             price.id,
             price.product_id,
             start_date,
@@ -127,24 +126,28 @@ async def create_subscription(
                        s.start_date
                   FROM subscriptions s,
                        unnest($2::uuid[], $3::uuid[], $4::bigint[]) AS f(feature_id, meter_id, amount)
-                 WHERE s.id = $1
+                 WHERE s.customer_id = $5 AND s.id = $1
                 """,
                 sub_id,
                 [f.id for f in once_features],
                 [f.usage_meter_id for f in once_features],
                 [f.amount for f in once_features],
+                customer.id,
             )
+    owners.remember_subscription(sub_id, customer.id)
     return (await subscriptions_by_id(db, [sub_id]))[sub_id]
 
 
 async def cancel_subscription(db: Database, subscription_id: str) -> SubscriptionRow | UserError:
     """Cancel now. Cancelling a canceled subscription returns it unchanged."""
     sub_id = parse_id(subscription_id)
-    if sub_id is not None:
+    customer_id = None if sub_id is None else await owners.subscription_owner(db, sub_id)
+    if sub_id is not None and customer_id is not None:
         await db.execute(
             "UPDATE subscriptions SET status = 'canceled', canceled_at = now()"
-            " WHERE id = $1 AND status <> 'canceled'",
+            " WHERE customer_id = $2 AND id = $1 AND status <> 'canceled'",
             sub_id,
+            customer_id,
         )
         found = await subscriptions_by_id(db, [sub_id])
         if sub_id in found:

@@ -21,12 +21,13 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import asyncpg
-import orjson
 import uuid_utils
 
+from gateway.billing import owners
 from gateway.billing.balances import balance_from_json
 from gateway.billing.group_commit import GroupCommitter
 from gateway.billing.records import BalanceRow
+from gateway.billing.usage_properties import canonical_json, check_properties, json_depth
 from gateway.callers.auth import Caller
 from gateway.errors import ErrorCode, UserError, invalid, not_found
 from gateway.settings import Settings
@@ -66,71 +67,6 @@ UsageResult = UsageRecorded | UserError
 def _uuid(text: str) -> uuid.UUID:
     """A parsed id that recurs across results (pricing models, subscriptions, meters)."""
     return uuid.UUID(text)
-
-
-def canonical_json(value: Any) -> Any:
-    """JSON with every integral number written as an integer (1.0 -> 1).
-
-    PostgreSQL's jsonb treats 1 and 1.0 as equal but keeps their text apart; distinct
-    property sets are keyed by text, so equal sets must have one text.
-    """
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: canonical_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [canonical_json(v) for v in value]
-    return value
-
-
-def json_depth(value: Any, limit: int) -> int:
-    """How deep a JSON value nests (a scalar is 0, {} is 1), counted up to ``limit + 1``.
-
-    Iterative, and it stops past the limit: the value may be nested as deep as the request
-    parser allowed, deeper than Python's recursion limit and orjson's encoder accept.
-    """
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                return deepest
-            stack.extend(
-                (inner, depth) for inner in (item.values() if isinstance(item, dict) else item)
-            )
-    return deepest
-
-
-def check_properties(properties: Any, settings: Settings) -> Any:
-    """Event properties as stored (integral numbers canonical), or a UserError."""
-    if properties is not None:
-        if not isinstance(properties, dict):
-            return invalid("properties must be a JSON object", "input", "properties")
-        depth = settings.gateway_max_properties_depth
-        if json_depth(properties, depth) > depth:
-            return invalid(
-                f"properties must nest at most {depth} levels deep", "input", "properties"
-            )
-        properties = canonical_json(properties)
-        try:
-            size = len(orjson.dumps(properties))
-        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits
-            return invalid(
-                "properties must be JSON that PostgreSQL can store (integers of at most 64 bits)",
-                "input",
-                "properties",
-            )
-        if size > settings.gateway_max_properties_bytes:
-            return invalid(
-                f"properties must be at most {settings.gateway_max_properties_bytes} bytes"
-                f" of JSON (got {size})",
-                "input",
-                "properties",
-            )
-    return properties
 
 
 def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, Any] | UserError:
@@ -249,16 +185,31 @@ def _writer_key_of(customer_id: uuid.UUID | None, prepared: dict[str, Any]) -> s
     return f"{owner}/{prepared['target_kind']}:{prepared['target']}"
 
 
+def _subscription_uuid(prepared: dict[str, Any]) -> uuid.UUID | None:
+    sub_id = prepared["subscription_id"]
+    return None if sub_id is None else _uuid(sub_id)
+
+
+def _no_subscription(prepared: dict[str, Any]) -> UserError:
+    return not_found(f"no subscription {prepared['subscription_id']}", "input", "subscriptionId")
+
+
 async def _record_one(db: Database, key: GroupKey, prepared: dict[str, Any]) -> UsageResult:
-    """One event, one statement: record_usage_event()."""
+    """One event, one statement: record_usage_event(), for the customer whose usage it is
+    (gateway.billing.owners): the function runs on that customer's rows only."""
     customer_id, (backdating, future) = key
     subscription_id = prepared["subscription_id"]
     usage_date = prepared["usage_date"]
+    sub_id = _subscription_uuid(prepared)
+    owner = customer_id or (None if sub_id is None else await owners.subscription_owner(db, sub_id))
+    if owner is None:
+        return _no_subscription(prepared)
 
     async def call() -> Any:
         return await db.fetchval(
-            "SELECT record_usage_event($1::uuid, $2::uuid, $3::uuid, $4, $5, $6, $7,"
-            " $8::timestamptz, $9::jsonb, $10, $11, $12)",
+            "SELECT record_usage_event($1::uuid, $2::uuid, $3::uuid, $4::uuid, $5, $6, $7, $8,"
+            " $9::timestamptz, $10::jsonb, $11, $12, $13)",
+            owner,
             uuid.UUID(prepared["event_id"]),
             customer_id,
             None if subscription_id is None else uuid.UUID(subscription_id),
@@ -283,22 +234,53 @@ async def _record_many(
     """Prepared events in one statement, record_usage_events(): one result per event, in
     order, each as record_usage_event() answers it alone (field paths without the index)."""
     customer_id, (backdating, future) = key
+    results: list[UsageResult | None] = [None] * len(payload)
+    groups, missing = await owners.group_by_customer(
+        db, customer_id, [_subscription_uuid(p) for p in payload]
+    )
+    for index in missing:
+        results[index] = _no_subscription(payload[index])
+    customers = sorted(groups)  # one lock order for every batch: customer, then
+    positions = [groups[c] for c in customers]  # (subscription, meter) in the function
 
     async def call() -> Any:
+        if len(customers) == 1:
+            return await db.fetch(
+                "SELECT 1 AS customer_position, item_position, result"
+                " FROM record_usage_events($1::uuid, $2::jsonb, $3::uuid, $4, $5)",
+                customers[0],
+                [payload[i] for i in positions[0]],
+                customer_id,
+                backdating,
+                future,
+            )
         return await db.fetch(
-            "SELECT item_position, result FROM record_usage_events($1::jsonb, $2::uuid, $3, $4)",
-            payload,
+            _BATCH_BY_CUSTOMER_SQL,
+            customers,
+            [[payload[i] for i in group] for group in positions],
             customer_id,
             backdating,
             future,
         )
 
-    async with db.writers.hold(_writer_key_of(customer_id, p) for p in payload):
-        rows = await _with_retry(call)
-    results: list[UsageResult | None] = [None] * len(payload)
-    for row in rows:
-        results[row["item_position"] - 1] = _result(row["result"])
+    if customers:
+        async with db.writers.hold(_writer_key_of(customer_id, p) for p in payload):
+            rows = await _with_retry(call)
+        for row in rows:
+            index = positions[row["customer_position"] - 1][row["item_position"] - 1]
+            results[index] = _result(row["result"])
     return [r for r in results if r is not None]
+
+
+# Several customers' events: record_usage_events() once per customer, in one statement
+# (one round trip; each call touches one customer's rows).
+_BATCH_BY_CUSTOMER_SQL = """
+SELECT g.ord::integer AS customer_position, r.item_position, r.result
+  FROM unnest($1::uuid[]) WITH ORDINALITY AS g(customer_id, ord)
+  CROSS JOIN LATERAL record_usage_events(g.customer_id, $2::jsonb -> (g.ord::integer - 1),
+                                         $3::uuid, $4, $5) r
+ ORDER BY g.ord, r.item_position
+"""
 
 
 Committer = GroupCommitter[GroupKey, dict[str, Any], UsageResult]
@@ -385,6 +367,8 @@ async def record_usage_events(
             results[index] = result
     return [r for r in results if r is not None]
 
+
+__all__ = ["canonical_json", "check_properties", "json_depth"]  # (usage_properties)
 
 # Shared with gateway.reservations, which records usage by these same rules.
 prepare_usage = _prepare

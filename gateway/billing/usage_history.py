@@ -61,6 +61,7 @@ _MATCHES = """e.customer_id = k.customer_id
 
 # Forward pages walk the index downwards from the cursor (newest first), backward pages
 # upwards; the one not asked for is switched off by its constant condition on k.forward.
+# The index is the primary key (customer_id, id).
 _PAGES_SQL = f"""
 SELECT k.ord, e.*
   FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bool[], $5::uuid[], $6::int[])

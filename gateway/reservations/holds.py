@@ -15,7 +15,7 @@ from typing import Any
 
 import uuid_utils
 
-from gateway.billing import usage
+from gateway.billing import owners, usage
 from gateway.callers.auth import Caller
 from gateway.errors import UserError, invalid, not_found
 from gateway.reservations.records import (
@@ -56,6 +56,10 @@ def _error(data: dict[str, Any]) -> UserError | None:
     return result
 
 
+def _no_reservation(rid: uuid.UUID) -> UserError:
+    return not_found(f"no reservation {rid}", "input", "reservationId")
+
+
 async def reserve_usage(
     db: Database, settings: Settings, caller: Caller, item: ReserveInput
 ) -> UsageReserved | UserError:
@@ -76,10 +80,17 @@ async def reserve_usage(
     )
     if isinstance(prepared, UserError):
         return prepared
+    sub_id = None if prepared["subscription_id"] is None else uuid.UUID(prepared["subscription_id"])
+    customer_id = await owners.usage_owner(db, caller, sub_id)
+    if customer_id is None:
+        return not_found(
+            f"no subscription {prepared['subscription_id']}", "input", "subscriptionId"
+        )
 
     async def call() -> Any:
         return await db.fetchval(
-            "SELECT reserve_usage($1::uuid, $2::uuid, $3::uuid, $4, $5, $6, $7, $8)",
+            "SELECT reserve_usage($1::uuid, $2::uuid, $3::uuid, $4::uuid, $5, $6, $7, $8, $9)",
+            customer_id,
             uuid.UUID(prepared["event_id"]),
             caller.customer_id,
             None if prepared["subscription_id"] is None else uuid.UUID(prepared["subscription_id"]),
@@ -94,8 +105,10 @@ async def reserve_usage(
     error = _error(data)
     if error is not None:
         return error
+    reservation = ReservationRow.from_json(data["reservation"])
+    owners.remember_reservation(reservation.id, customer_id)
     return UsageReserved(
-        reservation=ReservationRow.from_json(data["reservation"]),
+        reservation=reservation,
         replayed=data["status"] == "replayed",
         balance=balance_of(data),
     )
@@ -119,11 +132,15 @@ async def finalize_usage_reservation(
     if isinstance(checked, UserError):
         return checked
     backdating, future = usage.usage_intervals(settings)
+    customer_id = await owners.reservation_owner(db, caller, rid)
+    if customer_id is None:
+        return _no_reservation(rid)
 
     async def call() -> Any:
         return await db.fetchval(
-            "SELECT finalize_usage_reservation($1::uuid, $2::uuid, $3::uuid, $4, $5::jsonb,"
-            " $6, $7)",
+            "SELECT finalize_usage_reservation($1::uuid, $2::uuid, $3::uuid, $4::uuid, $5,"
+            " $6::jsonb, $7, $8)",
+            customer_id,
             uuid.UUID(str(uuid_utils.uuid7())),
             caller.customer_id,
             rid,
@@ -134,6 +151,8 @@ async def finalize_usage_reservation(
         )
 
     result: usage.UsageResult = usage.usage_result(await usage.with_retry(call))
+    if isinstance(result, usage.UsageRecorded):
+        owners.remember_event(uuid.UUID(result.event_data["id"]), customer_id)
     return result
 
 
@@ -143,8 +162,14 @@ async def release_usage_reservation(
     rid = _reservation_id(reservation_id)
     if isinstance(rid, UserError):
         return rid
+    customer_id = await owners.reservation_owner(db, caller, rid)
+    if customer_id is None:
+        return _no_reservation(rid)
     data = await db.fetchval(
-        "SELECT release_usage_reservation($1::uuid, $2::uuid)", caller.customer_id, rid
+        "SELECT release_usage_reservation($1::uuid, $2::uuid, $3::uuid)",
+        customer_id,
+        caller.customer_id,
+        rid,
     )
     error = _error(data)
     if error is not None:

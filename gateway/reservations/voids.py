@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from gateway.billing import usage
+from gateway.billing import owners, usage
 from gateway.errors import UserError, invalid, not_found
 from gateway.reservations.records import UsageEventVoided, balance_of
 from gateway.settings import Settings
@@ -33,9 +33,14 @@ async def void_usage_event(
     if reason is not None and len(reason) > MAX_REASON:
         return invalid(f"reason must be at most {MAX_REASON} characters", "input", "reason")
 
+    customer_id = await owners.event_owner(db, event_id)
+    if customer_id is None:
+        return not_found(f"no usage event {event_id}", "input", "usageEventId")
+
     async def call() -> Any:
         return await db.fetchval(
-            "SELECT void_usage_event($1::uuid, $2, $3)",
+            "SELECT void_usage_event($1::uuid, $2::uuid, $3, $4)",
+            customer_id,
             event_id,
             reason,
             settings.gateway_void_max_later_events,

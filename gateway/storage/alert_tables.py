@@ -10,6 +10,13 @@ SQLModel metadata: ``migrations/env.py`` imports this module, so Alembic compare
   key (alert, subscription, period, type) makes TRIGGERED and RESOLVED at most once each.
 - ``webhook_endpoints``, ``webhook_deliveries`` (one per event and endpoint, claimed by the
   delivery workers) and ``webhook_attempts`` (every try: status, latency, error).
+
+Distribution (gateway.storage.distribution): ``usage_alerts`` and ``webhook_endpoints`` are
+the merchant's (reference tables: an alert may cover every customer of a pricing model, so
+``usage_alerts.customer_id`` has no foreign key: a reference table cannot reference a
+distributed one). The outbox and what hangs off it are a customer's rows, distributed by
+customer: ``usage_alert_events``, ``webhook_deliveries`` and ``webhook_attempts`` carry
+``customer_id`` first in every key and foreign key.
 """
 
 from __future__ import annotations
@@ -22,7 +29,20 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
-from gateway.storage.columns import _bigint, _fk, _id, _in, _int, _text, _ts
+from gateway.storage.columns import (
+    _bigint,
+    _fk,
+    _id,
+    _in,
+    _int,
+    _key,
+    _owned_id,
+    _owner,
+    _subscription_fk,
+    _text,
+    _ts,
+    _uuid,
+)
 
 ALERT_EVENT_TYPES = ("triggered", "resolved")
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "canceled")
@@ -45,7 +65,8 @@ class UsageAlert(SQLModel, table=True):
     id: uuid.UUID | None = _id()
     pricing_model_id: uuid.UUID = _fk("pricing_models.id")
     usage_meter_id: uuid.UUID = _fk("usage_meters.id")
-    customer_id: uuid.UUID | None = _fk("customers.id", nullable=True)
+    # NULL: every customer of the pricing model.
+    customer_id: uuid.UUID | None = _uuid(nullable=True)
     percent_used: float | None = Field(
         default=None, sa_column=sa.Column(sa.Float(precision=53), nullable=True)
     )
@@ -59,18 +80,23 @@ class UsageAlertEvent(SQLModel, table=True):
     __tablename__ = "usage_alert_events"
     __table_args__ = (
         sa.CheckConstraint(_in("type", ALERT_EVENT_TYPES), name="usage_alert_events_type_check"),
+        _key("id", table="usage_alert_events"),
+        _subscription_fk("usage_alert_events"),
         sa.UniqueConstraint(
+            "customer_id",
             "alert_id",
             "subscription_id",
             "period_start",
             "type",
             name="usage_alert_events_once_key",
         ),
+        # The owner look-up by id alone (a webhook replay).
+        sa.Index("usage_alert_events_id_idx", "id"),
     )
-    id: uuid.UUID | None = _id()
+    customer_id: uuid.UUID = _owner()
+    id: uuid.UUID | None = _owned_id()
     alert_id: uuid.UUID = _fk("usage_alerts.id")
-    customer_id: uuid.UUID = _fk("customers.id")
-    subscription_id: uuid.UUID = _fk("subscriptions.id")
+    subscription_id: uuid.UUID = _uuid()
     usage_meter_id: uuid.UUID = _fk("usage_meters.id")
     period_start: datetime = _ts()
     type: str = _text()
@@ -99,8 +125,14 @@ class WebhookDelivery(SQLModel, table=True):
         sa.CheckConstraint(
             _in("status", DELIVERY_STATUSES), name="webhook_deliveries_status_check"
         ),
+        _key("id", table="webhook_deliveries"),
+        sa.ForeignKeyConstraint(
+            ["customer_id", "event_id"],
+            ["usage_alert_events.customer_id", "usage_alert_events.id"],
+            name="webhook_deliveries_event_fkey",
+        ),
         sa.UniqueConstraint(
-            "event_id", "endpoint_id", name="webhook_deliveries_event_endpoint_key"
+            "customer_id", "event_id", "endpoint_id", name="webhook_deliveries_event_endpoint_key"
         ),
         # What the workers claim, and the age of the oldest pending delivery.
         sa.Index(
@@ -115,8 +147,9 @@ class WebhookDelivery(SQLModel, table=True):
         ),
         sa.Index("webhook_deliveries_endpoint_idx", "endpoint_id", "created_at"),
     )
-    id: uuid.UUID | None = _id()
-    event_id: uuid.UUID = _fk("usage_alert_events.id")
+    customer_id: uuid.UUID = _owner()
+    id: uuid.UUID | None = _owned_id()
+    event_id: uuid.UUID = _uuid()
     endpoint_id: uuid.UUID = _fk("webhook_endpoints.id")
     status: str = Field(
         default="pending",
@@ -137,9 +170,18 @@ class WebhookDelivery(SQLModel, table=True):
 
 class WebhookAttempt(SQLModel, table=True):
     __tablename__ = "webhook_attempts"
-    __table_args__ = (sa.Index("webhook_attempts_delivery_idx", "delivery_id", "attempted_at"),)
-    id: uuid.UUID | None = _id()
-    delivery_id: uuid.UUID = _fk("webhook_deliveries.id")
+    __table_args__ = (
+        _key("id", table="webhook_attempts"),
+        sa.ForeignKeyConstraint(
+            ["customer_id", "delivery_id"],
+            ["webhook_deliveries.customer_id", "webhook_deliveries.id"],
+            name="webhook_attempts_delivery_fkey",
+        ),
+        sa.Index("webhook_attempts_delivery_idx", "delivery_id", "attempted_at"),
+    )
+    customer_id: uuid.UUID = _owner()
+    id: uuid.UUID | None = _owned_id()
+    delivery_id: uuid.UUID = _uuid()
     attempted_at: datetime | None = _ts(now=True)
     status_code: int | None = _int(nullable=True)
     latency_ms: float = Field(sa_column=sa.Column(sa.Float(precision=53), nullable=False))

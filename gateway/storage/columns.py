@@ -34,6 +34,39 @@ def _fk(target: str, *, nullable: bool = False, index: bool = False) -> Any:
     )
 
 
+def _owner() -> Any:
+    """``customer_id`` of a customer-scoped table: the distribution column
+    (gateway.storage.distribution), first in every key of the table."""
+    return Field(
+        default=None,
+        sa_column=sa.Column(UUID(as_uuid=True), sa.ForeignKey("customers.id"), nullable=False),
+    )
+
+
+def _owned_id() -> Any:
+    """The row's own id in a customer-scoped table: UUIDv7 from the database (no global
+    sequence), unique with ``customer_id``: the primary key is (customer_id, id)."""
+    return Field(
+        default=None,
+        sa_column=sa.Column(UUID(as_uuid=True), nullable=False, server_default=UUID_V7),
+    )
+
+
+def _key(*columns: str, table: str) -> sa.PrimaryKeyConstraint:
+    """A customer-scoped table's primary key: customer_id first."""
+    return sa.PrimaryKeyConstraint("customer_id", *columns, name=f"{table}_pkey")
+
+
+def _subscription_fk(table: str) -> sa.ForeignKeyConstraint:
+    """A customer-scoped row's subscription: (customer_id, subscription_id), the customer in
+    the same position on both sides."""
+    return sa.ForeignKeyConstraint(
+        ["customer_id", "subscription_id"],
+        ["subscriptions.customer_id", "subscriptions.id"],
+        name=f"{table}_subscription_fkey",
+    )
+
+
 def _uuid(*, nullable: bool = False) -> Any:
     return Field(default=None, sa_column=sa.Column(UUID(as_uuid=True), nullable=nullable))
 

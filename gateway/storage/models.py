@@ -1,8 +1,9 @@
 """The data model as SQLModel tables. Alembic migrations are generated from this metadata.
 
 Invariants live in the database (checks, unique and partial unique indexes), not only in
-Python. Every table that grows with usage carries ``customer_id`` so the data can later be
-distributed by customer; ids are UUIDv7 (time-ordered, no global sequence).
+Python. Every table that holds a customer's rows carries ``customer_id`` first in every key
+and foreign key, so the data distributes by customer (``distribution``); ids are UUIDv7
+(time-ordered, no global sequence).
 
 The tables live in one module per domain, all on the one SQLModel metadata: ``catalog_tables``
 (pricing models, meters, products, prices, features), ``customer_tables`` (customers,
@@ -29,6 +30,7 @@ from gateway.storage.customer_tables import (
     ApiKey,
     CreditGrant,
     Customer,
+    CustomerExternalId,
     Subscription,
 )
 from gateway.storage.reservation_tables import RESERVATION_STATUSES, UsageReservation
@@ -41,6 +43,7 @@ __all__ = [
     "ApiKey",
     "CreditGrant",
     "Customer",
+    "CustomerExternalId",
     "Feature",
     "MeterBalance",
     "Price",

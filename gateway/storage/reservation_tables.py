@@ -1,4 +1,5 @@
-"""Reservation tables: holds on a meter's balance (reserveUsage)."""
+"""Reservation tables: holds on a meter's balance (reserveUsage), distributed by customer
+(primary key (customer_id, id), the subscription referenced as (customer_id, subscription_id))."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import uuid
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID
-from sqlmodel import Field, SQLModel
+from sqlmodel import SQLModel
 
 from gateway.storage.columns import (
     _bigint,
     _fk,
     _in,
+    _key,
+    _owner,
+    _subscription_fk,
     _text,
     _ts,
     _uuid,
@@ -28,6 +31,8 @@ class UsageReservation(SQLModel, table=True):
 
     __tablename__ = "usage_reservations"
     __table_args__ = (
+        _key("id", table="usage_reservations"),
+        _subscription_fk("usage_reservations"),
         sa.UniqueConstraint(
             "customer_id",
             "usage_meter_id",
@@ -50,6 +55,8 @@ class UsageReservation(SQLModel, table=True):
             postgresql_include=["amount", "expires_at"],
             postgresql_where=sa.text("status = 'held'"),
         ),
+        # The owner look-up by id alone (gateway.billing.owners).
+        sa.Index("usage_reservations_id_idx", "id"),
         # What the sweep walks: held rows by expiry.
         sa.Index(
             "usage_reservations_expiry_idx",
@@ -57,9 +64,9 @@ class UsageReservation(SQLModel, table=True):
             postgresql_where=sa.text("status = 'held'"),
         ),
     )
-    id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
-    customer_id: uuid.UUID = _fk("customers.id")
-    subscription_id: uuid.UUID = _fk("subscriptions.id")
+    customer_id: uuid.UUID = _owner()
+    id: uuid.UUID = _uuid()
+    subscription_id: uuid.UUID = _uuid()
     usage_meter_id: uuid.UUID = _fk("usage_meters.id")
     price_id: uuid.UUID = _fk("prices.id")
     # The target as the caller named it: finalizing records the event against it.

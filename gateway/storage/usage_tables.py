@@ -1,4 +1,9 @@
-"""Usage tables: per-(subscription, meter) balances and totals, distinct keys and the events."""
+"""Usage tables: per-(subscription, meter) balances and totals, distinct keys and the events.
+
+All distributed by customer (gateway.storage.distribution): every primary key, unique
+constraint and foreign key starts with ``customer_id``; the subscription is referenced as
+(customer_id, subscription_id).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ from gateway.storage.columns import (
     _bigint,
     _bool,
     _fk,
+    _key,
+    _owner,
+    _subscription_fk,
     _text,
     _ts,
     _uuid,
@@ -25,13 +33,13 @@ class MeterBalance(SQLModel, table=True):
     and the sequence that orders events for recomputation."""
 
     __tablename__ = "meter_balances"
-    subscription_id: uuid.UUID = Field(
-        sa_column=sa.Column(UUID(as_uuid=True), sa.ForeignKey("subscriptions.id"), primary_key=True)
+    __table_args__ = (
+        _key("subscription_id", "usage_meter_id", table="meter_balances"),
+        _subscription_fk("meter_balances"),
     )
-    usage_meter_id: uuid.UUID = Field(
-        sa_column=sa.Column(UUID(as_uuid=True), sa.ForeignKey("usage_meters.id"), primary_key=True)
-    )
-    customer_id: uuid.UUID = _fk("customers.id")
+    customer_id: uuid.UUID = _owner()
+    subscription_id: uuid.UUID = _uuid()
+    usage_meter_id: uuid.UUID = _fk("usage_meters.id")
     event_seq: int = _bigint(default=0)
     # The latest billing period whose recurring credit grants have been issued.
     grants_period_start: datetime | None = _ts(nullable=True)
@@ -46,20 +54,14 @@ class UsageTotal(SQLModel, table=True):
             "used >= 0 AND covered >= 0 AND uncovered >= 0 AND used = covered + uncovered",
             name="usage_totals_sum_check",
         ),
+        _key("subscription_id", "usage_meter_id", "period_start", "price_id", table="usage_totals"),
+        _subscription_fk("usage_totals"),
     )
-    subscription_id: uuid.UUID = Field(
-        sa_column=sa.Column(UUID(as_uuid=True), sa.ForeignKey("subscriptions.id"), primary_key=True)
-    )
-    usage_meter_id: uuid.UUID = Field(
-        sa_column=sa.Column(UUID(as_uuid=True), sa.ForeignKey("usage_meters.id"), primary_key=True)
-    )
-    period_start: datetime = Field(
-        sa_column=sa.Column(sa.DateTime(timezone=True), primary_key=True)
-    )
-    price_id: uuid.UUID = Field(
-        sa_column=sa.Column(UUID(as_uuid=True), sa.ForeignKey("prices.id"), primary_key=True)
-    )
-    customer_id: uuid.UUID = _fk("customers.id")
+    customer_id: uuid.UUID = _owner()
+    subscription_id: uuid.UUID = _uuid()
+    usage_meter_id: uuid.UUID = _fk("usage_meters.id")
+    period_start: datetime = _ts()
+    price_id: uuid.UUID = _fk("prices.id")
     period_end: datetime = _ts()
     used: int = _bigint(default=0)
     covered: int = _bigint(default=0)
@@ -70,17 +72,21 @@ class UsageDistinctKey(SQLModel, table=True):
     """Property sets already counted by a COUNT_DISTINCT_PROPERTIES meter in a period."""
 
     __tablename__ = "usage_distinct_keys"
-    subscription_id: uuid.UUID = Field(
-        sa_column=sa.Column(UUID(as_uuid=True), sa.ForeignKey("subscriptions.id"), primary_key=True)
+    __table_args__ = (
+        _key(
+            "subscription_id",
+            "usage_meter_id",
+            "period_start",
+            "properties_hash",
+            table="usage_distinct_keys",
+        ),
+        _subscription_fk("usage_distinct_keys"),
     )
-    usage_meter_id: uuid.UUID = Field(
-        sa_column=sa.Column(UUID(as_uuid=True), sa.ForeignKey("usage_meters.id"), primary_key=True)
-    )
-    period_start: datetime = Field(
-        sa_column=sa.Column(sa.DateTime(timezone=True), primary_key=True)
-    )
-    properties_hash: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
-    customer_id: uuid.UUID = _fk("customers.id")
+    customer_id: uuid.UUID = _owner()
+    subscription_id: uuid.UUID = _uuid()
+    usage_meter_id: uuid.UUID = _fk("usage_meters.id")
+    period_start: datetime = _ts()
+    properties_hash: str = _text()
 
 
 class UsageEvent(SQLModel, table=True):
@@ -88,6 +94,8 @@ class UsageEvent(SQLModel, table=True):
 
     __tablename__ = "usage_events"
     __table_args__ = (
+        _key("id", table="usage_events"),
+        _subscription_fk("usage_events"),
         sa.UniqueConstraint(
             "customer_id", "usage_meter_id", "transaction_id", name="usage_events_idempotency_key"
         ),
@@ -97,12 +105,14 @@ class UsageEvent(SQLModel, table=True):
             name="usage_events_allocation_check",
         ),
         sa.Index("usage_events_sequence_idx", "subscription_id", "usage_meter_id", "seq"),
-        # Usage history (Billing.usageEvents): a customer's events by id, newest first.
-        sa.Index("usage_events_customer_history_idx", "customer_id", "id"),
+        # Usage history (Billing.usageEvents), a customer's events by id newest first, is
+        # the primary key's index (customer_id, id). The owner look-up by id alone (a hash
+        # index: equality only, so the history's ordered scans keep the primary key):
+        sa.Index("usage_events_id_idx", "id", postgresql_using="hash"),
     )
-    id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
-    customer_id: uuid.UUID = _fk("customers.id")
-    subscription_id: uuid.UUID = _fk("subscriptions.id")
+    customer_id: uuid.UUID = _owner()
+    id: uuid.UUID = _uuid()
+    subscription_id: uuid.UUID = _uuid()
     usage_meter_id: uuid.UUID = _fk("usage_meters.id")
     price_id: uuid.UUID = _fk("prices.id")
     billing_period_id: uuid.UUID = _uuid()

@@ -26,6 +26,7 @@ def claim_seconds(timeout: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
+    customer_id: uuid.UUID  # whose event: the delivery's rows are the customer's
     id: uuid.UUID
     attempt: int
     queued_at: datetime
@@ -50,7 +51,7 @@ class RetryPolicy:
 
 _CLAIM_SQL = """
 WITH due AS (
-  SELECT d.id FROM webhook_deliveries d
+  SELECT d.customer_id, d.id FROM webhook_deliveries d
    WHERE d.status = 'pending' AND d.next_attempt_at <= now()
    ORDER BY d.next_attempt_at
    LIMIT $1
@@ -59,20 +60,22 @@ WITH due AS (
 UPDATE webhook_deliveries d
    SET next_attempt_at = now() + make_interval(secs => $2), attempts = d.attempts + 1
   FROM due, usage_alert_events e, webhook_endpoints ep
- WHERE d.id = due.id AND e.id = d.event_id AND ep.id = d.endpoint_id AND ep.deleted_at IS NULL
-RETURNING d.id, d.attempts AS attempt, d.queued_at, e.id AS event_id, e.payload::text AS body,
+ WHERE d.customer_id = due.customer_id AND d.id = due.id
+   AND e.customer_id = d.customer_id AND e.id = d.event_id
+   AND ep.id = d.endpoint_id AND ep.deleted_at IS NULL
+RETURNING d.customer_id, d.id, d.attempts AS attempt, d.queued_at, e.id AS event_id, e.payload::text AS body,
           ep.url, ep.secret
 """
 
 _RECORD_SQL = """
 WITH attempt AS (
-  INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, error)
-  VALUES ($1, $2, $3, $4)
+  INSERT INTO webhook_attempts (customer_id, delivery_id, status_code, latency_ms, error)
+  VALUES ($7, $1, $2, $3, $4)
 )
 UPDATE webhook_deliveries
    SET status = $5, next_attempt_at = coalesce($6, next_attempt_at), last_status = $2,
        last_error = $4, delivered_at = CASE WHEN $5 = 'delivered' THEN now() END
- WHERE id = $1 AND status = 'pending'
+ WHERE customer_id = $7 AND id = $1 AND status = 'pending'
 """
 
 
@@ -104,6 +107,7 @@ async def record(
         outcome.error,
         status,
         next_at if status == "pending" else None,
+        delivery.customer_id,
     )
     return status
 
@@ -121,10 +125,10 @@ async def replay(db: Database, event_id: uuid.UUID) -> int | None:
     already made is sent again). None when there is no such event."""
     row = await db.fetchrow(
         """
-        WITH event AS (SELECT id, type FROM usage_alert_events WHERE id = $1),
+        WITH event AS (SELECT customer_id, id, type FROM usage_alert_events WHERE id = $1),
         queued AS (
-          INSERT INTO webhook_deliveries (id, event_id, endpoint_id)
-          SELECT uuid_v7(), e.id, ep.id
+          INSERT INTO webhook_deliveries (customer_id, id, event_id, endpoint_id)
+          SELECT e.customer_id, uuid_v7(), e.id, ep.id
             FROM event e
             JOIN webhook_endpoints ep
               ON ep.deleted_at IS NULL

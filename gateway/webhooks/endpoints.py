@@ -130,12 +130,14 @@ async def recent_deliveries(
                           'attempted_at', a.attempted_at, 'status_code', a.status_code,
                           'latency_ms', a.latency_ms, 'error', a.error)
                           ORDER BY a.attempted_at, a.id)
-                           FROM webhook_attempts a WHERE a.delivery_id = d.id), '[]') AS attempts
+                           FROM webhook_attempts a
+                          WHERE a.customer_id = d.customer_id AND a.delivery_id = d.id),
+                        '[]') AS attempts
           FROM unnest($1::uuid[]) AS k(endpoint_id)
           CROSS JOIN LATERAL (
             SELECT * FROM webhook_deliveries x WHERE x.endpoint_id = k.endpoint_id
              ORDER BY x.created_at DESC, x.id DESC LIMIT $2) d
-          JOIN usage_alert_events e ON e.id = d.event_id
+          JOIN usage_alert_events e ON e.customer_id = d.customer_id AND e.id = d.event_id
          ORDER BY d.created_at DESC, d.id DESC
         """,
         endpoint_ids,

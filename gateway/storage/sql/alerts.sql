@@ -2,19 +2,21 @@
 -- outbox (usage_alert_events) with one webhook delivery per subscribed endpoint.
 --
 -- The write functions call these through one marked hook line each ("alerts hook"):
---   record_usage_event()      PERFORM evaluate_usage_alerts(sub, meter, balance)
---   _record_usage_steady()    PERFORM evaluate_usage_alerts_batch(results)
+--   record_usage_event()      PERFORM evaluate_usage_alerts(customer, sub, meter, balance)
+--   _record_usage_steady()    PERFORM evaluate_usage_alerts_batch(customer, results)
 --   record_usage_events()     the same for the items it records one by one (whose own
 --                             evaluation it defers with the setting gateway.alerts_deferred)
---   grant_usage_credits       SELECT evaluate_usage_alerts(sub, meter, balance)
+--   grant_usage_credits       SELECT evaluate_usage_alerts(customer, sub, meter, balance)
 --   reserve_usage(), finalize_usage_reservation(), release_usage_reservation() and
---   void_usage_event()        PERFORM evaluate_usage_alerts(sub, meter, balance)
+--   void_usage_event()        PERFORM evaluate_usage_alerts(customer, sub, meter, balance)
 --   (finalize_usage_reservation() defers the evaluation of the event it records, like the
 --   batch, and evaluates once on the balance after the event and the freed hold)
 -- evaluate_usage_alerts() and _batch() also send the gateway_balance notification of every
 -- (subscription, meter) they are called for (live updates, gateway.live).
 -- A balance is the JSON of usage_balance() (subscription_id, usage_meter_id,
 -- available_balance, used_balance, balance_limit, period_start, period_end), as of now.
+-- Every function takes the customer whose balances they are as its first argument (never
+-- NULL) and filters by it: the outbox rows are the customer's (gateway/storage/distribution.py).
 --
 -- The one current definition of each function below. Edit it here, then make a migration
 -- with `alembic revision --autogenerate` (docs/architecture.md).
@@ -23,7 +25,7 @@
 -- RESOLVED when it no longer holds after a TRIGGERED of that period, and for a TRIGGERED of
 -- an earlier period (that period is over). "At most once" is the unique key
 -- usage_alert_events_once_key, not a prior read. Returns the number of events written.
-CREATE OR REPLACE FUNCTION public.fire_usage_alerts(p_balances jsonb)
+CREATE OR REPLACE FUNCTION public.fire_usage_alerts(p_customer_id uuid, p_balances jsonb)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -40,19 +42,20 @@ BEGIN
      WHERE jsonb_typeof(b) = 'object'
   ), cand AS (
     SELECT ch.*, s.customer_id, cu.external_id, m.slug AS meter_slug, a.id AS alert_id,
-           a.percent_used, a.used_above, a.available_below, ac.external_id AS alert_customer,
+           a.percent_used, a.used_above, a.available_below,
+           -- an alert names no customer or this one
+           CASE WHEN a.customer_id IS NOT NULL THEN cu.external_id END AS alert_customer,
            CASE WHEN a.percent_used IS NOT NULL
                   THEN coalesce(ch.lim > 0 AND 100.0 * ch.used / ch.lim >= a.percent_used, false)
                 WHEN a.used_above IS NOT NULL THEN ch.used >= a.used_above
                 ELSE ch.available <= a.available_below
            END AS met
       FROM ch
-      JOIN subscriptions s ON s.id = ch.sub_id
-      JOIN customers cu ON cu.id = s.customer_id
+      JOIN subscriptions s ON s.customer_id = p_customer_id AND s.id = ch.sub_id
+      JOIN customers cu ON cu.id = p_customer_id
       JOIN usage_meters m ON m.id = ch.meter_id
       JOIN usage_alerts a ON a.usage_meter_id = ch.meter_id AND a.deleted_at IS NULL
-                         AND (a.customer_id IS NULL OR a.customer_id = s.customer_id)
-      LEFT JOIN customers ac ON ac.id = a.customer_id
+                         AND (a.customer_id IS NULL OR a.customer_id = p_customer_id)
   ), due AS (
     -- this period: TRIGGERED once the threshold holds, RESOLVED once it no longer does
     SELECT c.*, c.period_start AS event_period,
@@ -60,15 +63,15 @@ BEGIN
       FROM cand c
      WHERE CASE WHEN c.met THEN NOT EXISTS (
                    SELECT 1 FROM usage_alert_events e
-                    WHERE e.alert_id = c.alert_id AND e.subscription_id = c.sub_id
+                    WHERE e.customer_id = p_customer_id AND e.alert_id = c.alert_id AND e.subscription_id = c.sub_id
                       AND e.period_start = c.period_start AND e.type = 'triggered')
                 ELSE EXISTS (
                    SELECT 1 FROM usage_alert_events e
-                    WHERE e.alert_id = c.alert_id AND e.subscription_id = c.sub_id
+                    WHERE e.customer_id = p_customer_id AND e.alert_id = c.alert_id AND e.subscription_id = c.sub_id
                       AND e.period_start = c.period_start AND e.type = 'triggered')
                  AND NOT EXISTS (
                    SELECT 1 FROM usage_alert_events e
-                    WHERE e.alert_id = c.alert_id AND e.subscription_id = c.sub_id
+                    WHERE e.customer_id = p_customer_id AND e.alert_id = c.alert_id AND e.subscription_id = c.sub_id
                       AND e.period_start = c.period_start AND e.type = 'resolved')
            END
     UNION ALL
@@ -76,17 +79,17 @@ BEGIN
     SELECT c.*, t.period_start AS event_period, 'resolved' AS type
       FROM cand c
       JOIN usage_alert_events t
-        ON t.alert_id = c.alert_id AND t.subscription_id = c.sub_id
+        ON t.customer_id = p_customer_id AND t.alert_id = c.alert_id AND t.subscription_id = c.sub_id
        AND t.period_start < c.period_start AND t.type = 'triggered'
      WHERE NOT EXISTS (SELECT 1 FROM usage_alert_events r
-                        WHERE r.alert_id = t.alert_id AND r.subscription_id = t.subscription_id
+                        WHERE r.customer_id = p_customer_id AND r.alert_id = t.alert_id AND r.subscription_id = t.subscription_id
                           AND r.period_start = t.period_start AND r.type = 'resolved')
   ), made AS (
     SELECT d.*, uuid_v7() AS event_id, now() AS occurred_at FROM due d
   ), written AS (
-    INSERT INTO usage_alert_events (id, alert_id, customer_id, subscription_id, usage_meter_id,
+    INSERT INTO usage_alert_events (customer_id, id, alert_id, subscription_id, usage_meter_id,
                                     period_start, type, payload, occurred_at)
-    SELECT m.event_id, m.alert_id, m.customer_id, m.sub_id, m.meter_id, m.event_period, m.type,
+    SELECT p_customer_id, m.event_id, m.alert_id, m.sub_id, m.meter_id, m.event_period, m.type,
            jsonb_build_object(
              'type', 'usage_alert.' || m.type,
              'timestamp', m.occurred_at,
@@ -113,8 +116,8 @@ BEGIN
     ON CONFLICT ON CONSTRAINT usage_alert_events_once_key DO NOTHING
     RETURNING id, type, customer_id
   ), queued AS (
-    INSERT INTO webhook_deliveries (id, event_id, endpoint_id)
-    SELECT uuid_v7(), w.id, ep.id
+    INSERT INTO webhook_deliveries (customer_id, id, event_id, endpoint_id)
+    SELECT p_customer_id, uuid_v7(), w.id, ep.id
       FROM written w
       JOIN webhook_endpoints ep
         ON ep.deleted_at IS NULL
@@ -133,6 +136,7 @@ $$;
 -- Inside record_usage_events()'s item-by-item loop (gateway.alerts_deferred is on) it does
 -- nothing: the batch evaluates each group once, after its last item.
 CREATE OR REPLACE FUNCTION public.evaluate_usage_alerts(
+  p_customer_id uuid,
   p_subscription_id uuid,
   p_meter_id uuid,
   p_balance jsonb)
@@ -149,13 +153,14 @@ BEGIN
       SELECT 1 FROM usage_alerts a WHERE a.usage_meter_id = p_meter_id AND a.deleted_at IS NULL) THEN
     RETURN 0;
   END IF;
-  RETURN fire_usage_alerts(jsonb_build_array(p_balance));
+  RETURN fire_usage_alerts(p_customer_id, jsonb_build_array(p_balance));
 END;
 $$;
 
 -- A batch's results (record_usage_event()'s JSON, in input order): once per
 -- (subscription, meter) group, on the balance after its last recorded item.
-CREATE OR REPLACE FUNCTION public.evaluate_usage_alerts_batch(p_results jsonb[])
+CREATE OR REPLACE FUNCTION public.evaluate_usage_alerts_batch(p_customer_id uuid,
+                                                        p_results jsonb[])
 RETURNS integer
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
@@ -168,7 +173,7 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM usage_alerts a WHERE a.deleted_at IS NULL) THEN
     RETURN 0;
   END IF;
-  RETURN fire_usage_alerts((
+  RETURN fire_usage_alerts(p_customer_id, (
     SELECT jsonb_agg(last.balance)
       FROM (SELECT DISTINCT ON (r.sub_id, r.meter_id) r.balance
               FROM (SELECT x.res -> 'balance' AS balance, x.ord,

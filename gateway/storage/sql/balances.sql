@@ -1,13 +1,14 @@
 -- A meter's balance on a subscription, recomputed from grants and the period's totals.
+-- Shard-local: every statement names the customer (gateway/storage/distribution.py).
 --
 -- The one current definition of each function below. Edit it here, then make a migration
 -- with `alembic revision --autogenerate` (docs/architecture.md).
 
-CREATE OR REPLACE FUNCTION public.usage_balance(p_subscription_id uuid, p_meter_id uuid,
-                                         p_at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION public.usage_balance(p_customer_id uuid, p_subscription_id uuid,
+                                         p_meter_id uuid, p_at timestamptz DEFAULT now())
 RETURNS TABLE (subscription_id uuid, usage_meter_id uuid, available_balance bigint,
                used_balance bigint, balance_limit bigint, period_start timestamptz,
-               period_end timestamptz, reserved_balance bigint)
+               period_end timestamptz, reserved_balance bigint, pricing_model_id uuid)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
@@ -21,7 +22,8 @@ DECLARE
   v_has_grants boolean;
   v_reserved bigint;
 BEGIN
-  SELECT * INTO s FROM subscriptions WHERE subscriptions.id = p_subscription_id;
+  SELECT * INTO s FROM subscriptions
+   WHERE subscriptions.customer_id = p_customer_id AND subscriptions.id = p_subscription_id;
   IF NOT FOUND THEN
     RETURN;
   END IF;
@@ -29,8 +31,8 @@ BEGIN
 
   SELECT coalesce(sum(g.amount - g.consumed), 0) INTO v_remaining
     FROM credit_grants g
-   WHERE g.subscription_id = s.id AND g.usage_meter_id = p_meter_id
-     AND g.granted_at <= p_at AND (g.expires_at IS NULL OR g.expires_at > p_at);
+   WHERE g.customer_id = p_customer_id AND g.subscription_id = s.id
+     AND g.usage_meter_id = p_meter_id AND g.granted_at <= p_at AND (g.expires_at IS NULL OR g.expires_at > p_at);
 
   -- Recurring grants of the current period that no event has materialised yet.
   SELECT coalesce(sum(f.amount), 0) INTO v_virtual
@@ -39,28 +41,31 @@ BEGIN
      AND f.renewal_frequency = 'every_billing_period'
      AND p.period_start <= p_at
      AND NOT EXISTS (SELECT 1 FROM credit_grants g
-                      WHERE g.subscription_id = s.id AND g.feature_id = f.id
+                      WHERE g.customer_id = p_customer_id AND g.subscription_id = s.id
+                        AND g.feature_id = f.id
                         AND g.granted_at = p.period_start);
 
   v_has_grants := EXISTS (SELECT 1 FROM credit_grants g
-                           WHERE g.subscription_id = s.id AND g.usage_meter_id = p_meter_id)
+                           WHERE g.customer_id = p_customer_id AND g.subscription_id = s.id
+                             AND g.usage_meter_id = p_meter_id)
                OR EXISTS (SELECT 1 FROM product_features pf JOIN features f ON f.id = pf.feature_id
                            WHERE pf.product_id = s.product_id AND f.usage_meter_id = p_meter_id);
 
   IF NOT v_has_grants AND NOT EXISTS (
       SELECT 1 FROM meter_balances mb
-       WHERE mb.subscription_id = s.id AND mb.usage_meter_id = p_meter_id) THEN
+       WHERE mb.customer_id = p_customer_id AND mb.subscription_id = s.id
+         AND mb.usage_meter_id = p_meter_id) THEN
     RETURN;
   END IF;
 
   SELECT coalesce(sum(t.used), 0), coalesce(sum(t.covered), 0), coalesce(sum(t.uncovered), 0)
     INTO v_used, v_covered, v_uncovered
     FROM usage_totals t
-   WHERE t.subscription_id = s.id AND t.usage_meter_id = p_meter_id
-     AND t.period_start = p.period_start;
+   WHERE t.customer_id = p_customer_id AND t.subscription_id = s.id
+     AND t.usage_meter_id = p_meter_id AND t.period_start = p.period_start;
 
   -- Reservations: open holds, an expired one counting as freed (reservations.sql).
-  v_reserved := usage_reserved(s.id, p_meter_id, p_at);
+  v_reserved := usage_reserved(p_customer_id, s.id, p_meter_id, p_at);
 
   subscription_id := s.id;
   usage_meter_id := p_meter_id;
@@ -70,6 +75,7 @@ BEGIN
   period_start := p.period_start;
   period_end := p.period_end;
   reserved_balance := v_reserved;
+  pricing_model_id := (SELECT c.pricing_model_id FROM customers c WHERE c.id = p_customer_id);
   RETURN NEXT;
 END;
 $$;

@@ -1,6 +1,12 @@
 -- Recording one usage event: target, ownership, dates, idempotency, requireBalance,
 -- grant consumption and the balance after it, in one statement.
 --
+-- Shard-local (gateway/storage/distribution.py): the customer is the first argument, never
+-- NULL (the gateway resolves it before the call), and every statement filters and joins by
+-- customer_id. No statement that reads a customer's tables calls a function that reads them
+-- too (on a shard that would be a distributed query inside a shard's query): such functions
+-- are called in assignments of their own.
+--
 -- The one current definition of each function below. Edit it here, then make a migration
 -- with `alembic revision --autogenerate` (docs/architecture.md).
 
@@ -42,6 +48,7 @@ END;
 $$;
 
 CREATE OR REPLACE FUNCTION public.record_usage_event(
+  p_customer_id uuid,
   p_event_id uuid,
   p_caller_customer_id uuid,
   p_subscription_id uuid,
@@ -80,11 +87,20 @@ DECLARE
   g record;
   v_target_field text[] := ARRAY['input', 'target', p_target_kind];
   v_balance jsonb;
+  v_reserved bigint;
 BEGIN
-  -- The subscription.
+  IF p_customer_id IS NULL THEN
+    RAISE EXCEPTION 'record_usage_event: the customer must be given';
+  END IF;
+  -- The subscription, of the customer (a customer session's own: the gateway passes it as
+  -- p_customer_id; anything else is answered like a missing subscription).
+  IF p_caller_customer_id IS NOT NULL AND p_caller_customer_id <> p_customer_id THEN
+    RETURN _usage_error('NOT_FOUND', 'no subscription ' || coalesce(p_subscription_id::text, ''),
+                        ARRAY['input', 'subscriptionId']);
+  END IF;
   IF p_subscription_id IS NULL THEN
     SELECT * INTO s FROM subscriptions
-     WHERE customer_id = p_caller_customer_id
+     WHERE customer_id = p_customer_id
        AND status IN ('trialing', 'active', 'past_due', 'unpaid', 'cancellation_scheduled')
      ORDER BY created_at DESC, id DESC LIMIT 1;
     IF NOT FOUND THEN
@@ -92,13 +108,14 @@ BEGIN
                           ARRAY['input', 'subscriptionId']);
     END IF;
   ELSE
-    SELECT * INTO s FROM subscriptions WHERE id = p_subscription_id;
-    IF NOT FOUND OR (p_caller_customer_id IS NOT NULL AND s.customer_id <> p_caller_customer_id) THEN
+    SELECT * INTO s FROM subscriptions
+     WHERE customer_id = p_customer_id AND id = p_subscription_id;
+    IF NOT FOUND THEN
       RETURN _usage_error('NOT_FOUND', 'no subscription ' || p_subscription_id,
                           ARRAY['input', 'subscriptionId']);
     END IF;
   END IF;
-  SELECT pricing_model_id INTO v_pricing_model_id FROM customers WHERE id = s.customer_id;
+  SELECT pricing_model_id INTO v_pricing_model_id FROM customers WHERE id = p_customer_id;
 
   -- The target: a price, or a meter resolved to its default price.
   IF p_target_kind IN ('usageMeterId', 'usageMeterSlug') THEN
@@ -143,12 +160,12 @@ BEGIN
   -- retry that names a meter is a replay even if the meter's default price changed since.
   v_replay_price := CASE WHEN p_target_kind IN ('priceId', 'priceSlug') THEN v_price.id END;
   SELECT * INTO v_existing FROM usage_events
-   WHERE customer_id = s.customer_id AND usage_meter_id = v_meter.id
+   WHERE customer_id = p_customer_id AND usage_meter_id = v_meter.id
      AND transaction_id = p_transaction_id;
   IF FOUND THEN
     RETURN _usage_replay(v_existing, s.id, v_replay_price, p_amount, p_usage_date, p_properties)
            || jsonb_build_object('pricing_model_id', v_pricing_model_id, 'balance',
-                (SELECT to_jsonb(b) FROM usage_balance(s.id, v_meter.id, v_now) b));
+                (SELECT to_jsonb(b) FROM usage_balance(p_customer_id, s.id, v_meter.id, v_now) b));
   END IF;
 
   IF NOT v_price.active THEN
@@ -192,28 +209,28 @@ BEGIN
 
   -- Serialise writers of this (subscription, meter): the row lock is held to commit. The row
   -- also remembers the latest period whose recurring grants were issued (read before the
-  -- lock: a stale value is older, and only costs a redundant, idempotent issue below).
-  WITH prior AS (
-    SELECT grants_period_start FROM meter_balances
-     WHERE subscription_id = s.id AND usage_meter_id = v_meter.id)
-  INSERT INTO meter_balances AS mb (subscription_id, usage_meter_id, customer_id, event_seq,
+  -- lock: a stale value is older, and only costs a redundant, idempotent issue below). Two
+  -- statements: Citus refuses a subquery in an INSERT's RETURNING.
+  SELECT grants_period_start INTO v_issued FROM meter_balances
+   WHERE customer_id = p_customer_id AND subscription_id = s.id AND usage_meter_id = v_meter.id;
+  INSERT INTO meter_balances AS mb (customer_id, subscription_id, usage_meter_id, event_seq,
                                     grants_period_start)
-  VALUES (s.id, v_meter.id, s.customer_id, 1, p.period_start)
-  ON CONFLICT (subscription_id, usage_meter_id)
+  VALUES (p_customer_id, s.id, v_meter.id, 1, p.period_start)
+  ON CONFLICT (customer_id, subscription_id, usage_meter_id)
   DO UPDATE SET event_seq = mb.event_seq + 1,
                 grants_period_start = greatest(mb.grants_period_start, excluded.grants_period_start)
-  RETURNING mb.event_seq, (SELECT grants_period_start FROM prior) INTO v_seq, v_issued;
+  RETURNING mb.event_seq INTO v_seq;
 
   -- Issue the period's recurring grants if no event has yet.
   IF v_issued IS DISTINCT FROM p.period_start THEN
     INSERT INTO credit_grants (id, customer_id, subscription_id, usage_meter_id, feature_id,
                                source, amount, consumed, granted_at, expires_at, issued_seq)
-    SELECT uuid_v7(), s.customer_id, s.id, f.usage_meter_id, f.id, 'every_billing_period',
+    SELECT uuid_v7(), p_customer_id, s.id, f.usage_meter_id, f.id, 'every_billing_period',
            f.amount, 0, p.period_start, p.period_end, v_seq - 1
       FROM product_features pf JOIN features f ON f.id = pf.feature_id
      WHERE pf.product_id = s.product_id AND f.usage_meter_id = v_meter.id
        AND f.renewal_frequency = 'every_billing_period'
-    ON CONFLICT (subscription_id, feature_id, granted_at) DO NOTHING;
+    ON CONFLICT (customer_id, subscription_id, feature_id, granted_at) DO NOTHING;
   END IF;
 
   -- What this event consumes.
@@ -221,8 +238,9 @@ BEGIN
     v_hash := md5(p_properties::text);
     v_consume := CASE WHEN EXISTS (
         SELECT 1 FROM usage_distinct_keys k
-         WHERE k.subscription_id = s.id AND k.usage_meter_id = v_meter.id
-           AND k.period_start = p.period_start AND k.properties_hash = v_hash) THEN 0 ELSE 1 END;
+         WHERE k.customer_id = p_customer_id AND k.subscription_id = s.id
+           AND k.usage_meter_id = v_meter.id AND k.period_start = p.period_start
+           AND k.properties_hash = v_hash) THEN 0 ELSE 1 END;
   ELSE
     v_consume := p_amount;
   END IF;
@@ -232,7 +250,7 @@ BEGIN
   v_available := 0;
   FOR g IN
     SELECT id, amount - consumed AS remaining FROM credit_grants
-     WHERE subscription_id = s.id AND usage_meter_id = v_meter.id
+     WHERE customer_id = p_customer_id AND subscription_id = s.id AND usage_meter_id = v_meter.id
        AND granted_at <= v_date AND (expires_at IS NULL OR expires_at > v_date)
        AND consumed < amount AND issued_seq < v_seq
      ORDER BY expires_at ASC NULLS LAST, granted_at, id
@@ -249,10 +267,11 @@ BEGIN
   IF p_require_balance THEN
     v_available := v_available - coalesce((
       SELECT sum(t.uncovered) FROM usage_totals t
-       WHERE t.subscription_id = s.id AND t.usage_meter_id = v_meter.id
-         AND t.period_start = p.period_start), 0);
+       WHERE t.customer_id = p_customer_id AND t.subscription_id = s.id
+         AND t.usage_meter_id = v_meter.id AND t.period_start = p.period_start), 0);
     -- Reservations: open holds are not available (reservations.sql).
-    v_available := v_available - usage_reserved(s.id, v_meter.id, v_now);
+    v_reserved := usage_reserved(p_customer_id, s.id, v_meter.id, v_now);
+    v_available := v_available - v_reserved;
     IF v_available < v_consume THEN
       RETURN _usage_error('INSUFFICIENT_BALANCE',
                           'meter ' || v_meter.slug || ' has ' || v_available
@@ -271,7 +290,7 @@ BEGIN
                             billing_period_id, period_start, period_end, amount, consumed,
                             covered, seq, transaction_id, usage_date, properties,
                             properties_given, usage_date_given, take_grant_ids, take_amounts)
-  VALUES (p_event_id, s.customer_id, s.id, v_meter.id, v_price.id,
+  VALUES (p_event_id, p_customer_id, s.id, v_meter.id, v_price.id,
           billing_period_id(s.id, p.period_start), p.period_start, p.period_end, p_amount,
           v_consume, v_consume - v_left, v_seq, p_transaction_id, v_date,
           coalesce(p_properties, '{}'::jsonb), p_properties IS NOT NULL, p_usage_date IS NOT NULL,
@@ -280,27 +299,28 @@ BEGIN
   RETURNING * INTO v_event;
   IF NOT FOUND THEN
     SELECT * INTO v_existing FROM usage_events
-     WHERE customer_id = s.customer_id AND usage_meter_id = v_meter.id
+     WHERE customer_id = p_customer_id AND usage_meter_id = v_meter.id
        AND transaction_id = p_transaction_id;
     RETURN _usage_replay(v_existing, s.id, v_replay_price, p_amount, p_usage_date, p_properties)
            || jsonb_build_object('pricing_model_id', v_pricing_model_id, 'balance',
-                (SELECT to_jsonb(b) FROM usage_balance(s.id, v_meter.id, v_now) b));
+                (SELECT to_jsonb(b) FROM usage_balance(p_customer_id, s.id, v_meter.id, v_now) b));
   END IF;
 
   -- Move the balance.
   IF v_meter.aggregation_type = 'count_distinct_properties' AND v_consume > 0 THEN
-    INSERT INTO usage_distinct_keys (subscription_id, usage_meter_id, period_start,
-                                     properties_hash, customer_id)
-    VALUES (s.id, v_meter.id, p.period_start, v_hash, s.customer_id);
+    INSERT INTO usage_distinct_keys (customer_id, subscription_id, usage_meter_id,
+                                     period_start, properties_hash)
+    VALUES (p_customer_id, s.id, v_meter.id, p.period_start, v_hash);
   END IF;
   FOR i IN 1 .. coalesce(cardinality(v_grant_ids), 0) LOOP
-    UPDATE credit_grants SET consumed = consumed + v_takes[i] WHERE id = v_grant_ids[i];
+    UPDATE credit_grants SET consumed = consumed + v_takes[i]
+     WHERE customer_id = p_customer_id AND id = v_grant_ids[i];
   END LOOP;
-  INSERT INTO usage_totals AS t (subscription_id, usage_meter_id, period_start, price_id,
-                                 customer_id, period_end, used, covered, uncovered)
-  VALUES (s.id, v_meter.id, p.period_start, v_price.id, s.customer_id, p.period_end,
+  INSERT INTO usage_totals AS t (customer_id, subscription_id, usage_meter_id, period_start,
+                                 price_id, period_end, used, covered, uncovered)
+  VALUES (p_customer_id, s.id, v_meter.id, p.period_start, v_price.id, p.period_end,
           v_consume, v_consume - v_left, v_left)
-  ON CONFLICT (subscription_id, usage_meter_id, period_start, price_id)
+  ON CONFLICT (customer_id, subscription_id, usage_meter_id, period_start, price_id)
   DO UPDATE SET used = t.used + excluded.used, covered = t.covered + excluded.covered,
                 uncovered = t.uncovered + excluded.uncovered;
 
@@ -309,30 +329,33 @@ BEGIN
   -- product's one-time grants were issued with the subscription, so usage_balance()'s virtual
   -- grants and feature look-ups are not needed. Otherwise usage_balance() answers.
   IF v_now >= p.period_start AND v_now < p.period_end THEN
+    v_reserved := usage_reserved(p_customer_id, s.id, v_meter.id, v_now);  -- reservations
     SELECT jsonb_build_object(
              'subscription_id', s.id, 'usage_meter_id', v_meter.id,
-             'available_balance', gr.remaining - t.uncovered - rs.reserved,
+             'available_balance', gr.remaining - t.uncovered - v_reserved,
              'used_balance', t.used,
              'balance_limit', CASE WHEN gr.grants > 0 THEN gr.remaining + t.covered END,
-             'reserved_balance', rs.reserved,
-             'period_start', p.period_start, 'period_end', p.period_end)
+             'reserved_balance', v_reserved,
+             'period_start', p.period_start, 'period_end', p.period_end,
+             'pricing_model_id', v_pricing_model_id)
       INTO v_balance
-      FROM (SELECT usage_reserved(s.id, v_meter.id, v_now) AS reserved) rs,  -- reservations
-           (SELECT coalesce(sum(cg.amount - cg.consumed) FILTER (
+      FROM (SELECT coalesce(sum(cg.amount - cg.consumed) FILTER (
                      WHERE cg.granted_at <= v_now
                        AND (cg.expires_at IS NULL OR cg.expires_at > v_now)), 0) AS remaining,
                    count(*) AS grants
               FROM credit_grants cg
-             WHERE cg.subscription_id = s.id AND cg.usage_meter_id = v_meter.id) gr,
+             WHERE cg.customer_id = p_customer_id AND cg.subscription_id = s.id
+               AND cg.usage_meter_id = v_meter.id) gr,
            (SELECT coalesce(sum(ut.used), 0) AS used, coalesce(sum(ut.covered), 0) AS covered,
                    coalesce(sum(ut.uncovered), 0) AS uncovered
               FROM usage_totals ut
-             WHERE ut.subscription_id = s.id AND ut.usage_meter_id = v_meter.id
-               AND ut.period_start = p.period_start) t;
+             WHERE ut.customer_id = p_customer_id AND ut.subscription_id = s.id
+               AND ut.usage_meter_id = v_meter.id AND ut.period_start = p.period_start) t;
   ELSE
-    SELECT to_jsonb(b) INTO v_balance FROM usage_balance(s.id, v_meter.id, v_now) b;
+    SELECT to_jsonb(b) INTO v_balance
+      FROM usage_balance(p_customer_id, s.id, v_meter.id, v_now) b;
   END IF;
-  PERFORM evaluate_usage_alerts(s.id, v_meter.id, v_balance);  -- alerts hook (alerts.sql)
+  PERFORM evaluate_usage_alerts(p_customer_id, s.id, v_meter.id, v_balance);  -- alerts hook (alerts.sql)
   RETURN jsonb_build_object('status', 'recorded', 'event', _usage_event_json(v_event),
                             'balance', v_balance, 'pricing_model_id', v_pricing_model_id);
 END;

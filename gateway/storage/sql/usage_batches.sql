@@ -1,17 +1,24 @@
 -- Recording a batch of usage events: grouped by (subscription, meter) in input order;
 -- steady groups written by one set-based statement, the rest item by item.
 --
+-- A batch is one customer's (the gateway groups a batch's items by customer and calls once
+-- per customer): every statement filters and joins by that customer_id, so each runs on the
+-- customer's shard (gateway/storage/distribution.py).
+--
 -- The one current definition of each function below. Edit it here, then make a migration
 -- with `alembic revision --autogenerate` (docs/architecture.md).
 
 -- p_groups: [{sub, meter, items: [item + pos, ...]}, ...] in lock order.
--- Generic plans: a custom plan of the write statement costs more to plan than to run.
+-- Generic plans: a custom plan of the write statement costs more to plan than to run. No
+-- JIT: its estimate (a hundred items per group, whatever the group) can pass jit_above_cost,
+-- and compiling costs a hundred times more than running it.
 -- (Comments stay outside the signature: alembic-utils folds it onto one line.)
 CREATE OR REPLACE FUNCTION public._record_usage_steady(
+  p_customer_id uuid,
   p_groups jsonb,
   p_caller_customer_id uuid)
 RETURNS TABLE (item_position integer, result jsonb)
-LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
   v_now timestamptz := now();
@@ -27,6 +34,7 @@ BEGIN
      JOIN (SELECT (g ->> 'sub')::uuid AS sub_id, (g ->> 'meter')::uuid AS meter_id
              FROM jsonb_array_elements(p_groups) AS g) k
        ON mb.subscription_id = k.sub_id AND mb.usage_meter_id = k.meter_id
+    WHERE mb.customer_id = p_customer_id
     ORDER BY mb.subscription_id, mb.usage_meter_id
       FOR UPDATE OF mb;
 
@@ -39,13 +47,14 @@ BEGIN
       SELECT grp.gord, grp.sub_id, grp.meter_id, grp.items, s.customer_id,
              c.pricing_model_id, mb.event_seq, bp.period_start, bp.period_end
         FROM grp
-        JOIN subscriptions s ON s.id = grp.sub_id
-        JOIN customers c ON c.id = s.customer_id
+        JOIN subscriptions s ON s.customer_id = p_customer_id AND s.id = grp.sub_id
+        JOIN customers c ON c.id = p_customer_id
         JOIN usage_meters m ON m.id = grp.meter_id AND m.pricing_model_id = c.pricing_model_id
-        JOIN meter_balances mb ON mb.subscription_id = s.id AND mb.usage_meter_id = m.id
+        JOIN meter_balances mb ON mb.customer_id = p_customer_id AND mb.subscription_id = s.id
+                              AND mb.usage_meter_id = m.id
         CROSS JOIN LATERAL billing_period(s.start_date, s.interval_unit, s.interval_count,
                                           v_now) bp
-       WHERE (p_caller_customer_id IS NULL OR s.customer_id = p_caller_customer_id)
+       WHERE (p_caller_customer_id IS NULL OR p_customer_id = p_caller_customer_id)
          AND s.status IN ('trialing', 'active', 'past_due', 'unpaid', 'cancellation_scheduled')
          AND v_now >= s.start_date
          AND m.aggregation_type = 'sum'
@@ -66,7 +75,7 @@ BEGIN
                -- a scalar subquery: one index probe per item (an anti-join could be
                -- planned as a scan of all events)
                AND (SELECT 1 FROM usage_events e
-                     WHERE e.customer_id = ctx.customer_id AND e.usage_meter_id = ctx.meter_id
+                     WHERE e.customer_id = p_customer_id AND e.usage_meter_id = ctx.meter_id
                        AND e.transaction_id = i.item ->> 'transaction_id' LIMIT 1) IS NULL,
                false) AS ok
         FROM ctx
@@ -83,7 +92,7 @@ BEGIN
     ), batch_keys AS (      -- every key of the batch (any group that could record)
       SELECT grp.gord, s.customer_id, grp.meter_id, i.item ->> 'transaction_id' AS tx
         FROM grp
-        JOIN subscriptions s ON s.id = grp.sub_id
+        JOIN subscriptions s ON s.customer_id = p_customer_id AND s.id = grp.sub_id
         CROSS JOIN LATERAL jsonb_array_elements(grp.items) AS i(item)
     ), shared AS (          -- groups with a key used twice in the batch
       SELECT DISTINCT k.gord
@@ -110,15 +119,22 @@ BEGIN
                      AND (cg.expires_at IS NULL OR cg.expires_at > v_now)), 0) AS valid,
                  count(*) AS grants
             FROM credit_grants cg
-           WHERE cg.subscription_id = ctx.sub_id AND cg.usage_meter_id = ctx.meter_id) gr
+           WHERE cg.customer_id = p_customer_id AND cg.subscription_id = ctx.sub_id
+             AND cg.usage_meter_id = ctx.meter_id) gr
         CROSS JOIN LATERAL (
           SELECT coalesce(sum(ut.used), 0) AS used0, coalesce(sum(ut.covered), 0) AS covered0,
                  coalesce(sum(ut.uncovered), 0) AS uncovered0
             FROM usage_totals ut
-           WHERE ut.subscription_id = ctx.sub_id AND ut.usage_meter_id = ctx.meter_id
-             AND ut.period_start = ctx.period_start) tt
-        -- Reservations: open holds are not available (reservations.sql).
-        CROSS JOIN LATERAL (SELECT usage_reserved(ctx.sub_id, ctx.meter_id, v_now) AS reserved) rs
+           WHERE ut.customer_id = p_customer_id AND ut.subscription_id = ctx.sub_id
+             AND ut.usage_meter_id = ctx.meter_id AND ut.period_start = ctx.period_start) tt
+        -- Reservations: open holds are not available (usage_reserved() of reservations.sql,
+        -- written out: a function reading a customer's table is not called inside a
+        -- statement that reads them).
+        CROSS JOIN LATERAL (
+          SELECT coalesce(sum(r.amount), 0)::bigint AS reserved FROM usage_reservations r
+           WHERE r.customer_id = p_customer_id AND r.subscription_id = ctx.sub_id
+             AND r.usage_meter_id = ctx.meter_id AND r.status = 'held'
+             AND r.expires_at > v_now) rs
        WHERE NOT EXISTS (SELECT 1 FROM shared WHERE shared.gord = ctx.gord)
          AND NOT EXISTS (SELECT 1 FROM items WHERE items.gord = ctx.gord AND NOT items.ok)
     ), allocated AS (
@@ -144,7 +160,8 @@ BEGIN
                      sum(cg.amount - cg.consumed) OVER w - (cg.amount - cg.consumed) AS cum_start
                 FROM steady st
                 JOIN credit_grants cg
-                  ON cg.subscription_id = st.sub_id AND cg.usage_meter_id = st.meter_id
+                  ON cg.customer_id = p_customer_id AND cg.subscription_id = st.sub_id
+                 AND cg.usage_meter_id = st.meter_id
                  AND cg.granted_at <= v_now AND (cg.expires_at IS NULL OR cg.expires_at > v_now)
                  AND cg.consumed < cg.amount AND cg.issued_seq < st.event_seq + 1
               WINDOW w AS (PARTITION BY st.gord
@@ -164,20 +181,21 @@ BEGIN
         FROM allocated a
         LEFT JOIN item_takes tk ON tk.event_id = a.event_id
     ), totals AS (
-      INSERT INTO usage_totals AS t (subscription_id, usage_meter_id, period_start, price_id,
-                                     customer_id, period_end, used, covered, uncovered)
-      SELECT a.sub_id, a.meter_id, a.period_start, a.price_id, a.customer_id, a.period_end,
+      INSERT INTO usage_totals AS t (customer_id, subscription_id, usage_meter_id, period_start,
+                                     price_id, period_end, used, covered, uncovered)
+      SELECT a.customer_id, a.sub_id, a.meter_id, a.period_start, a.price_id, a.period_end,
              sum(a.amount), sum(a.covered), sum(a.amount - a.covered)
         FROM allocated a
-       GROUP BY a.sub_id, a.meter_id, a.period_start, a.price_id, a.customer_id, a.period_end
-      ON CONFLICT (subscription_id, usage_meter_id, period_start, price_id)
+       GROUP BY a.customer_id, a.sub_id, a.meter_id, a.period_start, a.price_id, a.period_end
+      ON CONFLICT (customer_id, subscription_id, usage_meter_id, period_start, price_id)
       DO UPDATE SET used = t.used + excluded.used, covered = t.covered + excluded.covered,
                     uncovered = t.uncovered + excluded.uncovered
     ), seq_bump AS (
       UPDATE meter_balances mb SET event_seq = mb.event_seq + n.events
         FROM (SELECT sub_id, meter_id, count(*) AS events FROM allocated
                GROUP BY sub_id, meter_id) n
-       WHERE mb.subscription_id = n.sub_id AND mb.usage_meter_id = n.meter_id
+       WHERE mb.customer_id = p_customer_id AND mb.subscription_id = n.sub_id
+         AND mb.usage_meter_id = n.meter_id
     ), takes AS (           -- each group's covered credits, from its grants in order
       SELECT cg.id,
              least(cg.amount - cg.consumed,
@@ -186,7 +204,8 @@ BEGIN
         FROM (SELECT gord, sub_id, meter_id, event_seq, sum(covered) AS total
                 FROM allocated GROUP BY gord, sub_id, meter_id, event_seq) c
         JOIN credit_grants cg
-          ON cg.subscription_id = c.sub_id AND cg.usage_meter_id = c.meter_id
+          ON cg.customer_id = p_customer_id AND cg.subscription_id = c.sub_id
+         AND cg.usage_meter_id = c.meter_id
          AND cg.granted_at <= v_now AND (cg.expires_at IS NULL OR cg.expires_at > v_now)
          AND cg.consumed < cg.amount AND cg.issued_seq < c.event_seq + 1
       WINDOW w AS (PARTITION BY c.gord
@@ -194,7 +213,7 @@ BEGIN
     ), consumed AS (
       UPDATE credit_grants cg SET consumed = cg.consumed + t.take
         FROM takes t
-       WHERE cg.id = t.id AND t.take > 0
+       WHERE cg.customer_id = p_customer_id AND cg.id = t.id AND t.take > 0
     )
     -- The answers are built from what was written, not read back from `written` (a join
     -- of two CTEs is planned without statistics). The event's JSON is _usage_event_json()'s;
@@ -215,20 +234,22 @@ BEGIN
                'used_balance', a.used0 + a.running,
                'balance_limit', CASE WHEN a.grants > 0 THEN a.valid + a.covered0 END,
                'reserved_balance', a.reserved,
-               'period_start', a.period_start, 'period_end', a.period_end),
+               'period_start', a.period_start, 'period_end', a.period_end,
+               'pricing_model_id', a.pricing_model_id),
              'pricing_model_id', a.pricing_model_id) ORDER BY a.pos)
       INTO v_positions, v_results
       FROM allocated a;
   EXCEPTION WHEN unique_violation THEN
     RETURN;
   END;
-  PERFORM evaluate_usage_alerts_batch(v_results);  -- alerts hook (alerts.sql): once per group
+  PERFORM evaluate_usage_alerts_batch(p_customer_id, v_results);  -- alerts hook (alerts.sql): once per group
 
   RETURN QUERY SELECT x.pos, x.res FROM unnest(v_positions, v_results) AS x(pos, res);
 END;
 $$;
 
 CREATE OR REPLACE FUNCTION public.record_usage_events(
+  p_customer_id uuid,
   p_items jsonb,
   p_caller_customer_id uuid,
   p_backdating interval,
@@ -243,12 +264,15 @@ DECLARE
   grp record;
   it record;
 BEGIN
+  IF p_customer_id IS NULL THEN
+    RAISE EXCEPTION 'record_usage_events: the customer must be given';
+  END IF;
   -- Groups of (subscription, meter) in 0003's order; the meter is resolved only to group.
   WITH items AS (
     SELECT x.ordinality::integer AS pos, x.item,
            coalesce((x.item ->> 'subscription_id')::uuid,
                     (SELECT cs.id FROM subscriptions cs
-                      WHERE cs.customer_id = p_caller_customer_id
+                      WHERE cs.customer_id = p_customer_id
                         AND cs.status IN ('trialing', 'active', 'past_due', 'unpaid',
                                           'cancellation_scheduled')
                       ORDER BY cs.created_at DESC, cs.id DESC LIMIT 1)) AS sub_id
@@ -270,8 +294,8 @@ BEGIN
                                      AND pr.id = (i.item ->> 'target')::uuid)
            END AS meter_id
       FROM items i
-      LEFT JOIN subscriptions s ON s.id = i.sub_id
-      LEFT JOIN customers c ON c.id = s.customer_id
+      LEFT JOIN subscriptions s ON s.customer_id = p_customer_id AND s.id = i.sub_id
+      LEFT JOIN customers c ON c.id = p_customer_id AND c.id = s.customer_id
   )
   SELECT jsonb_agg(jsonb_build_object('sub', g.sub_id, 'meter', g.meter_id, 'items', g.items)
                    ORDER BY g.sub_id NULLS FIRST, g.meter_id NULLS FIRST)
@@ -285,6 +309,7 @@ BEGIN
   -- serves batches of three or more.
   FOR rec IN
     SELECT * FROM _record_usage_steady(
+      p_customer_id,
       (SELECT jsonb_agg(g.value ORDER BY g.ord)
          FROM jsonb_array_elements(v_groups) WITH ORDINALITY AS g(value, ord)
         WHERE g.value ->> 'sub' IS NOT NULL AND g.value ->> 'meter' IS NOT NULL),
@@ -309,6 +334,7 @@ BEGIN
     LOOP
       item_position := (it.item ->> 'pos')::integer;
       result := record_usage_event(
+        p_customer_id,
         (it.item ->> 'event_id')::uuid,
         p_caller_customer_id,
         (it.item ->> 'subscription_id')::uuid,
@@ -327,6 +353,6 @@ BEGIN
     END LOOP;
   END LOOP;
   PERFORM set_config('gateway.alerts_deferred', 'off', true);  -- alerts hook
-  PERFORM evaluate_usage_alerts_batch(v_results);  -- alerts hook (alerts.sql): once per group
+  PERFORM evaluate_usage_alerts_batch(p_customer_id, v_results);  -- alerts hook (alerts.sql): once per group
 END;
 $$;
