@@ -947,13 +947,20 @@ async def sql_balance_latency(
             uuid.UUID(small),
             scenario.METER,
         )
-        statement = await conn.prepare("SELECT * FROM usage_balance($1, $2)")
+        # The function takes the customer first (the schema is keyed by customer).
+        owner = {
+            sub: await conn.fetchval(
+                "SELECT customer_id FROM subscriptions WHERE id = $1", uuid.UUID(sub)
+            )
+            for sub in (small, large)
+        }
+        statement = await conn.prepare("SELECT * FROM usage_balance($1, $2, $3)")
         times: dict[str, list[float]] = {small: [], large: []}
         for _ in range(blocks * 2):
             for sub in (small, large):
                 for _ in range(per_block):
                     t0 = time.perf_counter()
-                    row = await statement.fetchrow(uuid.UUID(sub), meter)
+                    row = await statement.fetchrow(owner[sub], uuid.UUID(sub), meter)
                     times[sub].append(time.perf_counter() - t0)
                     assert row is not None
         return median(times[small]), median(times[large])
