@@ -95,7 +95,10 @@ def _commit(source: Path) -> str:
         text=True,
         check=False,
     )
-    return done.stdout.strip()[:70] if done.returncode == 0 else "not a git checkout"
+    if done.returncode != 0:
+        return "not a git checkout"
+    line = done.stdout.strip()
+    return line if len(line) <= 70 else line[:67] + "..."
 
 
 async def _value(url: str, sql: str) -> Any:
