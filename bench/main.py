@@ -33,7 +33,7 @@ import httpx
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import uuid_utils
 
-from bench import alerts, scenario, servers, soak
+from bench import alerts, compare, scenario, servers, soak
 from bench.stats import Row, Spread, median, percentile, ratio_fmt, table
 
 MS = 1000.0
@@ -193,6 +193,7 @@ class Bench:
         self.postgres_pids = postgres_pids
         self.profile_dir = profile_dir
         self.rows: list[Row] = []
+        self.compared: list[Row] = []  # after / before, with --compare
         self.notes: list[str] = []
         self.raw: dict[str, Any] = {}
         self.cpu = load_cpu()
@@ -247,7 +248,11 @@ class Bench:
     # ---------------------------------------------------------------- 1 and 5
 
     def usage_event(
-        self, gateway: servers.Server, baseline: servers.Server, sc: scenario.Scenario
+        self,
+        gateway: servers.Server,
+        baseline: servers.Server,
+        sc: scenario.Scenario,
+        other: compare.Other | None = None,
     ) -> None:
         c = self.config
         common = {
@@ -270,19 +275,31 @@ class Bench:
                 baseline, path="/event", kind="baseline_event", expect='"ok"', **common
             ),
         }
-        runs: dict[str, list[dict[str, Any]]] = {"gateway": [], "baseline": []}
+        targets = {"gateway": gateway, "baseline": baseline}
+        if other is not None:  # the other checkout's gateway, between the two
+            specs["before"] = {
+                **specs["gateway"],
+                "port": other.server.port,
+                "token": other.scenario.token,
+                "subscriptions": other.scenario.dashboard_subscriptions,
+            }
+            targets["before"] = other.server
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in specs}
         idle_rss = max(psutil.Process(p).memory_info().rss for p in gateway.worker_pids)
         for r in range(c.rounds):
             order = ["baseline", "gateway"] if r % 2 == 0 else ["gateway", "baseline"]
+            if other is not None:
+                order.insert(1, "before")
             for name in order:
-                spec = {**specs[name], "run_id": f"b1{name[0]}{r}-{uuid.uuid4().hex[:6]}"}
+                tag = {"before": "o"}.get(name, name[0])
+                spec = {**specs[name], "run_id": f"b1{tag}{r}-{uuid.uuid4().hex[:6]}"}
                 is_gateway = name == "gateway"
                 profile = (
                     self.profiler(gateway, "1-createUsageEvent", c.duration)
                     if is_gateway and r == c.rounds - 1
                     else None
                 )
-                server = gateway if is_gateway else baseline
+                server = targets[name]
                 groups: Groups = {
                     "server": lambda s=server: [s.process.pid, *s.worker_pids],  # type: ignore[misc]
                     "postgres": self.postgres_pids,
@@ -367,6 +384,8 @@ class Bench:
             )
         )
         self.raw["5"] = {"vmhwm": hwm, "sampled_peak": sampled, "idle": idle_rss}
+        if other is not None:
+            compare.usage_event_rows(self, runs, other)
 
     def reserve_finalize(self, gateway: servers.Server, sc: scenario.Scenario) -> None:
         """1b: reserveUsage then finalizeUsageReservation per operation, beside 1."""
@@ -480,7 +499,11 @@ class Bench:
     # ---------------------------------------------------------------- 2
 
     def usage_events(
-        self, gateway: servers.Server, sc: scenario.Scenario, database_url: str
+        self,
+        gateway: servers.Server,
+        sc: scenario.Scenario,
+        database_url: str,
+        other: compare.Other | None = None,
     ) -> None:
         c = self.config
         spec = self.closed(
@@ -504,7 +527,39 @@ class Bench:
         copy: list[float] = []
         lat: list[dict[str, float]] = []
         cores: list[dict[str, float]] = []
+        before: list[float] = []
+        before_cores: list[dict[str, float]] = []
+
+        def measure_before(r: int) -> None:
+            assert other is not None
+            server = other.server
+            result = run_loadgen(
+                {
+                    **spec,
+                    "port": server.port,
+                    "token": other.scenario.token,
+                    "subscriptions": other.scenario.dashboard_subscriptions,
+                    "run_id": f"b2o{r}-{uuid.uuid4().hex[:6]}",
+                },
+                groups={
+                    "server": lambda: [server.process.pid, *server.worker_pids],
+                    "postgres": self.postgres_pids,
+                },
+            )
+            result.pop("latencies")
+            before.append(result["throughput"] * c.batch_size)
+            if "cores" in result:
+                before_cores.append(result["cores"])
+            if result["errors"]:
+                self.notes.append(
+                    f"2 before round {r + 1}: {result['errors']} errors,"
+                    f" first: {result['first_error']}"
+                )
+            log(f"  2 round {r + 1}: before {before[-1]:,.0f} events/s")
+
         for r in range(c.rounds):
+            if other is not None and r % 2 == 1:  # before, after; then after, before; ...
+                measure_before(r)
             profile = (
                 self.profiler(gateway, "2-createUsageEvents", c.batch_duration)
                 if r == c.rounds - 1
@@ -519,6 +574,8 @@ class Bench:
             )
             if "cores" in result:
                 cores.append(result["cores"])
+            if other is not None and r % 2 == 0:
+                measure_before(r)
             latencies = result.pop("latencies")
             events = result["throughput"] * c.batch_size
             g.append(events)
@@ -588,6 +645,9 @@ class Bench:
                 f" {median([x['postgres'] for x in cores]):.2f}, other processes"
                 f" {median([x['other'] for x in cores]):.2f}"
             )
+        if other is not None:
+            self.raw["2"]["before"] = before
+            compare.usage_events_rows(self, g, before, cores, before_cores)
         self.rows.append(
             Row(
                 "2 (info) same rows by COPY, no conflict handling",
@@ -887,13 +947,20 @@ async def sql_balance_latency(
             uuid.UUID(small),
             scenario.METER,
         )
-        statement = await conn.prepare("SELECT * FROM usage_balance($1, $2)")
+        # The function takes the customer first (the schema is keyed by customer).
+        owner = {
+            sub: await conn.fetchval(
+                "SELECT customer_id FROM subscriptions WHERE id = $1", uuid.UUID(sub)
+            )
+            for sub in (small, large)
+        }
+        statement = await conn.prepare("SELECT * FROM usage_balance($1, $2, $3)")
         times: dict[str, list[float]] = {small: [], large: []}
         for _ in range(blocks * 2):
             for sub in (small, large):
                 for _ in range(per_block):
                     t0 = time.perf_counter()
-                    row = await statement.fetchrow(uuid.UUID(sub), meter)
+                    row = await statement.fetchrow(owner[sub], uuid.UUID(sub), meter)
                     times[sub].append(time.perf_counter() - t0)
                     assert row is not None
         return median(times[small]), median(times[large])
@@ -1075,6 +1142,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="DIR",
+        help="also measure 1 to 5 for the gateway of another checkout (after / before)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -1090,6 +1163,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is not None:
             config = replace(config, **{name: getattr(args, name)})
     only = {part.strip() for part in args.only.split(",")}
+    source = compare.checkout(args.compare) if args.compare else None
     bench = Bench(config, args.profile)  # the database's processes are set below
     info = machine()
     started = time.monotonic()
@@ -1110,6 +1184,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             with stage("setting up data through GraphQL"):
                 sc = asyncio.run(scenario.setup(gateway.url, db.url))
+            other = None
+            if source is not None:
+                with stage(f"starting the gateway of {source} on its own database"):
+                    other = stack.enter_context(compare.start(source, db, config, bench, log))
             if "1" in only:
                 baseline = stack.enter_context(
                     servers.server(
@@ -1121,19 +1199,25 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 with stage("1 createUsageEvent vs bare endpoint (and 5 memory)"):
-                    bench.usage_event(gateway, baseline, sc)
+                    bench.usage_event(gateway, baseline, sc, other)
                     asyncio.run(bench.check_writes(db.url))
+                    if other is not None:
+                        asyncio.run(compare.check_writes(bench, other))
                 with stage("1 reserve + finalize beside createUsageEvent"):
                     bench.reserve_finalize(gateway, sc)
             if "2" in only:
                 with stage("2 createUsageEvents vs executemany"):
-                    bench.usage_events(gateway, sc, db.url)
+                    bench.usage_events(gateway, sc, db.url, other)
             if "4" in only:
                 with stage("4 dashboard"):
                     bench.dashboard(gateway, sc, db.url, db.workdir)
+                    if other is not None:
+                        compare.dashboard(bench, gateway, sc, other)
             if "3" in only:
                 with stage("3 usageBalance vs history"):
                     bench.balance(gateway, sc, db.url)
+                    if other is not None:
+                        compare.balance(bench, gateway, sc, other)
             if "6" in only:
                 with stage("6 createUsageEvent(s) with alerts vs without"):
                     alerts.alert_cost(bench, gateway, sc, db.url)
@@ -1158,6 +1242,11 @@ def render(info: dict[str, str], config: Config, bench: Bench) -> str:
     lines = ["", "Benchmarks: " + ", ".join(f"{k} {v}" for k, v in info.items()), ""]
     lines.append(table(bench.rows))
     lines.append("")
+    if bench.compared:
+        lines.append(f"After (this tree) / before (--compare {bench.raw['compare']['source']}):")
+        lines.append("")
+        lines.append(table(bench.compared, compare.HEADER))
+        lines.append("")
     lines.append(
         f"Values: median of {config.rounds} interleaved rounds (min-max in brackets) for 1"
         f" and 2 (of {config.alert_rounds} for 6); medians of all requests (per-block ratio"

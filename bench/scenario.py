@@ -140,8 +140,10 @@ async def _customer(gql: GraphQL, external_id: str, start: str | None) -> str:
     )
 
 
-async def setup(base_url: str, database_url: str) -> Scenario:
-    token = await create_secret_key(database_url)
+async def setup(base_url: str, database_url: str, token: str | None = None) -> Scenario:
+    """`token`: a secret key made beforehand (by another checkout's own command, when the
+    bench compares two versions); else one is created here."""
+    token = token or await create_secret_key(database_url)
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
         gql = GraphQL(http, token)
         model = await gql(

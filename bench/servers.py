@@ -123,6 +123,19 @@ def database(log: Callable[[str], None] = print) -> Iterator[Database]:
         tmp.cleanup()
 
 
+@contextmanager
+def sibling_database(db: Database, tag: str) -> Iterator[str]:
+    """Another fresh, empty database on the same server as `db` (not migrated); dropped at
+    the end. Its URL."""
+    name = f"gateway_bench_{os.getpid()}_{tag}_{secrets.token_hex(3)}"
+    asyncio.run(_admin(db.url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_database(db.url, name)
+    finally:
+        with contextlib.suppress(Exception):
+            asyncio.run(_admin(db.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @dataclass
 class Server:
     name: str

@@ -57,8 +57,10 @@ def ratio_fmt(spread: Spread) -> str:
     return spread.fmt("x", 2)
 
 
-def table(rows: Sequence[Row]) -> str:
-    header = ("Figure", "Measured", "Baseline", "Ratio", "Target", "Met")
+HEADER = ("Figure", "Measured", "Baseline", "Ratio", "Target", "Met")
+
+
+def table(rows: Sequence[Row], header: Sequence[str] = HEADER) -> str:
     cells = [header] + [
         (
             r.figure,
