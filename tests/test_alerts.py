@@ -117,7 +117,7 @@ async def test_an_80_percent_alert_fires_once_resolves_on_a_grant_and_rearms_nex
     assert first["data"]["balance"]["availableBalance"] == 190
 
 
-async def test_a_batch_is_evaluated_once_per_group_on_its_last_balance(
+async def test_a_batch_fires_on_the_balance_of_the_item_that_crossed(
     gql: GraphQLClient, db: Database
 ) -> None:
     await setup_pricing(gql, CREDITS_PRICING)
@@ -130,8 +130,9 @@ async def test_a_batch_is_evaluated_once_per_group_on_its_last_balance(
     ]
     results = ok(await gql(CREATE_USAGE_EVENTS, {"input": items}), "createUsageEvents")
     assert [r["balance"]["usedBalance"] for r in results] == [300, 500, 700, 900, 1100]
-    # The set-based statement evaluated the group once, after its last item (not at 900).
-    assert await alert_events(db) == [("triggered", 1100)]
+    # Evaluated once, after the set-based statement, on each item's balance in order: the event
+    # carries the balance of the item that reached 80% (900), as one-by-one events would.
+    assert await alert_events(db) == [("triggered", 900)]
 
 
 async def test_thresholds_used_above_and_available_below_and_one_customer_only(
@@ -294,7 +295,7 @@ async def test_a_period_that_ends_triggered_resolves_at_the_first_change_of_the_
     assert await alert_events(db) == [("triggered", 150), ("resolved", 10), ("triggered", 100)]
 
 
-async def test_a_batch_recorded_item_by_item_is_evaluated_once_per_group_too(
+async def test_a_batch_recorded_item_by_item_fires_on_the_crossing_balance_too(
     gql: GraphQLClient, db: Database
 ) -> None:
     await setup_pricing(gql, CREDITS_PRICING)
@@ -307,7 +308,7 @@ async def test_a_batch_recorded_item_by_item_is_evaluated_once_per_group_too(
     ]
     results = ok(await gql(CREATE_USAGE_EVENTS, {"input": items}), "createUsageEvents")
     assert [r["balance"]["usedBalance"] for r in results] == [300, 600, 900, 1200]
-    assert await alert_events(db) == [("triggered", 1200)]  # not at 900
+    assert await alert_events(db) == [("triggered", 900)]  # the item that reached 80%
     # The deferral ends with the batch: the next single event is evaluated by itself.
     await _grant(gql, sub, 1000, (datetime.now(UTC) + timedelta(hours=1)).isoformat())
-    assert await alert_events(db) == [("triggered", 1200), ("resolved", 1200)]
+    assert await alert_events(db) == [("triggered", 900), ("resolved", 1200)]

@@ -37,10 +37,10 @@ BEGIN
            (b ->> 'used_balance')::bigint AS used,
            (b ->> 'balance_limit')::bigint AS lim,
            (b ->> 'period_start')::timestamptz AS period_start,
-           (b ->> 'period_end')::timestamptz AS period_end
-      FROM jsonb_array_elements(coalesce(p_balances, '[]'::jsonb)) AS b
+           (b ->> 'period_end')::timestamptz AS period_end, x.ord
+      FROM jsonb_array_elements(coalesce(p_balances, '[]'::jsonb)) WITH ORDINALITY AS x(b, ord)
      WHERE jsonb_typeof(b) = 'object'
-  ), cand AS (
+  ), cand_all AS (
     SELECT ch.*, s.customer_id, cu.external_id, m.slug AS meter_slug, a.id AS alert_id,
            a.percent_used, a.used_above, a.available_below,
            -- an alert names no customer or this one
@@ -56,6 +56,14 @@ BEGIN
       JOIN usage_meters m ON m.id = ch.meter_id
       JOIN usage_alerts a ON a.usage_meter_id = ch.meter_id AND a.deleted_at IS NULL
                          AND (a.customer_id IS NULL OR a.customer_id = p_customer_id)
+  ), cand AS (
+    -- One balance per (alert, subscription): the first that meets the threshold, else the
+    -- last. p_balances may be a batch's successive balances of one (subscription, meter), in
+    -- order; usage only moves them one way, so the first that meets it is the crossing event's,
+    -- as if the events had been evaluated one by one.
+    SELECT DISTINCT ON (c.alert_id, c.sub_id) c.*
+      FROM cand_all c
+     ORDER BY c.alert_id, c.sub_id, c.met DESC, CASE WHEN c.met THEN c.ord END, c.ord DESC
   ), due AS (
     -- this period: TRIGGERED once the threshold holds, RESOLVED once it no longer does
     SELECT c.*, c.period_start AS event_period,
@@ -157,8 +165,9 @@ BEGIN
 END;
 $$;
 
--- A batch's results (record_usage_event()'s JSON, in input order): once per
--- (subscription, meter) group, on the balance after its last recorded item.
+-- A batch's results (record_usage_event()'s JSON, in input order): once per batch, on the
+-- successive balances of each (subscription, meter) with an alert, so that a TRIGGERED event
+-- carries the balance of the event that crossed the threshold (fire_usage_alerts()).
 CREATE OR REPLACE FUNCTION public.evaluate_usage_alerts_batch(p_customer_id uuid,
                                                         p_results jsonb[])
 RETURNS integer
@@ -174,16 +183,11 @@ BEGIN
     RETURN 0;
   END IF;
   RETURN fire_usage_alerts(p_customer_id, (
-    SELECT jsonb_agg(last.balance)
-      FROM (SELECT DISTINCT ON (r.sub_id, r.meter_id) r.balance
-              FROM (SELECT x.res -> 'balance' AS balance, x.ord,
-                           x.res -> 'balance' ->> 'subscription_id' AS sub_id,
-                           x.res -> 'balance' ->> 'usage_meter_id' AS meter_id
-                      FROM unnest(p_results) WITH ORDINALITY AS x(res, ord)
-                     WHERE x.res ->> 'status' = 'recorded') r
-             ORDER BY r.sub_id, r.meter_id, r.ord DESC) last
-     WHERE EXISTS (SELECT 1 FROM usage_alerts a
-                    WHERE a.usage_meter_id = (last.balance ->> 'usage_meter_id')::uuid
+    SELECT jsonb_agg(x.res -> 'balance' ORDER BY x.ord)
+      FROM unnest(p_results) WITH ORDINALITY AS x(res, ord)
+     WHERE x.res ->> 'status' = 'recorded' AND x.res -> 'balance' IS NOT NULL
+       AND EXISTS (SELECT 1 FROM usage_alerts a
+                    WHERE a.usage_meter_id = (x.res -> 'balance' ->> 'usage_meter_id')::uuid
                       AND a.deleted_at IS NULL)));
 END;
 $$;
