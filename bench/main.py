@@ -386,6 +386,49 @@ class Bench:
         self.raw["5"] = {"vmhwm": hwm, "sampled_peak": sampled, "idle": idle_rss}
         if other is not None:
             compare.usage_event_rows(self, runs, other)
+        self.lone_event(specs, other)
+
+    def lone_event(self, specs: dict[str, dict[str, Any]], other: compare.Other | None) -> None:
+        """1 at one client: a lone request's latency (group commit must not delay it)."""
+        c = self.config
+        duration = min(c.duration, 4.0)
+        lat: dict[str, list[float]] = {name: [] for name in specs}
+        for r in range(c.rounds):
+            names = list(specs) if r % 2 == 0 else list(reversed(specs))
+            for name in names:
+                spec = {
+                    **specs[name],
+                    "connections": 1,
+                    "warmup": 1.0,
+                    "duration": duration,
+                    "run_id": f"b1l{name[0]}{r}-{uuid.uuid4().hex[:6]}",
+                }
+                result = run_loadgen(spec)
+                lat[name].append(percentile(result.pop("latencies"), 50))
+                log(f"  1 {name:8s} 1 client round {r + 1}: p50 {lat[name][-1] * MS:.2f} ms")
+        g, b = lat["gateway"], lat["baseline"]
+        self.rows.append(
+            Row(
+                "1 createUsageEvent p50 latency at 1 client",
+                Spread.of(g).fmt(" ms", 2, MS),
+                Spread.of(b).fmt(" ms", 2, MS),
+                ratio_fmt(Spread.of([x / y for x, y in zip(g, b, strict=True)])),
+                "",
+                None,
+            )
+        )
+        if other is not None:
+            self.compared.append(
+                compare.ratio_row(
+                    "1 createUsageEvent p50 latency at 1 client",
+                    g,
+                    lat["before"],
+                    " ms",
+                    2,
+                    MS,
+                    False,
+                )
+            )
 
     def reserve_finalize(self, gateway: servers.Server, sc: scenario.Scenario) -> None:
         """1b: reserveUsage then finalizeUsageReservation per operation, beside 1."""
