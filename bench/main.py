@@ -430,10 +430,18 @@ class Bench:
                 )
             )
 
-    def reserve_finalize(self, gateway: servers.Server, sc: scenario.Scenario) -> None:
+    def reserve_finalize(
+        self, gateway: servers.Server, sc: scenario.Scenario, other: compare.Other | None = None
+    ) -> None:
         """1b: reserveUsage then finalizeUsageReservation per operation, beside 1."""
         c = self.config
         asyncio.run(scenario.fund_reservations(gateway.url, sc.token, sc.dashboard_subscriptions))
+        if other is not None:
+            asyncio.run(
+                scenario.fund_reservations(
+                    other.server.url, other.scenario.token, other.scenario.dashboard_subscriptions
+                )
+            )
         spec = self.closed(
             gateway,
             path="/graphql",
@@ -447,9 +455,23 @@ class Bench:
             duration=c.duration,
             subscriptions=sc.dashboard_subscriptions,
         )
+        before_runs: list[float] = []
         runs = []
         for r in range(c.rounds):
+            if other is not None:  # the other checkout's gateway, first and last in turn
+                before_spec = {
+                    **spec,
+                    "port": other.server.port,
+                    "token": other.scenario.token,
+                    "subscriptions": other.scenario.dashboard_subscriptions,
+                }
+                if r % 2 == 0:
+                    before_spec["run_id"] = f"b1ro{r}-{uuid.uuid4().hex[:6]}"
+                    before_runs.append(run_loadgen(before_spec)["throughput"])
             result = run_loadgen({**spec, "run_id": f"b1r{r}-{uuid.uuid4().hex[:6]}"})
+            if other is not None and r % 2 == 1:
+                before_spec["run_id"] = f"b1ro{r}-{uuid.uuid4().hex[:6]}"
+                before_runs.append(run_loadgen(before_spec)["throughput"])
             lat = result.pop("latencies")
             result["p50"] = percentile(lat, 50)
             result["p99"] = percentile(lat, 99)
@@ -486,6 +508,15 @@ class Bench:
                 None,
             )
         )
+        if other is not None:
+            self.compared.append(
+                compare.ratio_row(
+                    "1 reserve + finalize throughput (64 clients)",
+                    [x["throughput"] for x in runs],
+                    before_runs,
+                    " op/s",
+                )
+            )
 
     def cpu_rows(self, figure: str, g: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
         """CPU per request (server processes, PostgreSQL) and the cores each group used."""
@@ -1247,7 +1278,7 @@ def main(argv: list[str] | None = None) -> int:
                     if other is not None:
                         asyncio.run(compare.check_writes(bench, other))
                 with stage("1 reserve + finalize beside createUsageEvent"):
-                    bench.reserve_finalize(gateway, sc)
+                    bench.reserve_finalize(gateway, sc, other)
             if "2" in only:
                 with stage("2 createUsageEvents vs executemany"):
                     bench.usage_events(gateway, sc, db.url, other)
