@@ -25,7 +25,9 @@ from gateway.storage.distribute import (
     NO_CITUS,
     REFERENCE_TABLES,
 )
+from gateway.storage.distribution import HOT_FUNCTIONS, ROUTING_ARGUMENT
 from gateway.storage.models import metadata
+from gateway.storage.sql_sources import sources
 
 ROOT = Path(__file__).parent.parent
 CITUS_URL = os.environ.get("GATEWAY_TEST_CITUS_URL")
@@ -56,7 +58,7 @@ SELECT (SELECT array_agg(extname ORDER BY extname) FROM pg_extension),
 
 
 def test_every_table_is_placed_once() -> None:
-    reference = [t for t, _ in REFERENCE_TABLES]
+    reference = list(REFERENCE_TABLES)
     distributed = [t for t, _ in (*DISTRIBUTED_TABLES, *LOOKUP_TABLES)]
     assert len(set(reference + distributed)) == len(reference) + len(distributed)
     assert sorted(reference + distributed) == sorted(metadata.tables)
@@ -76,6 +78,21 @@ async def test_delegated_functions_name_their_customer_argument(db: Database) ->
         names, types = list(rows[0]["proargnames"]), list(rows[0]["types"])
         assert arg in names, (name, names)
         assert types[names.index(arg)] == "uuid", (name, arg)
+
+
+async def test_every_function_taking_the_customer_first_is_delegated(db: Database) -> None:
+    """The hot functions are exactly the SQL sources' functions whose first argument is the
+    customer: a new one is delegated by adding it to distribution.HOT_FUNCTIONS."""
+    rows = await db.fetch(
+        "SELECT p.proname FROM pg_proc p"
+        " JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'public'"
+        " WHERE p.proname = ANY ($1::text[]) AND (p.proargnames)[1] = $2"
+        "   AND p.proargtypes[0] = 'uuid'::regtype",
+        sorted(sources()),
+        ROUTING_ARGUMENT,
+    )
+    assert sorted(r["proname"] for r in rows) == sorted(HOT_FUNCTIONS)
+    assert [name for name, _ in DELEGATED_FUNCTIONS] == list(HOT_FUNCTIONS)
 
 
 async def test_plain_postgresql_is_refused_and_nothing_changes(
@@ -136,7 +153,7 @@ async def test_migrate_and_distribute_twice_on_citus() -> None:
                 " column_to_column_name(logicalrelid, partkey) AS column FROM pg_dist_partition"
             )
         }
-        expected = {t: ("n", None) for t, _ in REFERENCE_TABLES} | {
+        expected = dict.fromkeys(REFERENCE_TABLES, ("n", None)) | {
             t: ("h", c) for t, c in (*DISTRIBUTED_TABLES, *LOOKUP_TABLES)
         }
         assert placed == expected
