@@ -89,4 +89,6 @@ HOT_FUNCTIONS: tuple[str, ...] = (
     "evaluate_usage_alerts",
     "evaluate_usage_alerts_batch",
     "fire_usage_alerts",
+    # Not a request's, but one customer's too: the periodic tidy-up of expired holds.
+    "sweep_usage_reservations",
 )
