@@ -8,6 +8,7 @@ without changing anything; without that variable the Citus test is skipped.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -178,5 +179,23 @@ async def test_migrate_and_distribute_twice_on_citus() -> None:
                 list(row["proargnames"]).index(arg),
                 True,
             ), name
+
+        # A key's revocation (a reference table: every node's copy in one two-phase
+        # transaction) commits, and the coordinator's copy announces it.
+        heard: list[str] = []
+        await conn.add_listener("gateway_credentials", lambda *a: heard.append(a[3]))
+        await conn.execute(
+            "INSERT INTO api_keys (name, prefix, key_hash) VALUES ('t', 'sk_t', $1)", "ab" * 32
+        )
+        revoked = await conn.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1", "ab" * 32
+        )
+        assert revoked == "UPDATE 1"
+        await conn.execute("DELETE FROM api_keys WHERE key_hash = $1", "ab" * 32)
+        for _ in range(100):
+            if len(heard) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert heard == ["key:" + "ab" * 32] * 2
     finally:
         await conn.close()

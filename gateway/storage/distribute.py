@@ -152,6 +152,13 @@ async def _preflight(conn: asyncpg.Connection) -> None:
             2,
         )
     problems = []
+    if not await conn.fetchval("SELECT EXISTS (SELECT FROM pg_dist_node WHERE groupid = 0)"):
+        # Reference tables then have no copy on the coordinator, whose copy of api_keys is the
+        # one that announces a key's revocation (storage/sql/credentials.sql).
+        problems.append(
+            "distribute: the coordinator is not in the cluster's metadata (SELECT"
+            " citus_set_coordinator_host('<its host>', <its port>) first)"
+        )
     columns = {
         (r["table_name"], r["column_name"])
         for r in await conn.fetch(
