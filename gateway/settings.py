@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         default=None,
         description="Direct PostgreSQL URL for LISTEN and migrations; unset: DATABASE_URL.",
     )
+    gateway_listen_database_urls: str | None = Field(
+        default=None,
+        description="Comma-separated PostgreSQL URLs to LISTEN on, each on a connection of"
+        " its own: on Citus, the coordinator and every worker (a delegated function notifies"
+        " on its worker). Unset: the direct URL, else DATABASE_URL.",
+    )
 
     # Timeouts: no request waits without bound (docs/operations.md, "Timeouts").
     gateway_pool_acquire_timeout_seconds: float = Field(

@@ -8,6 +8,7 @@ without changing anything; without that variable the Citus test is skipped.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -25,7 +26,9 @@ from gateway.storage.distribute import (
     NO_CITUS,
     REFERENCE_TABLES,
 )
+from gateway.storage.distribution import HOT_FUNCTIONS, ROUTING_ARGUMENT
 from gateway.storage.models import metadata
+from gateway.storage.sql_sources import sources
 
 ROOT = Path(__file__).parent.parent
 CITUS_URL = os.environ.get("GATEWAY_TEST_CITUS_URL")
@@ -56,7 +59,7 @@ SELECT (SELECT array_agg(extname ORDER BY extname) FROM pg_extension),
 
 
 def test_every_table_is_placed_once() -> None:
-    reference = [t for t, _ in REFERENCE_TABLES]
+    reference = list(REFERENCE_TABLES)
     distributed = [t for t, _ in (*DISTRIBUTED_TABLES, *LOOKUP_TABLES)]
     assert len(set(reference + distributed)) == len(reference) + len(distributed)
     assert sorted(reference + distributed) == sorted(metadata.tables)
@@ -76,6 +79,21 @@ async def test_delegated_functions_name_their_customer_argument(db: Database) ->
         names, types = list(rows[0]["proargnames"]), list(rows[0]["types"])
         assert arg in names, (name, names)
         assert types[names.index(arg)] == "uuid", (name, arg)
+
+
+async def test_every_function_taking_the_customer_first_is_delegated(db: Database) -> None:
+    """The hot functions are exactly the SQL sources' functions whose first argument is the
+    customer: a new one is delegated by adding it to distribution.HOT_FUNCTIONS."""
+    rows = await db.fetch(
+        "SELECT p.proname FROM pg_proc p"
+        " JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'public'"
+        " WHERE p.proname = ANY ($1::text[]) AND (p.proargnames)[1] = $2"
+        "   AND p.proargtypes[0] = 'uuid'::regtype",
+        sorted(sources()),
+        ROUTING_ARGUMENT,
+    )
+    assert sorted(r["proname"] for r in rows) == sorted(HOT_FUNCTIONS)
+    assert [name for name, _ in DELEGATED_FUNCTIONS] == list(HOT_FUNCTIONS)
 
 
 async def test_plain_postgresql_is_refused_and_nothing_changes(
@@ -136,7 +154,7 @@ async def test_migrate_and_distribute_twice_on_citus() -> None:
                 " column_to_column_name(logicalrelid, partkey) AS column FROM pg_dist_partition"
             )
         }
-        expected = {t: ("n", None) for t, _ in REFERENCE_TABLES} | {
+        expected = dict.fromkeys(REFERENCE_TABLES, ("n", None)) | {
             t: ("h", c) for t, c in (*DISTRIBUTED_TABLES, *LOOKUP_TABLES)
         }
         assert placed == expected
@@ -161,5 +179,23 @@ async def test_migrate_and_distribute_twice_on_citus() -> None:
                 list(row["proargnames"]).index(arg),
                 True,
             ), name
+
+        # A key's revocation (a reference table: every node's copy in one two-phase
+        # transaction) commits, and the coordinator's copy announces it.
+        heard: list[str] = []
+        await conn.add_listener("gateway_credentials", lambda *a: heard.append(a[3]))
+        await conn.execute(
+            "INSERT INTO api_keys (name, prefix, key_hash) VALUES ('t', 'sk_t', $1)", "ab" * 32
+        )
+        revoked = await conn.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1", "ab" * 32
+        )
+        assert revoked == "UPDATE 1"
+        await conn.execute("DELETE FROM api_keys WHERE key_hash = $1", "ab" * 32)
+        for _ in range(100):
+            if len(heard) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert heard == ["key:" + "ab" * 32] * 2
     finally:
         await conn.close()

@@ -186,6 +186,31 @@ async def test_the_sweep_only_tidies_expired_holds(gql, db: Database) -> None:
     assert before is not None and before["reservedBalance"] == 2
 
 
+async def test_the_sweep_goes_customer_by_customer_within_its_limit(gql, db: Database) -> None:
+    """One customer's holds per statement (on Citus, its shard), the soonest customers first,
+    and never more than the limit in all."""
+    await setup_pricing(gql)
+    subs = [await customer_on_plan(gql, f"user-{i}", "free_monthly") for i in range(3)]
+    for i, sub in enumerate(subs):
+        for n in range(2):
+            await reserve(
+                gql, subscriptionId=sub, amount=1, transactionId=f"h{i}-{n}", expiresInSeconds=1
+            )
+    await reserve(gql, subscriptionId=subs[0], amount=1, transactionId="long")
+    await asyncio.sleep(1.2)
+    assert await sweep_reservations(db, limit=3) == 3
+    assert (
+        await db.fetchval("SELECT count(*) FROM usage_reservations WHERE status = 'expired'") == 3
+    )
+    assert await sweep_reservations(db, limit=3) == 3
+    assert await sweep_reservations(db, limit=3) == 0
+    rows = await db.fetch("SELECT transaction_id, status FROM usage_reservations ORDER BY 1")
+    assert [tuple(r) for r in rows] == [
+        *[(f"h{i}-{n}", "expired") for i in range(3) for n in range(2)],
+        ("long", "held"),
+    ]
+
+
 async def test_customer_tokens_hold_their_own_and_never_anothers(gql, db: Database) -> None:
     await setup_pricing(gql)
     await customer_on_plan(gql, "user-1", "free_monthly")

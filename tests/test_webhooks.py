@@ -248,3 +248,31 @@ async def test_every_resolved_address_is_checked_before_anything_is_sent() -> No
         assert allowed.result == "success"
         assert len(hooks.requests) == 1  # only the allowed one reached the receiver
         assert hooks.requests[0].headers["host"] == f"localhost:{port}"
+
+
+async def test_the_claim_goes_customer_by_customer_within_its_limit(
+    gql: GraphQLClient, db: Database
+) -> None:
+    """One customer's deliveries per claim statement (on Citus, its shard), never more than
+    the limit in all, and a claimed delivery is not claimed again while its claim holds."""
+    await setup_pricing(gql, CREDITS_PRICING)
+    subs = [await customer_on_plan(gql, f"user-{i}", "daily_plan") for i in range(3)]
+    await create_endpoint(gql, "https://hooks.example.com/a")
+    await create_endpoint(gql, "https://hooks.example.com/b")
+    await create_alert(gql, threshold={"usedAbove": 10})
+    for i, sub in enumerate(subs):
+        result = await record(
+            gql,
+            target={"usageMeterSlug": "credits"},
+            subscriptionId=sub,
+            amount=10,
+            transactionId=f"x{i}",
+        )
+        assert result["__typename"] == "UsageEventRecorded"
+    assert await db.fetchval("SELECT count(*) FROM webhook_deliveries") == 6  # 3 x 2 endpoints
+    first = await deliveries.claim(db, 3, 60)
+    second = await deliveries.claim(db, 3, 60)
+    assert (len(first), len(second)) == (3, 3)
+    assert len({d.id for d in first + second}) == 6
+    assert await deliveries.claim(db, 3, 60) == []
+    assert await db.fetchval("SELECT sum(attempts) FROM webhook_deliveries") == 6

@@ -11,11 +11,13 @@ from gateway.storage.db import Database
 
 MAX_PERCENT = 1_000_000.0
 
-# The meter named by slug: in the customer's pricing model when one is named, otherwise in
+# The customer by its id ($6, found through customer_external_ids first): on Citus a read of
+# every customer's shard in the statement that writes usage_alerts (a reference table) is
+# refused. The meter named by slug: in the customer's pricing model when one is named, otherwise in
 # the default pricing model (or the only model that has such a meter).
 _CREATE_SQL = """
 WITH cust AS (
-  SELECT id, pricing_model_id, external_id FROM customers WHERE external_id = $2
+  SELECT id, pricing_model_id, external_id FROM customers WHERE id = $6 AND external_id = $2
 ), meter AS (
   SELECT m.id, m.pricing_model_id
     FROM usage_meters m JOIN pricing_models pm ON pm.id = m.pricing_model_id
@@ -65,6 +67,12 @@ async def create_usage_alert(
     problem = _threshold_problem(threshold)
     if problem is not None:
         return problem
+    customer_id = None
+    if customer_external_id is not None:
+        customer_id = await db.fetchval(
+            "SELECT customer_id FROM customer_external_ids WHERE external_id = $1",
+            customer_external_id,
+        )
     row = await db.fetchrow(
         _CREATE_SQL,
         meter_slug,
@@ -72,6 +80,7 @@ async def create_usage_alert(
         threshold.percent_used,
         threshold.used_above,
         threshold.available_below,
+        customer_id,
     )
     assert row is not None
     if customer_external_id is not None and not row["customer_found"]:

@@ -47,7 +47,7 @@ from gateway.live.reads import SharedReads
 from gateway.reservations.sweep import Sweeper
 from gateway.settings import Settings
 from gateway.storage.db import database_from_settings, warn_without_server_timeouts
-from gateway.storage.listener import Listener
+from gateway.storage.listeners import Listeners
 from gateway.webhooks.worker import DeliveryWorker
 from schema import build_schema
 
@@ -88,6 +88,12 @@ def graphql_extensions(settings: Settings) -> list[Any]:
     return extensions
 
 
+def listen_urls(settings: Settings, database_url: str) -> list[str]:
+    """Where to LISTEN: GATEWAY_LISTEN_DATABASE_URLS, else the direct URL, else the pool's."""
+    urls = [u.strip() for u in (settings.gateway_listen_database_urls or "").split(",")]
+    return [u for u in urls if u] or [settings.gateway_direct_database_url or database_url]
+
+
 def create_app(settings: Settings, database_url: str) -> FastAPI:
     """The app for one database. Migrations are applied by the caller before it starts."""
     services_holder: dict[str, Services] = {}
@@ -99,8 +105,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         await db.connect()
         await warn_without_server_timeouts(db)
         catalogs = CatalogCache(db, settings.gateway_catalog_cache_seconds)
-        # LISTEN on a supervised connection of its own (gateway.storage.listener).
-        listener = Listener(settings.gateway_direct_database_url or database_url)
+        # LISTEN on a supervised connection of its own per node (gateway.storage.listeners).
+        listener = Listeners(listen_urls(settings, database_url))
         catalogs.attach(listener)
         credentials = CredentialCache(
             settings.gateway_auth_cache_size, settings.gateway_auth_cache_seconds

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from gateway.billing.records import Catalog, FeatureRow, PriceRow, ProductRow, UsageMeterRow
 from gateway.storage.db import Conn, Database
-from gateway.storage.listener import Listener
+from gateway.storage.listener import Listening
 
 NOTIFY_CHANNEL = "gateway_catalog"
 
@@ -136,12 +136,12 @@ class CatalogCache:
         self.db = db
         self.ttl = ttl_seconds
         self._entries: dict[uuid.UUID, tuple[float, Catalog]] = {}
-        self._listener: Listener | None = None
+        self._listener: Listening | None = None
         # Bumped by every invalidation: a load that was under way when one arrived may have
         # read the old catalog, so it is not kept.
         self._generation = 0
 
-    def attach(self, listener: Listener) -> None:
+    def attach(self, listener: Listening) -> None:
         """Invalidate on ``listener``'s notifications; bypass the cache while it is down."""
         listener.on(NOTIFY_CHANNEL, self._on_notify)
         listener.on_reconnect(self.invalidate)

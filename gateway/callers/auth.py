@@ -299,12 +299,24 @@ async def revoke_customer_sessions(
     process's ``cache`` forgets the customer at once, the others when the trigger's
     notification arrives.
     """
-    row = await db.fetchrow(
-        "UPDATE customers SET sessions_revoked_before"
-        " = greatest(sessions_revoked_before, clock_timestamp())"
-        " WHERE external_id = $1 RETURNING id, sessions_revoked_before",
+    # By the customer's id, found through customer_external_ids with the instant: on Citus the
+    # update then runs on the customer's shard (by external_id it would go to every shard), and
+    # Citus refuses a volatile function (clock_timestamp()) in any update of a distributed
+    # table. The id of an external id never changes.
+    found = await db.fetchrow(
+        "SELECT customer_id, clock_timestamp() AS now FROM customer_external_ids"
+        " WHERE external_id = $1",
         customer_external_id,
     )
+    row = None
+    if found is not None:
+        row = await db.fetchrow(
+            "UPDATE customers SET sessions_revoked_before"
+            " = greatest(sessions_revoked_before, $2::timestamptz)"
+            " WHERE id = $1 RETURNING id, sessions_revoked_before",
+            found["customer_id"],
+            found["now"],
+        )
     if row is None:
         return not_found(
             f"no customer with externalId {customer_external_id!r}", "input", "customerExternalId"

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from gateway.storage.listener import Listener
+from gateway.storage.listener import Listening
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +54,12 @@ class Hub:
     def __init__(self) -> None:
         self._balances: dict[BalanceKey, set[Wake]] = {}
         self._alerts: dict[uuid.UUID | None, set[Wake]] = {}  # None: every customer's
-        self._listener: Listener | None = None
+        self._listener: Listening | None = None
         self._listening: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.notifications = 0  # received (for tests and the benchmark)
 
-    def attach(self, listener: Listener) -> None:
+    def attach(self, listener: Listening) -> None:
         """Use ``listener``. A channel is LISTENed to from its first subscription on: a
         process nobody subscribes to costs the writers nothing (PostgreSQL signals only the
         backends that listen), and the hot path pays for fan-out only where it is used."""
@@ -75,7 +75,7 @@ class Hub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _listen(self, listener: Listener, channel: str, callback: Any) -> None:
+    async def _listen(self, listener: Listening, channel: str, callback: Any) -> None:
         await listener.listen(channel, callback)
         # A change committed before the LISTEN took effect was not announced: read again.
         self.ring_all()

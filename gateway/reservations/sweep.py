@@ -4,6 +4,10 @@ An expired hold already counts as freed on every read (``usage_reserved()`` igno
 nothing depends on this running: it only rewrites held rows past their expiry to ``expired``,
 which keeps the partial index of held rows (what every balance read probes) small. Each
 process runs it; ``FOR UPDATE SKIP LOCKED`` keeps two from touching the same rows.
+
+It goes customer by customer: one read finds the customers with expired holds (on Citus it
+reads every shard, without locks), then ``sweep_usage_reservations()`` tidies each one's
+holds on the customer's node (Citus takes row locks only in a statement of one customer).
 """
 
 from __future__ import annotations
@@ -18,9 +22,22 @@ log = logging.getLogger(__name__)
 BATCH = 1000
 
 
+_DUE_CUSTOMERS_SQL = """
+SELECT customer_id FROM usage_reservations
+ WHERE status = 'held' AND expires_at <= now()
+ GROUP BY customer_id ORDER BY min(expires_at) LIMIT $1
+"""
+
+
 async def sweep_reservations(db: Database, limit: int = BATCH) -> int:
     """Marks up to ``limit`` expired holds; returns how many."""
-    swept: int = await db.fetchval("SELECT sweep_usage_reservations($1)", limit)
+    swept = 0
+    for row in await db.fetch(_DUE_CUSTOMERS_SQL, limit):
+        if swept >= limit:
+            break
+        swept += await db.fetchval(
+            "SELECT sweep_usage_reservations($1::uuid, $2)", row["customer_id"], limit - swept
+        )
     return swept
 
 

@@ -27,61 +27,33 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from gateway.storage import distribution
 from gateway.storage.db import asyncpg_dsn
 from gateway.storage.migrate import current_head
 from gateway.storage.sql_sources import sources
 
-# Parents before children: a table's foreign keys point at tables placed before it.
-REFERENCE_TABLES: tuple[tuple[str, str], ...] = (
-    # The catalog: every request of every customer reads it (cached per process, joined in the
-    # hot functions); it changes when the merchant edits a pricing model.
-    ("pricing_models", "catalog"),
-    ("usage_meters", "catalog"),
-    ("products", "catalog"),
-    ("prices", "catalog"),
-    ("features", "catalog"),
-    ("product_features", "catalog"),
-    # The merchant's secret keys: checked on every request, before any customer is known.
-    ("api_keys", "merchant keys, checked before a customer is known"),
-    # Alert thresholds: for one customer or for all customers of a pricing model (customer_id
-    # NULL, which a distribution column cannot be), probed on every usage write.
-    ("usage_alerts", "merchant thresholds, some for all customers"),
-    # Where webhooks go: joined when any customer's alert event is queued.
-    ("webhook_endpoints", "merchant endpoints"),
-)
+# What goes where is gateway.storage.distribution's (one classification for the schema, its
+# tests and this command); this module only places it.
 
-# (table, distribution column), parents before children. customers by its id; every other
-# table by its customer_id, in the shards of the same customer.
-DISTRIBUTED_TABLES: tuple[tuple[str, str], ...] = (
-    ("customers", "id"),
-    ("subscriptions", "customer_id"),
-    ("credit_grants", "customer_id"),
-    ("meter_balances", "customer_id"),
-    ("usage_totals", "customer_id"),
-    ("usage_distinct_keys", "customer_id"),
-    ("usage_events", "customer_id"),
-    ("usage_reservations", "customer_id"),
-    ("usage_alert_events", "customer_id"),
-    # The outbox rows of an alert event are written in the event's statement, on its node.
-    ("webhook_deliveries", "customer_id"),
-    ("webhook_attempts", "customer_id"),
-)
+# Copied to every node: what the merchant configures (the catalog, secret keys, alert
+# thresholds, webhook endpoints), read by requests of every customer and written rarely.
+# Parents before children: a table's foreign keys point at tables placed before it.
+REFERENCE_TABLES: tuple[str, ...] = distribution.REFERENCE
+
+# (table, distribution column), parents before children (``customers`` first, by its id;
+# every other table by its customer_id, in the shards of the same customer).
+DISTRIBUTED_TABLES: tuple[tuple[str, str], ...] = tuple(distribution.CUSTOMER_SCOPED.items())
 COLOCATE_WITH = "customers"
 
 # (table, distribution column): tables distributed by a key of their own, in a co-location
 # group of their own: look-ups by a merchant-given value that must be unique across all
 # customers (a unique constraint of a customer's table would not include the customer).
-LOOKUP_TABLES: tuple[tuple[str, str], ...] = ()
+LOOKUP_TABLES: tuple[tuple[str, str], ...] = tuple(distribution.LOOKUPS.items())
 
 # (function, the argument that names the customer): the hot path, delegated to the node of
-# that customer. Adjust here when a signature changes; a test checks the names against the
-# migrated schema.
-DELEGATED_FUNCTIONS: tuple[tuple[str, str], ...] = (
-    ("record_usage_event", "p_caller_customer_id"),
-    ("record_usage_events", "p_caller_customer_id"),
-    ("reserve_usage", "p_caller_customer_id"),
-    ("finalize_usage_reservation", "p_caller_customer_id"),
-    ("release_usage_reservation", "p_caller_customer_id"),
+# that customer. A test checks the names against the migrated schema.
+DELEGATED_FUNCTIONS: tuple[tuple[str, str], ...] = tuple(
+    (name, distribution.ROUTING_ARGUMENT) for name in distribution.HOT_FUNCTIONS
 )
 
 NO_CITUS = (
@@ -180,6 +152,13 @@ async def _preflight(conn: asyncpg.Connection) -> None:
             2,
         )
     problems = []
+    if not await conn.fetchval("SELECT EXISTS (SELECT FROM pg_dist_node WHERE groupid = 0)"):
+        # Reference tables then have no copy on the coordinator, whose copy of api_keys is the
+        # one that announces a key's revocation (storage/sql/credentials.sql).
+        problems.append(
+            "distribute: the coordinator is not in the cluster's metadata (SELECT"
+            " citus_set_coordinator_host('<its host>', <its port>) first)"
+        )
     columns = {
         (r["table_name"], r["column_name"])
         for r in await conn.fetch(
@@ -188,7 +167,7 @@ async def _preflight(conn: asyncpg.Connection) -> None:
         )
     }
     tables = {t for t, _ in columns}
-    for table, _why in REFERENCE_TABLES:
+    for table in REFERENCE_TABLES:
         if table not in tables:
             problems.append(f"distribute: table {table} does not exist")
     for table, column in (*DISTRIBUTED_TABLES, *LOOKUP_TABLES):
@@ -197,7 +176,7 @@ async def _preflight(conn: asyncpg.Connection) -> None:
     # A table Citus already holds another way is left to the operator: converting it here
     # (undistribute, redistribute) would move its data and, for a Citus local table, drop
     # the functions that take its row type.
-    wanted = {t: "reference" for t, _ in REFERENCE_TABLES} | {
+    wanted = dict.fromkeys(REFERENCE_TABLES, "reference") | {
         t: f"distributed by {c}" for t, c in (*DISTRIBUTED_TABLES, *LOOKUP_TABLES)
     }
     for table, placement in (await _placements(conn)).items():
@@ -230,7 +209,7 @@ async def _place_tables(
     conn: asyncpg.Connection, emit: Callable[[str], None], summary: Summary
 ) -> None:
     placements = await _placements(conn)
-    for table, _why in REFERENCE_TABLES:
+    for table in REFERENCE_TABLES:
         if placements.get(table) == "reference":
             summary.unchanged.append(table)
             emit(f"{table}: reference table (already)")
@@ -325,6 +304,14 @@ async def distribute(url: str, emit: Callable[[str], None]) -> Summary:
         # row type (usage_events, usage_reservations) then follow, and converting it to a
         # distributed table afterwards drops that shard and those functions with it.
         await conn.execute("SET citus.enable_local_reference_table_foreign_keys = off")
+        # The credential triggers (storage/sql/credentials.sql, on api_keys and customers)
+        # announce a revocation by NOTIFY. Citus refuses to place a table with triggers unless
+        # told they are safe; they are: each runs on the shard the row is on, reads nothing
+        # but the row, and only NOTIFYs, on the node of that shard (a reference table's on
+        # every node), which is why the gateway listens on every node
+        # (GATEWAY_LISTEN_DATABASE_URLS). Session-local: a later migration that changes a
+        # trigger of these tables needs it on too (docs/operations.md).
+        await conn.execute("SET citus.enable_unsafe_triggers = on")
         summary = Summary()
         await _place_tables(conn, emit, summary)
         await _place_functions(conn, emit, summary)

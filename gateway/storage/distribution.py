@@ -26,14 +26,20 @@ refused by the gateway before the call). The gateway knows the customer before i
 from the caller's session token, or from ``gateway.billing.owners`` (subscription ->
 customer, cached per process: a subscription's customer never changes).
 
-Tried on a Citus 13.2 cluster (the tables placed as below, the hot functions delegated by
-``p_customer_id``): single events, replays, distinct-property meters, balance reads, manual
-grants, reserve/finalize/release and voids run. Two things are left to the deployment:
-``_record_usage_steady`` is planned generically on one PostgreSQL (``plan_cache_mode``), and
-Citus plans its statement only with the parameters bound: on Citus, ``ALTER FUNCTION
-_record_usage_steady(uuid, jsonb, uuid) RESET plan_cache_mode`` (then batches run too). And
-the credential triggers on ``api_keys`` and ``customers`` (``storage/sql/credentials.sql``)
-keep Citus from placing those tables.
+``customer_external_ids`` is distributed by the external id rather than copied to every node
+as a reference table: it grows with the customers (a reference table would hold every
+customer's row on every node and write each new one on all of them), and its one hot read,
+external id -> customer, names the external id, so it runs on one shard. Creating a customer
+then writes two shards, possibly on two nodes, in one (two-phase) transaction; that is not on
+the hot path.
+
+``HOT_FUNCTIONS`` are the database functions that take the customer as their first argument
+(``ROUTING_ARGUMENT``): ``billing-gateway distribute`` delegates each to the node of that
+customer (gateway.storage.distribute). A test checks that every function of the SQL sources
+whose first argument is ``p_customer_id`` is listed, and nothing else.
+
+Tried on a Citus 13.2 cluster: see docs/operations.md "Scaling out" for what runs, and what is
+left to the deployment.
 """
 
 from __future__ import annotations
@@ -66,4 +72,23 @@ REFERENCE: tuple[str, ...] = (
     "api_keys",
     "usage_alerts",
     "webhook_endpoints",
+)
+
+ROUTING_ARGUMENT = "p_customer_id"
+
+HOT_FUNCTIONS: tuple[str, ...] = (
+    "record_usage_event",
+    "record_usage_events",
+    "_record_usage_steady",
+    "reserve_usage",
+    "finalize_usage_reservation",
+    "release_usage_reservation",
+    "void_usage_event",
+    "usage_balance",
+    "usage_reserved",
+    "evaluate_usage_alerts",
+    "evaluate_usage_alerts_batch",
+    "fire_usage_alerts",
+    # Not a request's, but one customer's too: the periodic tidy-up of expired holds.
+    "sweep_usage_reservations",
 )

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -37,6 +37,20 @@ logger = logging.getLogger(__name__)
 _CONNECTION_ERRORS = (*UNAVAILABLE_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError)
 Payload = Callable[[str], None]
 Hook = Callable[[], None]
+
+
+class Listening(Protocol):
+    """What the caches and the live hub use of a listener: ``Listener`` (one database) or
+    ``gateway.storage.listeners.Listeners`` (every node of a Citus cluster)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def on(self, channel: str, callback: Payload) -> None: ...
+
+    async def listen(self, channel: str, callback: Payload) -> None: ...
+
+    def on_reconnect(self, callback: Hook) -> None: ...
 
 
 class Listener:

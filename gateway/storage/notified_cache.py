@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 
 from cachetools import TTLCache
 
-from gateway.storage.listener import Listener
+from gateway.storage.listener import Listening
 
 V = TypeVar("V")
 
@@ -52,10 +52,10 @@ class NotifiedCache(Generic[V]):
         self._entries: TTLCache[str, V] | None = None
         if max_entries > 0 and max_age > 0:
             self._entries = TTLCache(maxsize=max_entries, ttl=max_age, timer=time.monotonic)
-        self._listener: Listener | None = None
+        self._listener: Listening | None = None
         self._generation = 0
 
-    def attach(self, listener: Listener) -> None:
+    def attach(self, listener: Listening) -> None:
         """Invalidate on ``listener``'s notifications; bypass the cache while it is down."""
         listener.on(self.channel, self._on_notify)
         listener.on_reconnect(self.invalidate)

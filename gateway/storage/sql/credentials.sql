@@ -10,10 +10,24 @@
 
 CREATE OR REPLACE FUNCTION public.notify_credentials_changed() RETURNS trigger
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  -- On Citus the trigger runs on the tables' shards, named <table>_<shard id>.
+  v_key boolean := TG_TABLE_NAME ~ '^api_keys(_[0-9]+)?$';
+  v_worker boolean := false;
 BEGIN
+  -- On Citus, api_keys is a reference table: a change writes its copy on every node in one
+  -- two-phase transaction, and a prepared transaction cannot NOTIFY. The coordinator's copy
+  -- (written in the coordinator's own transaction) announces it; the workers' stay silent.
+  -- (EXECUTE: on one PostgreSQL there is no citus_is_coordinator() to plan.)
+  IF v_key AND to_regproc('citus_is_coordinator') IS NOT NULL THEN
+    EXECUTE 'SELECT NOT citus_is_coordinator()' INTO v_worker;
+    IF v_worker THEN
+      RETURN NULL;
+    END IF;
+  END IF;
   IF TG_OP = 'TRUNCATE' THEN
     PERFORM pg_notify('gateway_credentials', '');
-  ELSIF TG_TABLE_NAME = 'api_keys' THEN
+  ELSIF v_key THEN
     PERFORM pg_notify('gateway_credentials', 'key:' || OLD.key_hash);
   ELSE
     PERFORM pg_notify('gateway_credentials', 'customer:' || OLD.id);

@@ -394,12 +394,18 @@ END;
 $$;
 
 -- Tidying only: expired holds already count as freed on every read.
-CREATE OR REPLACE FUNCTION public.sweep_usage_reservations(p_limit integer)
+CREATE OR REPLACE FUNCTION public.sweep_usage_reservations(p_customer_id uuid, p_limit integer)
 RETURNS integer
-LANGUAGE sql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  v_swept integer;
+BEGIN
+  -- One customer's holds (gateway.reservations.sweep finds the customers): on Citus it runs
+  -- on the customer's node, where FOR UPDATE is allowed; PL/pgSQL, not SQL, as Citus plans
+  -- no SQL function's statement with its parameters.
   WITH due AS (
     SELECT r.customer_id, r.id FROM usage_reservations r
-     WHERE r.status = 'held' AND r.expires_at <= now()
+     WHERE r.customer_id = p_customer_id AND r.status = 'held' AND r.expires_at <= now()
      ORDER BY r.expires_at
      LIMIT p_limit
        FOR UPDATE SKIP LOCKED),
@@ -407,5 +413,7 @@ LANGUAGE sql VOLATILE AS $$
     UPDATE usage_reservations r SET status = 'expired', settled_at = r.expires_at
       FROM due WHERE r.customer_id = due.customer_id AND r.id = due.id
     RETURNING 1)
-  SELECT count(*)::integer FROM swept
+  SELECT count(*)::integer INTO v_swept FROM swept;
+  RETURN v_swept;
+END;
 $$;
