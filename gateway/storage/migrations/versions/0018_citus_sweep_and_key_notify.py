@@ -1,7 +1,7 @@
 """citus: the sweep by customer, key revocations announced by the coordinator's copy
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 
 sweep_usage_reservations(p_customer_id, p_limit) tidies one customer's expired holds
 (gateway.reservations.sweep finds the customers first): Citus takes row locks (FOR UPDATE
@@ -22,8 +22,8 @@ from alembic import op
 from alembic_utils.pg_function import PGFunction
 from sqlalchemy import text as sql_text
 
-revision: str = '0017'
-down_revision: str | None = '0016'
+revision: str = '0018'
+down_revision: str | None = '0017'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
