@@ -3,7 +3,7 @@
 --
 -- The write functions call these through one marked hook line each ("alerts hook"):
 --   record_usage_event()      PERFORM evaluate_usage_alerts(customer, sub, meter, balance)
---   _record_usage_steady()    PERFORM evaluate_usage_alerts_batch(customer, results)
+--   _record_usage_steady()    PERFORM evaluate_usage_alerts_batch(customers, results)
 --   record_usage_events()     the same for the items it records one by one (whose own
 --                             evaluation it defers with the setting gateway.alerts_deferred)
 --   grant_usage_credits       SELECT evaluate_usage_alerts(customer, sub, meter, balance)
@@ -157,12 +157,17 @@ BEGIN
 END;
 $$;
 
--- A batch's results (record_usage_event()'s JSON, in input order): once per
--- (subscription, meter) group, on the balance after its last recorded item.
-CREATE OR REPLACE FUNCTION public.evaluate_usage_alerts_batch(p_customer_id uuid,
+-- A batch's results (record_usage_event()'s JSON, in input order) for the customers
+-- p_customers: once per (subscription, meter) group, on the balance after its last recorded
+-- item; the notifications and the look-up of alerts once for the whole batch.
+CREATE OR REPLACE FUNCTION public.evaluate_usage_alerts_batch(p_customers uuid[],
                                                         p_results jsonb[])
 RETURNS integer
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  v_customer uuid;
+  v_balances jsonb;
+  v_written integer := 0;
 BEGIN
   -- Live updates: one notification per (subscription, meter) the batch recorded on.
   PERFORM pg_notify('gateway_balance', k.pair)
@@ -173,17 +178,23 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM usage_alerts a WHERE a.deleted_at IS NULL) THEN
     RETURN 0;
   END IF;
-  RETURN fire_usage_alerts(p_customer_id, (
-    SELECT jsonb_agg(last.balance)
+  FOREACH v_customer IN ARRAY p_customers LOOP
+    SELECT jsonb_agg(last.balance) INTO v_balances
       FROM (SELECT DISTINCT ON (r.sub_id, r.meter_id) r.balance
               FROM (SELECT x.res -> 'balance' AS balance, x.ord,
                            x.res -> 'balance' ->> 'subscription_id' AS sub_id,
                            x.res -> 'balance' ->> 'usage_meter_id' AS meter_id
                       FROM unnest(p_results) WITH ORDINALITY AS x(res, ord)
-                     WHERE x.res ->> 'status' = 'recorded') r
+                     WHERE x.res ->> 'status' = 'recorded'
+                       AND x.res -> 'event' ->> 'customer_id' = v_customer::text) r
              ORDER BY r.sub_id, r.meter_id, r.ord DESC) last
      WHERE EXISTS (SELECT 1 FROM usage_alerts a
                     WHERE a.usage_meter_id = (last.balance ->> 'usage_meter_id')::uuid
-                      AND a.deleted_at IS NULL)));
+                      AND a.deleted_at IS NULL);
+    IF v_balances IS NOT NULL THEN
+      v_written := v_written + fire_usage_alerts(v_customer, v_balances);
+    END IF;
+  END LOOP;
+  RETURN v_written;
 END;
 $$;
