@@ -268,8 +268,7 @@ async def _record_many(
                 future,
             )
         return await db.fetch(
-            "SELECT 1 AS customer_position, item_position, result"
-            " FROM record_usage_batch($1::uuid[], $2::jsonb, $3::uuid, $4, $5)",
+            _BATCH_SQL,
             customers,
             [{**payload[i], "customer_id": str(c)} for c in customers for i in groups[c]],
             customer_id,
@@ -292,6 +291,10 @@ async def _record_many(
 # record_usage_events() once per customer, still in one statement (one round trip). Measured
 # on one PostgreSQL, a batch of 100 events over 25 customers: 0.15 ms of database CPU per
 # event in one call, 0.59 once per customer.
+_BATCH_SQL = (
+    "SELECT 1 AS customer_position, item_position, result"
+    " FROM record_usage_batch($1::uuid[], $2::jsonb, $3::uuid, $4, $5)"
+)
 _BATCH_BY_CUSTOMER_SQL = """
 SELECT g.ord::integer AS customer_position, r.item_position, r.result
   FROM unnest($1::uuid[]) WITH ORDINALITY AS g(customer_id, ord)
