@@ -15,11 +15,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
 from gateway.billing.reconcile import reconcile
 from gateway.billing.usage import _BATCH_SQL, UsageInput, _intervals, _prepare
 from gateway.callers.auth import Caller
+from gateway.errors import UserError
 from gateway.storage.db import Database
 from tests.conftest import GraphQLClient
 from tests.factories import (
@@ -364,3 +366,28 @@ async def test_grouped_batches_reconcile(
         "SELECT sum(used) FROM usage_totals WHERE subscription_id = $1::uuid", plans["pro"]
     )
     assert used == 1 + 1 + 3 * sum(97 * (i + 1) for i in range(12) if i % 3 != 1)
+
+
+async def test_a_batch_names_its_customers_and_each_item_one_of_them(
+    db: Database, settings: Any, plans: dict[str, Any]
+) -> None:
+    """record_usage_batch() refuses an item of a customer the call does not name, or of no
+    customer in a call of several, and nothing is written; a plain PostgreSQL is not
+    distributed (one call for all the customers)."""
+    assert db.distributed is False
+    backdating, future = _intervals(settings)
+    async with db.pool.acquire() as conn:
+        pro = await _customer_of(conn, [{"subscription_id": plans["pro"]}])
+        other = await _customer_of(conn, [{"subscription_id": plans["other"]}])
+        before = await conn.fetchval("SELECT count(*) FROM usage_events")
+        item = _prepare(SECRET, _meter(plans["pro"], "named", 1), settings)
+        assert not isinstance(item, UserError)
+        for customers, items, message in (
+            ([other], [{**item, "customer_id": str(pro)}], "names no customer of the call"),
+            ([pro, other], [item, item, item], "names no customer of the call"),
+            ([], [item], "the customers must be given"),
+        ):
+            with pytest.raises(asyncpg.RaiseError) as raised:
+                await conn.fetch(_BATCH_SQL, customers, items, None, backdating, future)
+            assert message in str(raised.value)
+        assert await conn.fetchval("SELECT count(*) FROM usage_events") == before
