@@ -28,12 +28,14 @@ customer, cached per process: a subscription's customer never changes).
 
 Tried on a Citus 13.2 cluster (the tables placed as below, the hot functions delegated by
 ``p_customer_id``): single events, replays, distinct-property meters, balance reads, manual
-grants, reserve/finalize/release and voids run. Two things are left to the deployment:
-``_record_usage_steady`` is planned generically on one PostgreSQL (``plan_cache_mode``), and
-Citus plans its statement only with the parameters bound: on Citus, ``ALTER FUNCTION
-_record_usage_steady(uuid, jsonb, uuid) RESET plan_cache_mode`` (then batches run too). And
-the credential triggers on ``api_keys`` and ``customers`` (``storage/sql/credentials.sql``)
-keep Citus from placing those tables.
+grants, reserve/finalize/release, voids and batches of several customers run. A batch is
+one call for all its customers on one PostgreSQL, and one call per customer on Citus
+(``Database.distributed``, read at connect): the batch's set-based statement filters by
+``customer_id = ANY(customers)``, which only a plan with that array bound prunes to one shard,
+so ``_record_usage_steady`` plans custom when Citus is loaded (generic elsewhere, where
+planning it would cost more than running it). One thing is left to the deployment: the
+credential triggers on ``api_keys`` and ``customers`` (``storage/sql/credentials.sql``) keep
+Citus from placing those tables.
 """
 
 from __future__ import annotations
