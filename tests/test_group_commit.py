@@ -127,10 +127,10 @@ async def test_events_arriving_during_a_write_go_as_one_batch(gql, db, settings)
         assert counter.count == 1  # only the blocked single was sent
     results = await asyncio.gather(*tasks)
     # The blocked single, then one batch statement for the five gathered events (five
-    # customers': record_usage_events() once per customer, in the one statement).
+    # customers': one call of record_usage_batch() for all of them on one PostgreSQL).
     assert len(counter.statements) == 2
     assert counter.statements[0].startswith("SELECT record_usage_event(")
-    assert counter.statements[1] == usage._BATCH_BY_CUSTOMER_SQL
+    assert counter.statements[1] == usage._BATCH_SQL
     assert committer.batches == batches + 1
     for i, (s, result) in enumerate(zip(subs, results, strict=True)):
         assert isinstance(result, usage.UsageRecorded) and not result.replayed

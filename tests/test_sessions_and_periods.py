@@ -372,6 +372,7 @@ async def test_no_quantity_column_or_function_result_is_32_bit(db: Database) -> 
         "evaluate_usage_alerts",  # alert events written
         "evaluate_usage_alerts_batch",
         "fire_usage_alerts",
+        "record_usage_batch",  # item_position integer
         "record_usage_events",  # item_position integer
         "sweep_usage_reservations",  # how many rows it tidied
     ]

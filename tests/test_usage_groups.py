@@ -15,11 +15,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
 from gateway.billing.reconcile import reconcile
-from gateway.billing.usage import _BATCH_BY_CUSTOMER_SQL, UsageInput, _intervals, _prepare
+from gateway.billing.usage import _BATCH_SQL, UsageInput, _intervals, _prepare
 from gateway.callers.auth import Caller
+from gateway.errors import UserError
 from gateway.storage.db import Database
 from tests.conftest import GraphQLClient
 from tests.factories import (
@@ -33,7 +35,7 @@ from tests.factories import (
 )
 
 DECLINE = """CREATE OR REPLACE FUNCTION _record_usage_steady(
-  p_customer_id uuid, p_groups jsonb, p_caller_customer_id uuid)
+  p_customers uuid[], p_groups jsonb, p_caller_customer_id uuid)
 RETURNS TABLE (item_position integer, result jsonb)
 LANGUAGE sql AS 'SELECT NULL::integer, NULL::jsonb WHERE false'"""
 
@@ -97,30 +99,28 @@ async def _run(
             if not grouped:
                 await conn.execute(DECLINE)
             now = await conn.fetchval("SELECT now()")
-            # By customer, as the gateway calls it (gateway.billing.usage): one call of
-            # record_usage_events() per customer, customers in id order, in one statement.
-            # (an unknown subscription's item: a customer of no rows, answered NOT_FOUND)
+            # As the gateway calls it on one PostgreSQL (gateway.billing.usage): one call of
+            # record_usage_batch() for all the customers, items in customer id order, each
+            # naming its customer. (an unknown subscription's item: a customer of no rows,
+            # answered NOT_FOUND)
             owners = [
                 caller.customer_id or await _customer_of(conn, [p]) or uuid.UUID(int=0)
                 for p in prepared
             ]
             customers = sorted(set(owners))
-            groups = [[i for i, o in enumerate(owners) if o == c] for c in customers]
+            order = [i for c in customers for i, o in enumerate(owners) if o == c]
             before = await conn.fetchval(CALLS)
             rows = await conn.fetch(
-                _BATCH_BY_CUSTOMER_SQL,
+                _BATCH_SQL,
                 customers,
-                [[prepared[i] for i in group] for group in groups],
+                [{**prepared[i], "customer_id": str(owners[i])} for i in order],
                 caller.customer_id,
                 backdating,
                 future,
             )
             item_by_item = await conn.fetchval(CALLS) - before
             results = {
-                groups[r["customer_position"] - 1][r["item_position"] - 1] + 1: _normalise(
-                    r["result"], now
-                )
-                for r in rows
+                order[r["item_position"] - 1] + 1: _normalise(r["result"], now) for r in rows
             }
             state = {name: [dict(r) for r in await conn.fetch(sql)] for name, sql in STATE.items()}
         finally:
@@ -204,9 +204,8 @@ async def test_steady_groups_are_recorded_at_once_and_equal_item_by_item(
         _meter(other, "k", 1),
     ]
     outcome = await _compare(db, settings, SECRET, items)
-    # Every item recorded by the steady statement of its customer but the free plan's two:
-    # a customer's call of two items runs them item by item (three or more are steady).
-    assert outcome["item_by_item"] == 2
+    # every item recorded by the steady statement: one call for all the customers
+    assert outcome["item_by_item"] == 0
     statuses = [r["status"] for r in outcome["results"]]
     assert statuses == ["recorded"] * len(items)
     used = [r["balance"]["used_balance"] for r in outcome["results"]]
@@ -227,8 +226,8 @@ async def test_groups_that_are_not_steady_run_item_by_item_with_the_same_answers
     second = str((await subscribe(gql, "user-1", "pro_monthly"))["id"])
     await record(gql, subscriptionId=second, amount=1, transactionId="seed-2")
     long_ago = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
-    # (batch, how many of its items run item by item; the steady statement serves a
-    # customer's three items or more)
+    # (batch, how many of its items run item by item; the steady statement serves a batch of
+    # three items or more, whatever its customers)
     cases = [
         ([_meter(pro, "x", 2), _meter(pro, "x", 2)], 2),  # repeated in the group
         ([_meter(pro, "seed-generations", 1), _meter(pro, "y", 1)], 2),  # already recorded
@@ -247,7 +246,7 @@ async def test_groups_that_are_not_steady_run_item_by_item_with_the_same_answers
                 _meter(pro, "n2", 1),
                 _meter(other, "n3", 1),
             ],
-            3,
+            1,
         ),
         # two items: always item by item (the steady statement serves three or more)
         ([_meter(pro, "v1", 1), _meter(other, "v2", 1)], 2),
@@ -258,10 +257,10 @@ async def test_groups_that_are_not_steady_run_item_by_item_with_the_same_answers
                 _meter(str(uuid.uuid4()), "p3", 1),
                 _meter(str(uuid.uuid4()), "p4", 1),
             ],
-            4,
+            2,
         ),
         # one key on two subscriptions of a customer: both groups item by item, in order
-        ([_meter(second, "k1", 1), _meter(pro, "k1", 1), _meter(other, "k2", 1)], 3),
+        ([_meter(second, "k1", 1), _meter(pro, "k1", 1), _meter(other, "k2", 1)], 2),
     ]
     for items, item_by_item in cases:
         outcome = await _compare(db, settings, SECRET, items)
@@ -367,3 +366,28 @@ async def test_grouped_batches_reconcile(
         "SELECT sum(used) FROM usage_totals WHERE subscription_id = $1::uuid", plans["pro"]
     )
     assert used == 1 + 1 + 3 * sum(97 * (i + 1) for i in range(12) if i % 3 != 1)
+
+
+async def test_a_batch_names_its_customers_and_each_item_one_of_them(
+    db: Database, settings: Any, plans: dict[str, Any]
+) -> None:
+    """record_usage_batch() refuses an item of a customer the call does not name, or of no
+    customer in a call of several, and nothing is written; a plain PostgreSQL is not
+    distributed (one call for all the customers)."""
+    assert db.distributed is False
+    backdating, future = _intervals(settings)
+    async with db.pool.acquire() as conn:
+        pro = await _customer_of(conn, [{"subscription_id": plans["pro"]}])
+        other = await _customer_of(conn, [{"subscription_id": plans["other"]}])
+        before = await conn.fetchval("SELECT count(*) FROM usage_events")
+        item = _prepare(SECRET, _meter(plans["pro"], "named", 1), settings)
+        assert not isinstance(item, UserError)
+        for customers, items, message in (
+            ([other], [{**item, "customer_id": str(pro)}], "names no customer of the call"),
+            ([pro, other], [item, item, item], "names no customer of the call"),
+            ([], [item], "the customers must be given"),
+        ):
+            with pytest.raises(asyncpg.RaiseError) as raised:
+                await conn.fetch(_BATCH_SQL, customers, items, None, backdating, future)
+            assert message in str(raised.value)
+        assert await conn.fetchval("SELECT count(*) FROM usage_events") == before

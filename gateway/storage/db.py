@@ -166,6 +166,21 @@ class Conn:
             raise unavailable(exc) from exc
 
 
+async def _is_distributed(pool: asyncpg.Pool) -> bool:
+    """Whether ``customers`` is a Citus distributed table (read once: a database distributed
+    while the gateway runs is seen at the gateway's next start)."""
+    async with pool.acquire() as raw:
+        citus = "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')"
+        if not await raw.fetchval(citus):
+            return False
+        return bool(
+            await raw.fetchval(
+                "SELECT EXISTS (SELECT FROM pg_dist_partition"
+                " WHERE logicalrelid = to_regclass('customers'))"
+            )
+        )
+
+
 def _milliseconds(seconds: float | None) -> str:
     return str(round((seconds or 0) * 1000))
 
@@ -206,6 +221,9 @@ class Database:
             writers_per_key, timeout=self.acquire_timeout, stall=lock_timeout or None
         )
         self._pool: asyncpg.Pool | None = None
+        # Whether the customers' rows are distributed over a Citus cluster (read at connect):
+        # then each statement must stay on one customer's shard (gateway.billing.usage).
+        self.distributed = False
 
     def server_settings(self) -> dict[str, str]:
         settings = {"timezone": "UTC", "application_name": "billing-gateway"}
@@ -224,6 +242,7 @@ class Database:
             server_settings=self.server_settings(),
             statement_cache_size=100 if self.prepared_statements else 0,
         )
+        self.distributed = await _is_distributed(self._pool)
 
     async def close(self) -> None:
         if self._pool is not None:

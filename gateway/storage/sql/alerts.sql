@@ -3,7 +3,7 @@
 --
 -- The write functions call these through one marked hook line each ("alerts hook"):
 --   record_usage_event()      PERFORM evaluate_usage_alerts(customer, sub, meter, balance)
---   _record_usage_steady()    PERFORM evaluate_usage_alerts_batch(customer, results)
+--   _record_usage_steady()    PERFORM evaluate_usage_alerts_batch(customers, results)
 --   record_usage_events()     the same for the items it records one by one (whose own
 --                             evaluation it defers with the setting gateway.alerts_deferred)
 --   grant_usage_credits       SELECT evaluate_usage_alerts(customer, sub, meter, balance)
@@ -165,13 +165,18 @@ BEGIN
 END;
 $$;
 
--- A batch's results (record_usage_event()'s JSON, in input order): once per batch, on the
--- successive balances of each (subscription, meter) with an alert, so that a TRIGGERED event
--- carries the balance of the event that crossed the threshold (fire_usage_alerts()).
-CREATE OR REPLACE FUNCTION public.evaluate_usage_alerts_batch(p_customer_id uuid,
+-- A batch's results (record_usage_event()'s JSON, in input order) for the customers
+-- p_customers: once per batch, on the successive balances of each (subscription, meter) with an
+-- alert, so that a TRIGGERED event carries the balance of the event that crossed the threshold
+-- (fire_usage_alerts()); the notifications and the look-up of alerts once for the whole batch.
+CREATE OR REPLACE FUNCTION public.evaluate_usage_alerts_batch(p_customers uuid[],
                                                         p_results jsonb[])
 RETURNS integer
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  v_customer uuid;
+  v_balances jsonb;
+  v_written integer := 0;
 BEGIN
   -- Live updates: one notification per (subscription, meter) the batch recorded on.
   PERFORM pg_notify('gateway_balance', k.pair)
@@ -182,12 +187,18 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM usage_alerts a WHERE a.deleted_at IS NULL) THEN
     RETURN 0;
   END IF;
-  RETURN fire_usage_alerts(p_customer_id, (
-    SELECT jsonb_agg(x.res -> 'balance' ORDER BY x.ord)
+  FOREACH v_customer IN ARRAY p_customers LOOP
+    SELECT jsonb_agg(x.res -> 'balance' ORDER BY x.ord) INTO v_balances
       FROM unnest(p_results) WITH ORDINALITY AS x(res, ord)
      WHERE x.res ->> 'status' = 'recorded' AND x.res -> 'balance' IS NOT NULL
+       AND x.res -> 'event' ->> 'customer_id' = v_customer::text
        AND EXISTS (SELECT 1 FROM usage_alerts a
                     WHERE a.usage_meter_id = (x.res -> 'balance' ->> 'usage_meter_id')::uuid
-                      AND a.deleted_at IS NULL)));
+                      AND a.deleted_at IS NULL);
+    IF v_balances IS NOT NULL THEN
+      v_written := v_written + fire_usage_alerts(v_customer, v_balances);
+    END IF;
+  END LOOP;
+  RETURN v_written;
 END;
 $$;

@@ -1,20 +1,26 @@
 -- Recording a batch of usage events: grouped by (subscription, meter) in input order;
 -- steady groups written by one set-based statement, the rest item by item.
 --
--- A batch is one customer's (the gateway groups a batch's items by customer and calls once
--- per customer): every statement filters and joins by that customer_id, so each runs on the
--- customer's shard (gateway/storage/distribution.py).
+-- A call names its customers (p_customers) and every item, group and statement carries its
+-- customer: each table is read and written only through `customer_id = <the group's>` AND
+-- `customer_id = ANY(p_customers)`. On one PostgreSQL a batch of many customers is one call
+-- (the set-based statement's fixed cost is paid once per batch, not once per customer); on
+-- Citus the gateway calls once per customer, p_customers of one element, and a plan with that
+-- constant array bound is routed to the customer's shard (gateway/storage/distribution.py).
 --
 -- The one current definition of each function below. Edit it here, then make a migration
 -- with `alembic revision --autogenerate` (docs/architecture.md).
 
--- p_groups: [{sub, meter, items: [item + pos, ...]}, ...] in lock order.
--- Generic plans: a custom plan of the write statement costs more to plan than to run. No
--- JIT: its estimate (a hundred items per group, whatever the group) can pass jit_above_cost,
--- and compiling costs a hundred times more than running it.
+-- p_groups: [{customer, sub, meter, items: [item + pos, ...]}, ...] in lock order.
+-- Generic plans: a custom plan of the write statement costs more to plan than to run. But a
+-- generic plan cannot prune by a parameter array: where the customers' rows are split (Citus
+-- loaded, or the tables partitioned by customer) the function plans custom instead, its own
+-- SET clause confining that choice to the call. No JIT: its estimate (a hundred items per
+-- group, whatever the group) can pass jit_above_cost, and compiling costs a hundred times
+-- more than running it.
 -- (Comments stay outside the signature: alembic-utils folds it onto one line.)
 CREATE OR REPLACE FUNCTION public._record_usage_steady(
-  p_customer_id uuid,
+  p_customers uuid[],
   p_groups jsonb,
   p_caller_customer_id uuid)
 RETURNS TABLE (item_position integer, result jsonb)
@@ -28,33 +34,42 @@ BEGIN
   IF p_groups IS NULL OR jsonb_array_length(p_groups) = 0 THEN
     RETURN;
   END IF;
+  IF current_setting('citus.version', true) IS NOT NULL
+     OR EXISTS (SELECT FROM pg_class WHERE oid = 'usage_events'::regclass AND relkind = 'p') THEN
+    PERFORM set_config('plan_cache_mode', 'force_custom_plan', true);  -- (see above)
+  END IF;
   -- record_usage_event()'s (subscription, meter) locks, taken in the batch's order.
   PERFORM 1
      FROM meter_balances mb
-     JOIN (SELECT (g ->> 'sub')::uuid AS sub_id, (g ->> 'meter')::uuid AS meter_id
+     JOIN (SELECT (g ->> 'customer')::uuid AS customer_id, (g ->> 'sub')::uuid AS sub_id,
+                  (g ->> 'meter')::uuid AS meter_id
              FROM jsonb_array_elements(p_groups) AS g) k
-       ON mb.subscription_id = k.sub_id AND mb.usage_meter_id = k.meter_id
-    WHERE mb.customer_id = p_customer_id
-    ORDER BY mb.subscription_id, mb.usage_meter_id
+       ON mb.customer_id = k.customer_id AND mb.subscription_id = k.sub_id
+      AND mb.usage_meter_id = k.meter_id
+    WHERE mb.customer_id = ANY (p_customers)
+    ORDER BY mb.customer_id, mb.subscription_id, mb.usage_meter_id
       FOR UPDATE OF mb;
 
   BEGIN
     WITH grp AS (
-      SELECT g.ord AS gord, (g.value ->> 'sub')::uuid AS sub_id,
+      SELECT g.ord AS gord, (g.value ->> 'customer')::uuid AS customer_id,
+             (g.value ->> 'sub')::uuid AS sub_id,
              (g.value ->> 'meter')::uuid AS meter_id, g.value -> 'items' AS items
         FROM jsonb_array_elements(p_groups) WITH ORDINALITY AS g(value, ord)
     ), ctx AS (             -- groups whose subscription, meter and lock row allow it
       SELECT grp.gord, grp.sub_id, grp.meter_id, grp.items, s.customer_id,
              c.pricing_model_id, mb.event_seq, bp.period_start, bp.period_end
         FROM grp
-        JOIN subscriptions s ON s.customer_id = p_customer_id AND s.id = grp.sub_id
-        JOIN customers c ON c.id = p_customer_id
+        JOIN subscriptions s ON s.customer_id = grp.customer_id
+                            AND s.customer_id = ANY (p_customers) AND s.id = grp.sub_id
+        JOIN customers c ON c.id = grp.customer_id AND c.id = ANY (p_customers)
         JOIN usage_meters m ON m.id = grp.meter_id AND m.pricing_model_id = c.pricing_model_id
-        JOIN meter_balances mb ON mb.customer_id = p_customer_id AND mb.subscription_id = s.id
-                              AND mb.usage_meter_id = m.id
+        JOIN meter_balances mb ON mb.customer_id = grp.customer_id
+                              AND mb.customer_id = ANY (p_customers)
+                              AND mb.subscription_id = s.id AND mb.usage_meter_id = m.id
         CROSS JOIN LATERAL billing_period(s.start_date, s.interval_unit, s.interval_count,
                                           v_now) bp
-       WHERE (p_caller_customer_id IS NULL OR p_customer_id = p_caller_customer_id)
+       WHERE (p_caller_customer_id IS NULL OR grp.customer_id = p_caller_customer_id)
          AND s.status IN ('trialing', 'active', 'past_due', 'unpaid', 'cancellation_scheduled')
          AND v_now >= s.start_date
          AND m.aggregation_type = 'sum'
@@ -75,7 +90,8 @@ BEGIN
                -- a scalar subquery: one index probe per item (an anti-join could be
                -- planned as a scan of all events)
                AND (SELECT 1 FROM usage_events e
-                     WHERE e.customer_id = p_customer_id AND e.usage_meter_id = ctx.meter_id
+                     WHERE e.customer_id = ctx.customer_id AND e.customer_id = ANY (p_customers)
+                       AND e.usage_meter_id = ctx.meter_id
                        AND e.transaction_id = i.item ->> 'transaction_id' LIMIT 1) IS NULL,
                false) AS ok
         FROM ctx
@@ -92,7 +108,8 @@ BEGIN
     ), batch_keys AS (      -- every key of the batch (any group that could record)
       SELECT grp.gord, s.customer_id, grp.meter_id, i.item ->> 'transaction_id' AS tx
         FROM grp
-        JOIN subscriptions s ON s.customer_id = p_customer_id AND s.id = grp.sub_id
+        JOIN subscriptions s ON s.customer_id = grp.customer_id
+                            AND s.customer_id = ANY (p_customers) AND s.id = grp.sub_id
         CROSS JOIN LATERAL jsonb_array_elements(grp.items) AS i(item)
     ), shared AS (          -- groups with a key used twice in the batch
       SELECT DISTINCT k.gord
@@ -119,20 +136,22 @@ BEGIN
                      AND (cg.expires_at IS NULL OR cg.expires_at > v_now)), 0) AS valid,
                  count(*) AS grants
             FROM credit_grants cg
-           WHERE cg.customer_id = p_customer_id AND cg.subscription_id = ctx.sub_id
-             AND cg.usage_meter_id = ctx.meter_id) gr
+           WHERE cg.customer_id = ctx.customer_id AND cg.customer_id = ANY (p_customers)
+             AND cg.subscription_id = ctx.sub_id AND cg.usage_meter_id = ctx.meter_id) gr
         CROSS JOIN LATERAL (
           SELECT coalesce(sum(ut.used), 0) AS used0, coalesce(sum(ut.covered), 0) AS covered0,
                  coalesce(sum(ut.uncovered), 0) AS uncovered0
             FROM usage_totals ut
-           WHERE ut.customer_id = p_customer_id AND ut.subscription_id = ctx.sub_id
+           WHERE ut.customer_id = ctx.customer_id AND ut.customer_id = ANY (p_customers)
+             AND ut.subscription_id = ctx.sub_id
              AND ut.usage_meter_id = ctx.meter_id AND ut.period_start = ctx.period_start) tt
         -- Reservations: open holds are not available (usage_reserved() of reservations.sql,
         -- written out: a function reading a customer's table is not called inside a
         -- statement that reads them).
         CROSS JOIN LATERAL (
           SELECT coalesce(sum(r.amount), 0)::bigint AS reserved FROM usage_reservations r
-           WHERE r.customer_id = p_customer_id AND r.subscription_id = ctx.sub_id
+           WHERE r.customer_id = ctx.customer_id AND r.customer_id = ANY (p_customers)
+             AND r.subscription_id = ctx.sub_id
              AND r.usage_meter_id = ctx.meter_id AND r.status = 'held'
              AND r.expires_at > v_now) rs
        WHERE NOT EXISTS (SELECT 1 FROM shared WHERE shared.gord = ctx.gord)
@@ -160,7 +179,8 @@ BEGIN
                      sum(cg.amount - cg.consumed) OVER w - (cg.amount - cg.consumed) AS cum_start
                 FROM steady st
                 JOIN credit_grants cg
-                  ON cg.customer_id = p_customer_id AND cg.subscription_id = st.sub_id
+                  ON cg.customer_id = st.customer_id AND cg.customer_id = ANY (p_customers)
+                 AND cg.subscription_id = st.sub_id
                  AND cg.usage_meter_id = st.meter_id
                  AND cg.granted_at <= v_now AND (cg.expires_at IS NULL OR cg.expires_at > v_now)
                  AND cg.consumed < cg.amount AND cg.issued_seq < st.event_seq + 1
@@ -192,19 +212,21 @@ BEGIN
                     uncovered = t.uncovered + excluded.uncovered
     ), seq_bump AS (
       UPDATE meter_balances mb SET event_seq = mb.event_seq + n.events
-        FROM (SELECT sub_id, meter_id, count(*) AS events FROM allocated
-               GROUP BY sub_id, meter_id) n
-       WHERE mb.customer_id = p_customer_id AND mb.subscription_id = n.sub_id
+        FROM (SELECT customer_id, sub_id, meter_id, count(*) AS events FROM allocated
+               GROUP BY customer_id, sub_id, meter_id) n
+       WHERE mb.customer_id = n.customer_id AND mb.customer_id = ANY (p_customers)
+         AND mb.subscription_id = n.sub_id
          AND mb.usage_meter_id = n.meter_id
     ), takes AS (           -- each group's covered credits, from its grants in order
-      SELECT cg.id,
+      SELECT cg.customer_id, cg.id,
              least(cg.amount - cg.consumed,
                    greatest(0, c.total - (sum(cg.amount - cg.consumed) OVER w
                                           - (cg.amount - cg.consumed)))) AS take
-        FROM (SELECT gord, sub_id, meter_id, event_seq, sum(covered) AS total
-                FROM allocated GROUP BY gord, sub_id, meter_id, event_seq) c
+        FROM (SELECT gord, customer_id, sub_id, meter_id, event_seq, sum(covered) AS total
+                FROM allocated GROUP BY gord, customer_id, sub_id, meter_id, event_seq) c
         JOIN credit_grants cg
-          ON cg.customer_id = p_customer_id AND cg.subscription_id = c.sub_id
+          ON cg.customer_id = c.customer_id AND cg.customer_id = ANY (p_customers)
+         AND cg.subscription_id = c.sub_id
          AND cg.usage_meter_id = c.meter_id
          AND cg.granted_at <= v_now AND (cg.expires_at IS NULL OR cg.expires_at > v_now)
          AND cg.consumed < cg.amount AND cg.issued_seq < c.event_seq + 1
@@ -213,7 +235,8 @@ BEGIN
     ), consumed AS (
       UPDATE credit_grants cg SET consumed = cg.consumed + t.take
         FROM takes t
-       WHERE cg.customer_id = p_customer_id AND cg.id = t.id AND t.take > 0
+       WHERE cg.customer_id = t.customer_id AND cg.customer_id = ANY (p_customers)
+         AND cg.id = t.id AND t.take > 0
     )
     -- The answers are built from what was written, not read back from `written` (a join
     -- of two CTEs is planned without statistics). The event's JSON is _usage_event_json()'s;
@@ -242,14 +265,16 @@ BEGIN
   EXCEPTION WHEN unique_violation THEN
     RETURN;
   END;
-  PERFORM evaluate_usage_alerts_batch(p_customer_id, v_results);  -- alerts hook (alerts.sql): once per group
+  PERFORM evaluate_usage_alerts_batch(p_customers, v_results);  -- alerts hook (alerts.sql): once per group
 
   RETURN QUERY SELECT x.pos, x.res FROM unnest(v_positions, v_results) AS x(pos, res);
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION public.record_usage_events(
-  p_customer_id uuid,
+-- A batch of the customers p_customers: each item names its customer (customer_id; an item
+-- without one is the customer of a one-customer call). Results by position in p_items.
+CREATE OR REPLACE FUNCTION public.record_usage_batch(
+  p_customers uuid[],
   p_items jsonb,
   p_caller_customer_id uuid,
   p_backdating interval,
@@ -258,27 +283,34 @@ RETURNS TABLE (item_position integer, result jsonb)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
   v_groups jsonb;
+  v_foreign boolean;
   v_done integer[] := '{}';
   v_results jsonb[] := '{}';
   rec record;
   grp record;
   it record;
 BEGIN
-  IF p_customer_id IS NULL THEN
-    RAISE EXCEPTION 'record_usage_events: the customer must be given';
+  IF coalesce(cardinality(p_customers), 0) = 0 OR array_position(p_customers, NULL) IS NOT NULL
+  THEN
+    RAISE EXCEPTION 'record_usage_batch: the customers must be given';
   END IF;
-  -- Groups of (subscription, meter) in 0003's order; the meter is resolved only to group.
+  -- Groups of (customer, subscription, meter) in 0003's order; the meter is resolved only to
+  -- group.
   WITH items AS (
-    SELECT x.ordinality::integer AS pos, x.item,
+    SELECT x.ordinality::integer AS pos, x.item, x.cust,
            coalesce((x.item ->> 'subscription_id')::uuid,
                     (SELECT cs.id FROM subscriptions cs
-                      WHERE cs.customer_id = p_customer_id
+                      WHERE cs.customer_id = x.cust AND cs.customer_id = ANY (p_customers)
                         AND cs.status IN ('trialing', 'active', 'past_due', 'unpaid',
                                           'cancellation_scheduled')
                       ORDER BY cs.created_at DESC, cs.id DESC LIMIT 1)) AS sub_id
-      FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ordinality)
+      FROM (SELECT e.item, e.ordinality,
+                   coalesce((e.item ->> 'customer_id')::uuid,
+                            CASE WHEN cardinality(p_customers) = 1 THEN p_customers[1] END)
+                     AS cust
+              FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(item, ordinality)) x
   ), resolved AS (
-    SELECT i.pos, i.item, i.sub_id,
+    SELECT i.pos, i.item, i.cust, i.sub_id,
            CASE i.item ->> 'target_kind'
              WHEN 'usageMeterSlug' THEN (SELECT m.id FROM usage_meters m
                                           WHERE m.pricing_model_id = c.pricing_model_id
@@ -294,22 +326,30 @@ BEGIN
                                      AND pr.id = (i.item ->> 'target')::uuid)
            END AS meter_id
       FROM items i
-      LEFT JOIN subscriptions s ON s.customer_id = p_customer_id AND s.id = i.sub_id
-      LEFT JOIN customers c ON c.id = p_customer_id AND c.id = s.customer_id
+      LEFT JOIN subscriptions s ON s.customer_id = i.cust AND s.customer_id = ANY (p_customers)
+                               AND s.id = i.sub_id
+      LEFT JOIN customers c ON c.id = i.cust AND c.id = ANY (p_customers)
+                           AND c.id = s.customer_id
   )
-  SELECT jsonb_agg(jsonb_build_object('sub', g.sub_id, 'meter', g.meter_id, 'items', g.items)
-                   ORDER BY g.sub_id NULLS FIRST, g.meter_id NULLS FIRST)
-    INTO v_groups
-    FROM (SELECT r.sub_id, r.meter_id,
-                 jsonb_agg(r.item || jsonb_build_object('pos', r.pos) ORDER BY r.pos) AS items
+  SELECT jsonb_agg(jsonb_build_object('customer', g.cust, 'sub', g.sub_id, 'meter', g.meter_id,
+                                      'items', g.items)
+                   ORDER BY g.cust, g.sub_id NULLS FIRST, g.meter_id NULLS FIRST),
+         bool_or(g.foreign_item)
+    INTO v_groups, v_foreign
+    FROM (SELECT r.cust, r.sub_id, r.meter_id,
+                 jsonb_agg(r.item || jsonb_build_object('pos', r.pos) ORDER BY r.pos) AS items,
+                 bool_or(r.cust IS NULL OR r.cust <> ALL (p_customers)) AS foreign_item
             FROM resolved r
-           GROUP BY r.sub_id, r.meter_id) g;
+           GROUP BY r.cust, r.sub_id, r.meter_id) g;
+  IF v_foreign THEN
+    RAISE EXCEPTION 'record_usage_batch: an item names no customer of the call';
+  END IF;
 
   -- The steady statement costs about as much as two events item by item (measured): it
   -- serves batches of three or more.
   FOR rec IN
     SELECT * FROM _record_usage_steady(
-      p_customer_id,
+      p_customers,
       (SELECT jsonb_agg(g.value ORDER BY g.ord)
          FROM jsonb_array_elements(v_groups) WITH ORDINALITY AS g(value, ord)
         WHERE g.value ->> 'sub' IS NOT NULL AND g.value ->> 'meter' IS NOT NULL),
@@ -334,7 +374,7 @@ BEGIN
     LOOP
       item_position := (it.item ->> 'pos')::integer;
       result := record_usage_event(
-        p_customer_id,
+        (grp.value ->> 'customer')::uuid,
         (it.item ->> 'event_id')::uuid,
         p_caller_customer_id,
         (it.item ->> 'subscription_id')::uuid,
@@ -353,6 +393,28 @@ BEGIN
     END LOOP;
   END LOOP;
   PERFORM set_config('gateway.alerts_deferred', 'off', true);  -- alerts hook
-  PERFORM evaluate_usage_alerts_batch(p_customer_id, v_results);  -- alerts hook (alerts.sql): once per group
+  IF cardinality(v_results) > 0 THEN
+    PERFORM evaluate_usage_alerts_batch(p_customers, v_results);  -- alerts hook (alerts.sql): once per group
+  END IF;
+END;
+$$;
+
+-- One customer's batch: record_usage_batch() of that customer alone (the call Citus can
+-- delegate to the customer's node by p_customer_id).
+CREATE OR REPLACE FUNCTION public.record_usage_events(
+  p_customer_id uuid,
+  p_items jsonb,
+  p_caller_customer_id uuid,
+  p_backdating interval,
+  p_future_tolerance interval)
+RETURNS TABLE (item_position integer, result jsonb)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  IF p_customer_id IS NULL THEN
+    RAISE EXCEPTION 'record_usage_events: the customer must be given';
+  END IF;
+  RETURN QUERY SELECT * FROM record_usage_batch(ARRAY[p_customer_id], p_items,
+                                                p_caller_customer_id, p_backdating,
+                                                p_future_tolerance);
 END;
 $$;
