@@ -117,6 +117,7 @@ async def _run(
                 caller.customer_id,
                 backdating,
                 future,
+                None,
             )
             item_by_item = await conn.fetchval(CALLS) - before
             results = {
@@ -388,6 +389,6 @@ async def test_a_batch_names_its_customers_and_each_item_one_of_them(
             ([], [item], "the customers must be given"),
         ):
             with pytest.raises(asyncpg.RaiseError) as raised:
-                await conn.fetch(_BATCH_SQL, customers, items, None, backdating, future)
+                await conn.fetch(_BATCH_SQL, customers, items, None, backdating, future, None)
             assert message in str(raised.value)
         assert await conn.fetchval("SELECT count(*) FROM usage_events") == before

@@ -55,10 +55,14 @@ class GroupCommitter(Generic[K, T, R]):
         max_queue: int,
         max_wait: float,
         ready: Callable[[K, T], bool] | None = None,
+        split_when: Callable[[Exception], bool] | None = None,
     ) -> None:
         self._single = single
         self._batch = batch
         self._ready = ready
+        # A batch failing with an exception this accepts is not answered with it: each of its
+        # items is sent alone instead (a lock timeout: one item's row is held, not the others').
+        self._split_when = split_when
         self.in_flight_limit = in_flight
         self.max_events = max_events
         self.max_queue = max_queue
@@ -66,6 +70,7 @@ class GroupCommitter(Generic[K, T, R]):
         self.in_flight = 0  # writes of this committer running now
         self.queued = 0  # gathered writes (cancelled ones included until their turn)
         self.batches = 0  # batch calls made (for tests and metrics)
+        self.splits = 0  # batches given up and sent item by item (split_when)
         self._queue: dict[K, list[tuple[T, asyncio.Future[R]]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -126,6 +131,19 @@ class GroupCommitter(Generic[K, T, R]):
         elif self._timer is None and self._queue:
             self._timer = asyncio.get_running_loop().call_later(self.max_wait, self._overdue)
 
+    async def _resend(self, key: K, item: T, future: asyncio.Future[R]) -> None:
+        """One item of a split batch, alone: its own answer or its own exception."""
+        if future.done():  # its caller went away
+            return
+        try:
+            result = await self._single(key, item)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(result)
+
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)  # a reference until done (the loop keeps only weak ones)
@@ -139,7 +157,16 @@ class GroupCommitter(Generic[K, T, R]):
                 results = [await self._single(key, entries[0][0])]
             else:
                 self.batches += 1
-                results = await self._batch(key, [item for item, _ in entries])
+                try:
+                    results = await self._batch(key, [item for item, _ in entries])
+                except Exception as exc:
+                    if self._split_when is None or not self._split_when(exc):
+                        raise
+                    self.splits += 1
+                    await asyncio.gather(
+                        *(self._resend(key, item, future) for item, future in entries)
+                    )
+                    return
         except asyncio.CancelledError:  # the loop is shutting down
             for _, future in entries:
                 future.cancel()

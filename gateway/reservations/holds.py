@@ -16,6 +16,7 @@ from typing import Any
 import uuid_utils
 
 from gateway.billing import owners, usage
+from gateway.billing.usage_properties import check_properties
 from gateway.callers.auth import Caller
 from gateway.errors import UserError, invalid, not_found
 from gateway.reservations.records import (
@@ -128,7 +129,7 @@ async def finalize_usage_reservation(
         return rid
     if amount <= 0 or amount > usage.MAX_AMOUNT:
         return invalid("amount must be a positive integer", "input", "amount")
-    checked = usage.check_properties(properties, settings)
+    checked = check_properties(properties, settings)
     if isinstance(checked, UserError):
         return checked
     backdating, future = usage.usage_intervals(settings)

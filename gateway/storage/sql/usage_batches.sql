@@ -273,12 +273,16 @@ $$;
 
 -- A batch of the customers p_customers: each item names its customer (customer_id; an item
 -- without one is the customer of a one-customer call). Results by position in p_items.
+-- p_lock_timeout, when given, bounds every lock wait of the call (the rest of its transaction):
+-- group commit gives a short one, so that a batch meeting a row locked elsewhere fails fast
+-- and its events are sent alone (gateway.billing.group_commit), not held behind that row.
 CREATE OR REPLACE FUNCTION public.record_usage_batch(
   p_customers uuid[],
   p_items jsonb,
   p_caller_customer_id uuid,
   p_backdating interval,
-  p_future_tolerance interval)
+  p_future_tolerance interval,
+  p_lock_timeout interval)
 RETURNS TABLE (item_position integer, result jsonb)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -293,6 +297,10 @@ BEGIN
   IF coalesce(cardinality(p_customers), 0) = 0 OR array_position(p_customers, NULL) IS NOT NULL
   THEN
     RAISE EXCEPTION 'record_usage_batch: the customers must be given';
+  END IF;
+  IF p_lock_timeout IS NOT NULL THEN
+    PERFORM set_config('lock_timeout', (extract(epoch FROM p_lock_timeout) * 1000)::bigint || 'ms',
+                       true);
   END IF;
   -- Groups of (customer, subscription, meter) in 0003's order; the meter is resolved only to
   -- group.
@@ -415,6 +423,6 @@ BEGIN
   END IF;
   RETURN QUERY SELECT * FROM record_usage_batch(ARRAY[p_customer_id], p_items,
                                                 p_caller_customer_id, p_backdating,
-                                                p_future_tolerance);
+                                                p_future_tolerance, NULL);
 END;
 $$;

@@ -22,7 +22,9 @@ down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-OLD_INTERVAL_CHECK = "(type = 'subscription') = (interval_unit IS NOT NULL AND interval_count IS NOT NULL)"
+OLD_INTERVAL_CHECK = (
+    "(type = 'subscription') = (interval_unit IS NOT NULL AND interval_count IS NOT NULL)"
+)
 NEW_INTERVAL_CHECK = (
     "(type <> 'subscription' OR (interval_unit IS NOT NULL AND interval_count IS NOT NULL))"
     " AND (type <> 'single_payment' OR (interval_unit IS NULL AND interval_count IS NULL))"
@@ -43,9 +45,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(
-        "UPDATE prices SET interval_unit = NULL, interval_count = NULL WHERE type = 'usage'"
-    )
+    op.execute("UPDATE prices SET interval_unit = NULL, interval_count = NULL WHERE type = 'usage'")
     op.drop_constraint("prices_interval_check", "prices", type_="check")
     op.create_check_constraint("prices_interval_check", "prices", OLD_INTERVAL_CHECK)
     for table in ("products", "features", "prices"):

@@ -14,8 +14,8 @@ from alembic_utils.pg_function import PGFunction
 from alembic_utils.pg_trigger import PGTrigger
 from sqlalchemy import text as sql_text
 
-revision: str = '0014'
-down_revision: str | None = '0013'
+revision: str = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -25,7 +25,7 @@ def upgrade() -> None:
     public_notify_credentials_changed = PGFunction(
         schema="public",
         signature="notify_credentials_changed()",
-        definition="returns trigger\nLANGUAGE plpgsql VOLATILE AS $$\nBEGIN\n  IF TG_OP = 'TRUNCATE' THEN\n    PERFORM pg_notify('gateway_credentials', '');\n  ELSIF TG_TABLE_NAME = 'api_keys' THEN\n    PERFORM pg_notify('gateway_credentials', 'key\\:' || OLD.key_hash);\n  ELSE\n    PERFORM pg_notify('gateway_credentials', 'customer\\:' || OLD.id);\n  END IF;\n  RETURN NULL;\nEND;\n$$"
+        definition="returns trigger\nLANGUAGE plpgsql VOLATILE AS $$\nBEGIN\n  IF TG_OP = 'TRUNCATE' THEN\n    PERFORM pg_notify('gateway_credentials', '');\n  ELSIF TG_TABLE_NAME = 'api_keys' THEN\n    PERFORM pg_notify('gateway_credentials', 'key\\:' || OLD.key_hash);\n  ELSE\n    PERFORM pg_notify('gateway_credentials', 'customer\\:' || OLD.id);\n  END IF;\n  RETURN NULL;\nEND;\n$$",
     )
     op.create_entity(public_notify_credentials_changed)
 
@@ -34,7 +34,7 @@ def upgrade() -> None:
         signature="api_keys_notify_credentials",
         on_entity="public.api_keys",
         is_constraint=False,
-        definition='AFTER UPDATE OR DELETE ON public.api_keys FOR EACH ROW EXECUTE FUNCTION public.notify_credentials_changed()'
+        definition="AFTER UPDATE OR DELETE ON public.api_keys FOR EACH ROW EXECUTE FUNCTION public.notify_credentials_changed()",
     )
     op.create_entity(public_api_keys_api_keys_notify_credentials)
 
@@ -43,7 +43,7 @@ def upgrade() -> None:
         signature="api_keys_notify_truncate",
         on_entity="public.api_keys",
         is_constraint=False,
-        definition='AFTER TRUNCATE ON public.api_keys FOR EACH STATEMENT EXECUTE FUNCTION public.notify_credentials_changed()'
+        definition="AFTER TRUNCATE ON public.api_keys FOR EACH STATEMENT EXECUTE FUNCTION public.notify_credentials_changed()",
     )
     op.create_entity(public_api_keys_api_keys_notify_truncate)
 
@@ -52,7 +52,7 @@ def upgrade() -> None:
         signature="customers_notify_credentials",
         on_entity="public.customers",
         is_constraint=False,
-        definition='AFTER UPDATE OF sessions_revoked_before OR DELETE ON public.customers FOR EACH ROW EXECUTE FUNCTION public.notify_credentials_changed()'
+        definition="AFTER UPDATE OF sessions_revoked_before OR DELETE ON public.customers FOR EACH ROW EXECUTE FUNCTION public.notify_credentials_changed()",
     )
     op.create_entity(public_customers_customers_notify_credentials)
 
@@ -61,7 +61,7 @@ def upgrade() -> None:
         signature="customers_notify_truncate",
         on_entity="public.customers",
         is_constraint=False,
-        definition='AFTER TRUNCATE ON public.customers FOR EACH STATEMENT EXECUTE FUNCTION public.notify_credentials_changed()'
+        definition="AFTER TRUNCATE ON public.customers FOR EACH STATEMENT EXECUTE FUNCTION public.notify_credentials_changed()",
     )
     op.create_entity(public_customers_customers_notify_truncate)
 
@@ -75,7 +75,7 @@ def downgrade() -> None:
         signature="customers_notify_truncate",
         on_entity="public.customers",
         is_constraint=False,
-        definition='AFTER TRUNCATE ON public.customers FOR EACH STATEMENT EXECUTE FUNCTION public.notify_credentials_changed()'
+        definition="AFTER TRUNCATE ON public.customers FOR EACH STATEMENT EXECUTE FUNCTION public.notify_credentials_changed()",
     )
     op.drop_entity(public_customers_customers_notify_truncate)
 
@@ -84,7 +84,7 @@ def downgrade() -> None:
         signature="customers_notify_credentials",
         on_entity="public.customers",
         is_constraint=False,
-        definition='AFTER UPDATE OF sessions_revoked_before OR DELETE ON public.customers FOR EACH ROW EXECUTE FUNCTION public.notify_credentials_changed()'
+        definition="AFTER UPDATE OF sessions_revoked_before OR DELETE ON public.customers FOR EACH ROW EXECUTE FUNCTION public.notify_credentials_changed()",
     )
     op.drop_entity(public_customers_customers_notify_credentials)
 
@@ -93,7 +93,7 @@ def downgrade() -> None:
         signature="api_keys_notify_truncate",
         on_entity="public.api_keys",
         is_constraint=False,
-        definition='AFTER TRUNCATE ON public.api_keys FOR EACH STATEMENT EXECUTE FUNCTION public.notify_credentials_changed()'
+        definition="AFTER TRUNCATE ON public.api_keys FOR EACH STATEMENT EXECUTE FUNCTION public.notify_credentials_changed()",
     )
     op.drop_entity(public_api_keys_api_keys_notify_truncate)
 
@@ -102,14 +102,14 @@ def downgrade() -> None:
         signature="api_keys_notify_credentials",
         on_entity="public.api_keys",
         is_constraint=False,
-        definition='AFTER UPDATE OR DELETE ON public.api_keys FOR EACH ROW EXECUTE FUNCTION public.notify_credentials_changed()'
+        definition="AFTER UPDATE OR DELETE ON public.api_keys FOR EACH ROW EXECUTE FUNCTION public.notify_credentials_changed()",
     )
     op.drop_entity(public_api_keys_api_keys_notify_credentials)
 
     public_notify_credentials_changed = PGFunction(
         schema="public",
         signature="notify_credentials_changed()",
-        definition="returns trigger\nLANGUAGE plpgsql VOLATILE AS $$\nBEGIN\n  IF TG_OP = 'TRUNCATE' THEN\n    PERFORM pg_notify('gateway_credentials', '');\n  ELSIF TG_TABLE_NAME = 'api_keys' THEN\n    PERFORM pg_notify('gateway_credentials', 'key\\:' || OLD.key_hash);\n  ELSE\n    PERFORM pg_notify('gateway_credentials', 'customer\\:' || OLD.id);\n  END IF;\n  RETURN NULL;\nEND;\n$$"
+        definition="returns trigger\nLANGUAGE plpgsql VOLATILE AS $$\nBEGIN\n  IF TG_OP = 'TRUNCATE' THEN\n    PERFORM pg_notify('gateway_credentials', '');\n  ELSIF TG_TABLE_NAME = 'api_keys' THEN\n    PERFORM pg_notify('gateway_credentials', 'key\\:' || OLD.key_hash);\n  ELSE\n    PERFORM pg_notify('gateway_credentials', 'customer\\:' || OLD.id);\n  END IF;\n  RETURN NULL;\nEND;\n$$",
     )
     op.drop_entity(public_notify_credentials_changed)
 

@@ -151,9 +151,7 @@ def downgrade() -> None:
     )
     for table in SUBSCRIPTION_FKS:
         op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {table}_subscription_fkey")
-    op.execute(
-        "CREATE INDEX usage_events_customer_history_idx ON usage_events (customer_id, id)"
-    )
+    op.execute("CREATE INDEX usage_events_customer_history_idx ON usage_events (customer_id, id)")
     for table in ID_INDEXES:
         op.execute(f"DROP INDEX {table}_id_idx")
     for table, columns in PRIMARY_KEYS:

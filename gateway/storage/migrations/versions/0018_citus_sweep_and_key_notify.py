@@ -22,8 +22,8 @@ from alembic import op
 from alembic_utils.pg_function import PGFunction
 from sqlalchemy import text as sql_text
 
-revision: str = '0018'
-down_revision: str | None = '0017'
+revision: str = "0018"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -33,21 +33,21 @@ def upgrade() -> None:
     public_notify_credentials_changed = PGFunction(
         schema="public",
         signature="notify_credentials_changed()",
-        definition="returns trigger\nLANGUAGE plpgsql VOLATILE AS $$\nDECLARE\n  -- On Citus the trigger runs on the tables' shards, named <table>_<shard id>.\n  v_key boolean := TG_TABLE_NAME ~ '^api_keys(_[0-9]+)?$';\n  v_worker boolean := false;\nBEGIN\n  -- On Citus, api_keys is a reference table\\: a change writes its copy on every node in one\n  -- two-phase transaction, and a prepared transaction cannot NOTIFY. The coordinator's copy\n  -- (written in the coordinator's own transaction) announces it; the workers' stay silent.\n  -- (EXECUTE\\: on one PostgreSQL there is no citus_is_coordinator() to plan.)\n  IF v_key AND to_regproc('citus_is_coordinator') IS NOT NULL THEN\n    EXECUTE 'SELECT NOT citus_is_coordinator()' INTO v_worker;\n    IF v_worker THEN\n      RETURN NULL;\n    END IF;\n  END IF;\n  IF TG_OP = 'TRUNCATE' THEN\n    PERFORM pg_notify('gateway_credentials', '');\n  ELSIF v_key THEN\n    PERFORM pg_notify('gateway_credentials', 'key\\:' || OLD.key_hash);\n  ELSE\n    PERFORM pg_notify('gateway_credentials', 'customer\\:' || OLD.id);\n  END IF;\n  RETURN NULL;\nEND;\n$$"
+        definition="returns trigger\nLANGUAGE plpgsql VOLATILE AS $$\nDECLARE\n  -- On Citus the trigger runs on the tables' shards, named <table>_<shard id>.\n  v_key boolean := TG_TABLE_NAME ~ '^api_keys(_[0-9]+)?$';\n  v_worker boolean := false;\nBEGIN\n  -- On Citus, api_keys is a reference table\\: a change writes its copy on every node in one\n  -- two-phase transaction, and a prepared transaction cannot NOTIFY. The coordinator's copy\n  -- (written in the coordinator's own transaction) announces it; the workers' stay silent.\n  -- (EXECUTE\\: on one PostgreSQL there is no citus_is_coordinator() to plan.)\n  IF v_key AND to_regproc('citus_is_coordinator') IS NOT NULL THEN\n    EXECUTE 'SELECT NOT citus_is_coordinator()' INTO v_worker;\n    IF v_worker THEN\n      RETURN NULL;\n    END IF;\n  END IF;\n  IF TG_OP = 'TRUNCATE' THEN\n    PERFORM pg_notify('gateway_credentials', '');\n  ELSIF v_key THEN\n    PERFORM pg_notify('gateway_credentials', 'key\\:' || OLD.key_hash);\n  ELSE\n    PERFORM pg_notify('gateway_credentials', 'customer\\:' || OLD.id);\n  END IF;\n  RETURN NULL;\nEND;\n$$",
     )
     op.replace_entity(public_notify_credentials_changed)
 
     public_sweep_usage_reservations = PGFunction(
         schema="public",
         signature="sweep_usage_reservations(p_customer_id uuid, p_limit integer)",
-        definition="returns integer\nLANGUAGE plpgsql VOLATILE AS $$\nDECLARE\n  v_swept integer;\nBEGIN\n  -- One customer's holds (gateway.reservations.sweep finds the customers)\\: on Citus it runs\n  -- on the customer's node, where FOR UPDATE is allowed; PL/pgSQL, not SQL, as Citus plans\n  -- no SQL function's statement with its parameters.\n  WITH due AS (\n    SELECT r.customer_id, r.id FROM usage_reservations r\n     WHERE r.customer_id = p_customer_id AND r.status = 'held' AND r.expires_at <= now()\n     ORDER BY r.expires_at\n     LIMIT p_limit\n       FOR UPDATE SKIP LOCKED),\n  swept AS (\n    UPDATE usage_reservations r SET status = 'expired', settled_at = r.expires_at\n      FROM due WHERE r.customer_id = due.customer_id AND r.id = due.id\n    RETURNING 1)\n  SELECT count(*)::integer INTO v_swept FROM swept;\n  RETURN v_swept;\nEND;\n$$"
+        definition="returns integer\nLANGUAGE plpgsql VOLATILE AS $$\nDECLARE\n  v_swept integer;\nBEGIN\n  -- One customer's holds (gateway.reservations.sweep finds the customers)\\: on Citus it runs\n  -- on the customer's node, where FOR UPDATE is allowed; PL/pgSQL, not SQL, as Citus plans\n  -- no SQL function's statement with its parameters.\n  WITH due AS (\n    SELECT r.customer_id, r.id FROM usage_reservations r\n     WHERE r.customer_id = p_customer_id AND r.status = 'held' AND r.expires_at <= now()\n     ORDER BY r.expires_at\n     LIMIT p_limit\n       FOR UPDATE SKIP LOCKED),\n  swept AS (\n    UPDATE usage_reservations r SET status = 'expired', settled_at = r.expires_at\n      FROM due WHERE r.customer_id = due.customer_id AND r.id = due.id\n    RETURNING 1)\n  SELECT count(*)::integer INTO v_swept FROM swept;\n  RETURN v_swept;\nEND;\n$$",
     )
     op.create_entity(public_sweep_usage_reservations)
 
     public_sweep_usage_reservations = PGFunction(
         schema="public",
         signature="sweep_usage_reservations(p_limit integer)",
-        definition="returns integer\n LANGUAGE sql\nAS $function$\n  WITH due AS (\n    SELECT r.customer_id, r.id FROM usage_reservations r\n     WHERE r.status = 'held' AND r.expires_at <= now()\n     ORDER BY r.expires_at\n     LIMIT p_limit\n       FOR UPDATE SKIP LOCKED),\n  swept AS (\n    UPDATE usage_reservations r SET status = 'expired', settled_at = r.expires_at\n      FROM due WHERE r.customer_id = due.customer_id AND r.id = due.id\n    RETURNING 1)\n  SELECT count(*)::integer FROM swept\n$function$"
+        definition="returns integer\n LANGUAGE sql\nAS $function$\n  WITH due AS (\n    SELECT r.customer_id, r.id FROM usage_reservations r\n     WHERE r.status = 'held' AND r.expires_at <= now()\n     ORDER BY r.expires_at\n     LIMIT p_limit\n       FOR UPDATE SKIP LOCKED),\n  swept AS (\n    UPDATE usage_reservations r SET status = 'expired', settled_at = r.expires_at\n      FROM due WHERE r.customer_id = due.customer_id AND r.id = due.id\n    RETURNING 1)\n  SELECT count(*)::integer FROM swept\n$function$",
     )
     op.drop_entity(public_sweep_usage_reservations)
 
@@ -59,21 +59,21 @@ def downgrade() -> None:
     public_sweep_usage_reservations = PGFunction(
         schema="public",
         signature="sweep_usage_reservations(p_limit integer)",
-        definition="returns integer\n LANGUAGE sql\nAS $function$\n  WITH due AS (\n    SELECT r.customer_id, r.id FROM usage_reservations r\n     WHERE r.status = 'held' AND r.expires_at <= now()\n     ORDER BY r.expires_at\n     LIMIT p_limit\n       FOR UPDATE SKIP LOCKED),\n  swept AS (\n    UPDATE usage_reservations r SET status = 'expired', settled_at = r.expires_at\n      FROM due WHERE r.customer_id = due.customer_id AND r.id = due.id\n    RETURNING 1)\n  SELECT count(*)::integer FROM swept\n$function$"
+        definition="returns integer\n LANGUAGE sql\nAS $function$\n  WITH due AS (\n    SELECT r.customer_id, r.id FROM usage_reservations r\n     WHERE r.status = 'held' AND r.expires_at <= now()\n     ORDER BY r.expires_at\n     LIMIT p_limit\n       FOR UPDATE SKIP LOCKED),\n  swept AS (\n    UPDATE usage_reservations r SET status = 'expired', settled_at = r.expires_at\n      FROM due WHERE r.customer_id = due.customer_id AND r.id = due.id\n    RETURNING 1)\n  SELECT count(*)::integer FROM swept\n$function$",
     )
     op.create_entity(public_sweep_usage_reservations)
 
     public_sweep_usage_reservations = PGFunction(
         schema="public",
         signature="sweep_usage_reservations(p_customer_id uuid, p_limit integer)",
-        definition="returns integer\nLANGUAGE plpgsql VOLATILE AS $$\nDECLARE\n  v_swept integer;\nBEGIN\n  -- One customer's holds (gateway.reservations.sweep finds the customers)\\: on Citus it runs\n  -- on the customer's node, where FOR UPDATE is allowed; PL/pgSQL, not SQL, as Citus plans\n  -- no SQL function's statement with its parameters.\n  WITH due AS (\n    SELECT r.customer_id, r.id FROM usage_reservations r\n     WHERE r.customer_id = p_customer_id AND r.status = 'held' AND r.expires_at <= now()\n     ORDER BY r.expires_at\n     LIMIT p_limit\n       FOR UPDATE SKIP LOCKED),\n  swept AS (\n    UPDATE usage_reservations r SET status = 'expired', settled_at = r.expires_at\n      FROM due WHERE r.customer_id = due.customer_id AND r.id = due.id\n    RETURNING 1)\n  SELECT count(*)::integer INTO v_swept FROM swept;\n  RETURN v_swept;\nEND;\n$$"
+        definition="returns integer\nLANGUAGE plpgsql VOLATILE AS $$\nDECLARE\n  v_swept integer;\nBEGIN\n  -- One customer's holds (gateway.reservations.sweep finds the customers)\\: on Citus it runs\n  -- on the customer's node, where FOR UPDATE is allowed; PL/pgSQL, not SQL, as Citus plans\n  -- no SQL function's statement with its parameters.\n  WITH due AS (\n    SELECT r.customer_id, r.id FROM usage_reservations r\n     WHERE r.customer_id = p_customer_id AND r.status = 'held' AND r.expires_at <= now()\n     ORDER BY r.expires_at\n     LIMIT p_limit\n       FOR UPDATE SKIP LOCKED),\n  swept AS (\n    UPDATE usage_reservations r SET status = 'expired', settled_at = r.expires_at\n      FROM due WHERE r.customer_id = due.customer_id AND r.id = due.id\n    RETURNING 1)\n  SELECT count(*)::integer INTO v_swept FROM swept;\n  RETURN v_swept;\nEND;\n$$",
     )
     op.drop_entity(public_sweep_usage_reservations)
 
     public_notify_credentials_changed = PGFunction(
         schema="public",
         signature="notify_credentials_changed()",
-        definition="returns trigger\n LANGUAGE plpgsql\nAS $function$\nBEGIN\n  IF TG_OP = 'TRUNCATE' THEN\n    PERFORM pg_notify('gateway_credentials', '');\n  ELSIF TG_TABLE_NAME = 'api_keys' THEN\n    PERFORM pg_notify('gateway_credentials', 'key\\:' || OLD.key_hash);\n  ELSE\n    PERFORM pg_notify('gateway_credentials', 'customer\\:' || OLD.id);\n  END IF;\n  RETURN NULL;\nEND;\n$function$"
+        definition="returns trigger\n LANGUAGE plpgsql\nAS $function$\nBEGIN\n  IF TG_OP = 'TRUNCATE' THEN\n    PERFORM pg_notify('gateway_credentials', '');\n  ELSIF TG_TABLE_NAME = 'api_keys' THEN\n    PERFORM pg_notify('gateway_credentials', 'key\\:' || OLD.key_hash);\n  ELSE\n    PERFORM pg_notify('gateway_credentials', 'customer\\:' || OLD.id);\n  END IF;\n  RETURN NULL;\nEND;\n$function$",
     )
     op.replace_entity(public_notify_credentials_changed)
     # ### end Alembic commands ###
