@@ -56,13 +56,18 @@ class GroupCommitter(Generic[K, T, R]):
         max_wait: float,
         ready: Callable[[K, T], bool] | None = None,
         split_when: Callable[[Exception], bool] | None = None,
+        split_by: Callable[[K, T], object] | None = None,
+        patient_batch: Callable[[K, list[T]], Awaitable[list[R]]] | None = None,
     ) -> None:
         self._single = single
         self._batch = batch
         self._ready = ready
-        # A batch failing with an exception this accepts is not answered with it: each of its
-        # items is sent alone instead (a lock timeout: one item's row is held, not the others').
+        # A batch failing with an exception ``split_when`` accepts is not answered with it: its
+        # items are sent again in parts of one ``split_by`` value each, by ``patient_batch``
+        # (or alone): a lock timeout of one part's row then holds back that part only.
         self._split_when = split_when
+        self._split_by = split_by
+        self._patient_batch = patient_batch or batch
         self.in_flight_limit = in_flight
         self.max_events = max_events
         self.max_queue = max_queue
@@ -70,7 +75,7 @@ class GroupCommitter(Generic[K, T, R]):
         self.in_flight = 0  # writes of this committer running now
         self.queued = 0  # gathered writes (cancelled ones included until their turn)
         self.batches = 0  # batch calls made (for tests and metrics)
-        self.splits = 0  # batches given up and sent item by item (split_when)
+        self.splits = 0  # batches given up and sent again in parts (split_when)
         self._queue: dict[K, list[tuple[T, asyncio.Future[R]]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -131,18 +136,24 @@ class GroupCommitter(Generic[K, T, R]):
         elif self._timer is None and self._queue:
             self._timer = asyncio.get_running_loop().call_later(self.max_wait, self._overdue)
 
-    async def _resend(self, key: K, item: T, future: asyncio.Future[R]) -> None:
-        """One item of a split batch, alone: its own answer or its own exception."""
-        if future.done():  # its caller went away
+    async def _resend(self, key: K, entries: list[tuple[T, asyncio.Future[R]]]) -> None:
+        """One part of a split batch: its own answers, or its own exception."""
+        entries = [(item, future) for item, future in entries if not future.done()]
+        if not entries:  # its callers went away
             return
         try:
-            result = await self._single(key, item)
+            if len(entries) == 1:
+                results = [await self._single(key, entries[0][0])]
+            else:
+                results = await self._patient_batch(key, [item for item, _ in entries])
         except Exception as exc:
-            if not future.done():
-                future.set_exception(exc)
+            for _, future in entries:
+                if not future.done():
+                    future.set_exception(exc)
         else:
-            if not future.done():
-                future.set_result(result)
+            for (_, future), result in zip(entries, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -163,9 +174,11 @@ class GroupCommitter(Generic[K, T, R]):
                     if self._split_when is None or not self._split_when(exc):
                         raise
                     self.splits += 1
-                    await asyncio.gather(
-                        *(self._resend(key, item, future) for item, future in entries)
-                    )
+                    parts: dict[object, list[tuple[T, asyncio.Future[R]]]] = {}
+                    for item, future in entries:
+                        part = id(future) if self._split_by is None else self._split_by(key, item)
+                        parts.setdefault(part, []).append((item, future))
+                    await asyncio.gather(*(self._resend(key, part) for part in parts.values()))
                     return
         except asyncio.CancelledError:  # the loop is shutting down
             for _, future in entries:

@@ -295,8 +295,8 @@ _BATCH_SQL = (
     "SELECT 1 AS customer_position, item_position, result"
     " FROM record_usage_batch($1::uuid[], $2::jsonb, $3::uuid, $4, $5, $6)"
 )
-# A group-committed batch waits this long at most for a row lock, then its events go alone
-# (split_when below): a row locked elsewhere holds back its own events, not their batch.
+# A group-committed batch waits this long at most for a row lock, then goes again per balance
+# row, patiently (split_when): a row locked elsewhere holds back its own events, not others'.
 GROUP_LOCK_TIMEOUT = timedelta(milliseconds=100)
 _BATCH_BY_CUSTOMER_SQL = """
 SELECT g.ord::integer AS customer_position, r.item_position, r.result
@@ -308,14 +308,11 @@ SELECT g.ord::integer AS customer_position, r.item_position, r.result
 
 
 Committer = GroupCommitter[GroupKey, dict[str, Any], UsageResult]
-_committers: weakref.WeakKeyDictionary[Database, dict[tuple[int, int, float], Committer]] = (
-    weakref.WeakKeyDictionary()
-)
+_committers: weakref.WeakKeyDictionary[Database, dict[Any, Committer]] = weakref.WeakKeyDictionary()
 
 
 def committer(db: Database, settings: Settings) -> Committer:
-    """The process's group committer of single events on ``db`` (gateway.billing.group_commit),
-    one per setting of its bounds."""
+    """The process's group committer of single events on ``db``, one per setting of its bounds."""
     bounds = (
         settings.gateway_group_commit_in_flight,
         min(settings.gateway_group_commit_max_events, settings.gateway_max_batch_size),
@@ -334,6 +331,8 @@ def committer(db: Database, settings: Settings) -> Committer:
             max_wait=max_wait,
             ready=lambda key, prepared: db.writers.free(_writer_key_of(key[0], prepared)),
             split_when=lambda exc: isinstance(exc.__cause__, asyncpg.LockNotAvailableError),
+            split_by=lambda key, prepared: _writer_key_of(key[0], prepared),  # its balance row
+            patient_batch=functools.partial(_record_many, db),
         )
     return found
 
