@@ -147,13 +147,9 @@ class GroupCommitter(Generic[K, T, R]):
             else:
                 results = await self._patient_batch(key, [item for item, _ in entries])
         except Exception as exc:
-            for _, future in entries:
-                if not future.done():
-                    future.set_exception(exc)
+            _answer(entries, exc)
         else:
-            for (_, future), result in zip(entries, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            _answer(entries, results)
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -185,14 +181,23 @@ class GroupCommitter(Generic[K, T, R]):
                 future.cancel()
             raise
         except Exception as exc:  # each caller gets what a single would have raised
-            for _, future in entries:
-                if not future.done():
-                    future.set_exception(exc)
+            _answer(entries, exc)
         else:
-            for (_, future), result in zip(entries, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            _answer(entries, results)
         finally:
             if counted:
                 self.in_flight -= 1
                 self._drain()
+
+
+def _answer(entries: list[tuple[T, asyncio.Future[R]]], outcome: list[R] | Exception) -> None:
+    """Each caller still waiting gets its own result, or the exception."""
+    if not isinstance(outcome, Exception) and len(outcome) != len(entries):
+        outcome = RuntimeError(f"a batch answered {len(outcome)} of {len(entries)} items")
+    for index, (_, future) in enumerate(entries):
+        if future.done():  # its caller went away
+            continue
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome[index])
