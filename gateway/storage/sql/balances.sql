@@ -12,7 +12,7 @@ RETURNS TABLE (subscription_id uuid, usage_meter_id uuid, available_balance bigi
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
-  s subscriptions%ROWTYPE;
+  s record;
   p record;
   v_remaining bigint;
   v_virtual bigint;
@@ -22,8 +22,12 @@ DECLARE
   v_has_grants boolean;
   v_reserved bigint;
 BEGIN
-  SELECT * INTO s FROM subscriptions
-   WHERE subscriptions.customer_id = p_customer_id AND subscriptions.id = p_subscription_id;
+  -- The customer's pricing model in the same statement (a second one would cost every
+  -- balance read a statement): customers and subscriptions are co-located by customer.
+  SELECT x.id, x.product_id, x.start_date, x.interval_unit, x.interval_count,
+         c.pricing_model_id AS customer_pricing_model
+    INTO s FROM subscriptions x JOIN customers c ON c.id = x.customer_id
+   WHERE x.customer_id = p_customer_id AND x.id = p_subscription_id AND c.id = p_customer_id;
   IF NOT FOUND THEN
     RETURN;
   END IF;
@@ -75,7 +79,7 @@ BEGIN
   period_start := p.period_start;
   period_end := p.period_end;
   reserved_balance := v_reserved;
-  pricing_model_id := (SELECT c.pricing_model_id FROM customers c WHERE c.id = p_customer_id);
+  pricing_model_id := s.customer_pricing_model;
   RETURN NEXT;
 END;
 $$;
