@@ -9,11 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.billing.reconcile import reconcile
 from gateway.storage.db import Database
 from tests.factories import customer_on_plan, setup_pricing
-from tests.reservation_docs import FINALIZE, RESERVE, full_balance
+from tests.reservation_docs import FINALIZE, RELEASE, RESERVE, full_balance
 from tests.servers import gateway_processes
 
 
@@ -132,3 +133,55 @@ async def test_duplicate_holds_across_processes_hold_once(
     bal = await full_balance(gql)
     assert bal is not None
     assert (bal["reservedBalance"], bal["availableBalance"]) == (50, 1050)
+
+
+async def _db_queries(client: httpx.AsyncClient, url: str) -> float:
+    """gateway_db_queries_total of one process, from its /metrics."""
+    text = (await client.get(url + "/metrics", timeout=10)).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    return sum(s.value for s in families["gateway_db_queries"].samples if s.name.endswith("_total"))
+
+
+async def test_a_hold_made_by_another_process_is_settled_in_one_round_trip(
+    gql, db: Database, database_url: str, secret_key: str
+) -> None:
+    """The settling process does not know the reservation's customer: on one PostgreSQL the
+    finalize (or release) call looks it up in its own statement, so it stays one round trip;
+    a reservation that does not exist is NOT_FOUND in one round trip and writes nothing."""
+    await setup_pricing(gql)
+    sub = await customer_on_plan(gql, "user-1", "pro_monthly")
+    hold = {"target": {"usageMeterSlug": "generations"}, "subscriptionId": sub, "amount": 5}
+    quiet = {"GATEWAY_WEBHOOK_WORKER": "false", "GATEWAY_RESERVATION_SWEEP_SECONDS": "0"}
+    with gateway_processes(database_url, 2, **quiet) as (maker, settler):
+        async with httpx.AsyncClient() as client:
+
+            async def post(url: str, document: str, field: str, payload: Any) -> Any:
+                return await _post(client, url, secret_key, document, field, payload)
+
+            # The settler's credential and catalog caches are warm (a hold of its own); the
+            # owners of the holds made by the other process are not known to it.
+            await post(settler, RESERVE, "reserveUsage", {**hold, "transactionId": "r0"})
+            missing = {"reservationId": "00000000-0000-7000-8000-000000000000", "amount": 1}
+            first, second = [
+                (await post(maker, RESERVE, "reserveUsage", {**hold, "transactionId": t}))[
+                    "reservation"
+                ]["id"]
+                for t in ("r1", "r2")
+            ]
+            counted = []
+            for document, field, payload in (
+                (FINALIZE, "finalizeUsageReservation", {"reservationId": first, "amount": 3}),
+                (RELEASE, "releaseUsageReservation", {"reservationId": second}),
+                (FINALIZE, "finalizeUsageReservation", missing),
+            ):
+                before = await _db_queries(client, settler)
+                result = await post(settler, document, field, payload)
+                counted.append((result["__typename"], await _db_queries(client, settler) - before))
+    assert counted == [
+        ("UsageEventRecorded", 1),
+        ("UsageReservationReleased", 1),
+        ("NotFound", 1),
+    ]
+    rows = await db.fetch("SELECT transaction_id, status FROM usage_reservations ORDER BY 1")
+    assert [tuple(r) for r in rows] == [("r0", "held"), ("r1", "finalized"), ("r2", "released")]
+    assert await db.fetchval("SELECT count(*) FROM usage_events") == 1

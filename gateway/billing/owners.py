@@ -129,13 +129,27 @@ async def _owner_by_id(
     return owner
 
 
-async def reservation_owner(
-    db: Database, caller: Caller, reservation_id: uuid.UUID
-) -> uuid.UUID | None:
-    """A reservation's customer: a customer session's own (another's is not found)."""
-    if caller.customer_id is not None:
-        return caller.customer_id
-    return await _owner_by_id(db, _RESERVATIONS, "usage_reservations", reservation_id)
+async def reservation_owner_argument(
+    db: Database, caller: Caller, reservation_id: uuid.UUID, id_param: str
+) -> tuple[str, uuid.UUID | None] | None:
+    """The customer argument of a call on a reservation, as (SQL expression for $1, the value
+    of $1); None when the reservation is known not to exist.
+
+    A reservation is often settled by another process than the one that made it (a finalize
+    after a reserve, on another worker), so its owner is often not cached here. On one
+    PostgreSQL the call's own statement then looks it up (``id_param`` is the reservation
+    id's parameter): no round trip of its own, and a missing reservation reaches the
+    function as a NULL customer, which finds no row and answers NOT_FOUND. On Citus a call is
+    routed to a shard by the argument's value, so the owner is looked up first.
+    """
+    owner = caller.customer_id or _RESERVATIONS.get(reservation_id)
+    if owner is not None:
+        return "$1::uuid", owner
+    if not db.distributed:
+        lookup = f"(SELECT customer_id FROM usage_reservations WHERE id = {id_param})"
+        return f"coalesce($1::uuid, {lookup})", None
+    owner = await _owner_by_id(db, _RESERVATIONS, "usage_reservations", reservation_id)
+    return None if owner is None else ("$1::uuid", owner)
 
 
 async def event_owner(db: Database, event_id: uuid.UUID) -> uuid.UUID | None:

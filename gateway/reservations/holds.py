@@ -133,13 +133,14 @@ async def finalize_usage_reservation(
     if isinstance(checked, UserError):
         return checked
     backdating, future = usage.usage_intervals(settings)
-    customer_id = await owners.reservation_owner(db, caller, rid)
-    if customer_id is None:
+    owner = await owners.reservation_owner_argument(db, caller, rid, "$4::uuid")
+    if owner is None:
         return _no_reservation(rid)
+    customer, customer_id = owner
 
     async def call() -> Any:
         return await db.fetchval(
-            "SELECT finalize_usage_reservation($1::uuid, $2::uuid, $3::uuid, $4::uuid, $5,"
+            f"SELECT finalize_usage_reservation({customer}, $2::uuid, $3::uuid, $4::uuid, $5,"
             " $6::jsonb, $7, $8)",
             customer_id,
             uuid.UUID(str(uuid_utils.uuid7())),
@@ -153,7 +154,9 @@ async def finalize_usage_reservation(
 
     result: usage.UsageResult = usage.usage_result(await usage.with_retry(call))
     if isinstance(result, usage.UsageRecorded):
-        owners.remember_event(uuid.UUID(result.event_data["id"]), customer_id)
+        owner_id = uuid.UUID(result.event_data["customer_id"])
+        owners.remember_reservation(rid, owner_id)
+        owners.remember_event(uuid.UUID(result.event_data["id"]), owner_id)
     return result
 
 
@@ -163,11 +166,12 @@ async def release_usage_reservation(
     rid = _reservation_id(reservation_id)
     if isinstance(rid, UserError):
         return rid
-    customer_id = await owners.reservation_owner(db, caller, rid)
-    if customer_id is None:
+    owner = await owners.reservation_owner_argument(db, caller, rid, "$3::uuid")
+    if owner is None:
         return _no_reservation(rid)
+    customer, customer_id = owner
     data = await db.fetchval(
-        "SELECT release_usage_reservation($1::uuid, $2::uuid, $3::uuid)",
+        f"SELECT release_usage_reservation({customer}, $2::uuid, $3::uuid)",
         customer_id,
         caller.customer_id,
         rid,
