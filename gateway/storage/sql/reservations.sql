@@ -204,18 +204,21 @@ BEGIN
 
   -- record_usage_event()'s (subscription, meter) lock, without taking a place in the event
   -- order: a hold is decided under the same lock as requireBalance and every other hold.
-  SELECT grants_period_start INTO v_issued FROM meter_balances
-   WHERE customer_id = p_customer_id AND subscription_id = s.id AND usage_meter_id = v_meter.id;
-  INSERT INTO meter_balances AS mb (customer_id, subscription_id, usage_meter_id, event_seq,
-                                    grants_period_start)
-  VALUES (p_customer_id, s.id, v_meter.id, 0, p.period_start)
+  -- The row's issued period before this call, read under the lock (record_usage_event()).
+  INSERT INTO meter_balances AS mb (customer_id, subscription_id, usage_meter_id, event_seq)
+  VALUES (p_customer_id, s.id, v_meter.id, 0)
   ON CONFLICT (customer_id, subscription_id, usage_meter_id)
-  DO UPDATE SET grants_period_start = greatest(mb.grants_period_start, excluded.grants_period_start)
-  RETURNING mb.event_seq INTO v_seq;
+  DO UPDATE SET event_seq = mb.event_seq
+  RETURNING mb.event_seq, mb.grants_period_start INTO v_seq, v_issued;
 
   -- The period's recurring grants, as the first event of the period would issue them (the
   -- lock row now says they are issued; usable by the next event: its seq is event_seq + 1).
   IF v_issued IS DISTINCT FROM p.period_start THEN
+    IF v_issued IS NULL OR v_issued < p.period_start THEN
+      UPDATE meter_balances SET grants_period_start = p.period_start
+       WHERE customer_id = p_customer_id AND subscription_id = s.id
+         AND usage_meter_id = v_meter.id;
+    END IF;
     INSERT INTO credit_grants (id, customer_id, subscription_id, usage_meter_id, feature_id,
                                source, amount, consumed, granted_at, expires_at, issued_seq)
     SELECT uuid_v7(), p_customer_id, s.id, f.usage_meter_id, f.id, 'every_billing_period',

@@ -208,21 +208,24 @@ BEGIN
   SELECT * INTO p FROM billing_period(s.start_date, s.interval_unit, s.interval_count, v_date);
 
   -- Serialise writers of this (subscription, meter): the row lock is held to commit. The row
-  -- also remembers the latest period whose recurring grants were issued (read before the
-  -- lock: a stale value is older, and only costs a redundant, idempotent issue below). Two
-  -- statements: Citus refuses a subquery in an INSERT's RETURNING.
-  SELECT grants_period_start INTO v_issued FROM meter_balances
-   WHERE customer_id = p_customer_id AND subscription_id = s.id AND usage_meter_id = v_meter.id;
-  INSERT INTO meter_balances AS mb (customer_id, subscription_id, usage_meter_id, event_seq,
-                                    grants_period_start)
-  VALUES (p_customer_id, s.id, v_meter.id, 1, p.period_start)
+  -- also remembers the latest period whose recurring grants were issued: the upsert leaves it
+  -- as it was, so RETURNING gives the value before this event, read under the lock (one
+  -- statement: Citus refuses a subquery in an INSERT's RETURNING, PostgreSQL 15 has no
+  -- RETURNING OLD). A new row starts with none.
+  INSERT INTO meter_balances AS mb (customer_id, subscription_id, usage_meter_id, event_seq)
+  VALUES (p_customer_id, s.id, v_meter.id, 1)
   ON CONFLICT (customer_id, subscription_id, usage_meter_id)
-  DO UPDATE SET event_seq = mb.event_seq + 1,
-                grants_period_start = greatest(mb.grants_period_start, excluded.grants_period_start)
-  RETURNING mb.event_seq INTO v_seq;
+  DO UPDATE SET event_seq = mb.event_seq + 1
+  RETURNING mb.event_seq, mb.grants_period_start INTO v_seq, v_issued;
 
-  -- Issue the period's recurring grants if no event has yet.
+  -- Issue the period's recurring grants if no event has yet (a backdated event's older
+  -- period: again, idempotently; the row keeps the latest period).
   IF v_issued IS DISTINCT FROM p.period_start THEN
+    IF v_issued IS NULL OR v_issued < p.period_start THEN
+      UPDATE meter_balances SET grants_period_start = p.period_start
+       WHERE customer_id = p_customer_id AND subscription_id = s.id
+         AND usage_meter_id = v_meter.id;
+    END IF;
     INSERT INTO credit_grants (id, customer_id, subscription_id, usage_meter_id, feature_id,
                                source, amount, consumed, granted_at, expires_at, issued_seq)
     SELECT uuid_v7(), p_customer_id, s.id, f.usage_meter_id, f.id, 'every_billing_period',
