@@ -183,6 +183,9 @@ class Settings(BaseSettings):
 
     # createUsageEvent(s) documents executed by the compiled path (gateway.api.graphql_fast).
     gateway_compiled_execution: bool = True
+    # Documents already run by the compiled path answered without strawberry's per-request
+    # pipeline (gateway.api.compiled_lane); only with compiled execution on and tracing off.
+    gateway_compiled_lane: bool = True
 
     # Persisted documents (gateway.api.persisted).
     gateway_trusted_documents: Path | None = Field(

@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.api.app import create_app
-from gateway.api.observability import readiness
+from gateway.api.readiness import readiness
 from gateway.demo import prepare_demo
 from gateway.logs import JsonFormatter
 from gateway.settings import Settings

@@ -18,7 +18,8 @@ from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from gateway.api import observability, tracing
+from gateway.api import graphql_fast, observability, tracing
+from gateway.api.compiled_lane import CompiledLane
 from gateway.api.context import Context, Services
 from gateway.api.endpoint import GraphQLEndpoint, slash_route
 from gateway.api.event_budget import UsageEventBudget
@@ -86,6 +87,17 @@ def graphql_extensions(settings: Settings) -> list[Any]:
         extensions.append(HideSuggestions)
     extensions.extend(tracing.graphql_extensions(settings))  # none unless tracing is on
     return extensions
+
+
+def lane_enabled(settings: Settings) -> bool:
+    """Whether /graphql answers documents it has run before by the compiled lane: it runs
+    none of the schema's extensions, so not while tracing adds its own."""
+    return (
+        settings.gateway_compiled_lane
+        and settings.gateway_compiled_execution
+        and graphql_fast.proven()
+        and not tracing.graphql_extensions(settings)
+    )
 
 
 def listen_urls(settings: Settings, database_url: str) -> list[str]:
@@ -207,6 +219,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     observability.install(app)
     # /graphql itself, in one pass in front of the app's routing and the middlewares above
     # (which serve every other path): gateway.api.endpoint.
+    lane = CompiledLane(view) if lane_enabled(settings) else None
+    app.state.compiled_lane = lane  # for tests: what it has answered
     app.add_middleware(
         GraphQLEndpoint,
         view=view,
@@ -214,6 +228,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         max_body_bytes=settings.gateway_max_body_bytes,
         retry_after=settings.gateway_retry_after_seconds,
         graphiql=settings.graphiql,
+        lane=lane,
     )
     tracing.install(app, settings)  # OTEL_EXPORTER_OTLP_ENDPOINT: gateway.api.tracing
     if settings.cors_origins():

@@ -56,6 +56,8 @@ class Context(BaseContext):
         self.charge: Callable[[int], None] = _free
         # Set when the request was refused for the work it asked for: HTTP 429, nothing ran.
         self.rate_limited: RateLimited | None = None
+        # The compiled plan the executor ran for this request (gateway.api.graphql_fast), if any.
+        self.compiled: object | None = None
         # Hints for the developer, answered in extensions.warnings (each once).
         self.warnings: dict[str, None] = {}
 

@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.api.compiled_lane import CompiledLane
 from gateway.api.context import Context
 from gateway.api.graphiql import graphiql_page, wants_page
 from gateway.api.graphql_view import GatewayView
@@ -69,8 +70,10 @@ class GraphQLEndpoint:
         max_body_bytes: int,
         retry_after: int,
         graphiql: bool,
+        lane: CompiledLane | None = None,
     ) -> None:
         self.app = app
+        self.lane = lane
         self.view = view
         self.context_getter = context_getter
         self.max_body_bytes = max_body_bytes
@@ -132,7 +135,18 @@ class GraphQLEndpoint:
                     headers={"Allow": "GET"},
                 )
             context = await self.context_getter(request)
+            lane_request = (
+                self.lane.lookup(request, body, context)
+                if self.lane is not None and scope["method"] == "POST"
+                else None
+            )
+            if lane_request is not None and lane_request.plan is not None:
+                answer = await self.lane.answer(lane_request, context)  # type: ignore[union-attr]
+                if answer is not None:
+                    return answer
             response = await self.view.run(request, context)
+            if lane_request is not None and lane_request.plan is None:
+                self.lane.learn(lane_request, context)  # type: ignore[union-attr]
             assert isinstance(response, Response)
             return response
         except Exception as exc:

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import strawberry
+from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import GraphQLError, GraphQLSyntaxError, validate
 from graphql import execute as graphql_execute
 from strawberry.extensions import SchemaExtension
@@ -50,7 +51,7 @@ from strawberry.types.graphql import OperationType
 
 from gateway.api import graphql_fast
 from gateway.api.extension_hooks import CachedHooksRunner
-from gateway.api.graphql_fast import FastExecutor
+from gateway.api.graphql_fast import CompiledOperation, FastExecutor
 from gateway.callers.authz import NotAllowed, NotAuthenticated
 from gateway.errors import BadUserInput
 from gateway.storage.unavailable import SERVER_UNAVAILABLE_ERRORS, DatabaseUnavailable, unavailable
@@ -218,6 +219,14 @@ class GatewaySchema(strawberry.Schema):
                 names=self.config.name_converter,
                 leaves=self.schema_converter.scalar_registry,
             )
+
+    async def run_compiled(
+        self, plan: CompiledOperation, context: Any, variables: dict[str, Any] | None
+    ) -> GraphQLExecutionResult:
+        """A compiled plan's run, as this schema's executor runs it (gateway.api.compiled_lane)."""
+        return await plan.run(
+            self._schema, context, variables, hide_suggestions=self._hide_suggestions
+        )
 
     def _get_execute_function(self) -> Callable[..., Any]:
         execute_function = super()._get_execute_function()

@@ -176,6 +176,10 @@ class FastExecutor:
                 operation_name=operation_name,
                 **kwargs,
             )
+        # The request ran this plan: every check before execution passed for its document and
+        # caller (gateway.api.compiled_lane answers the same text and kind of caller next time).
+        if hasattr(context_value, "compiled"):
+            context_value.compiled = plan
         return plan.run(
             schema,
             context_value,

@@ -9,7 +9,6 @@ injection, after it has authenticated the request and charged its rate limit.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -23,14 +22,19 @@ from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
 from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.api.context import Context
 from gateway.api.graphiql import GRAPHQL_PARAMS
-from gateway.api.media import GRAPHQL_RESPONSE_MEDIA, JSON_MEDIA, error_response, negotiate
+from gateway.api.media import (
+    GRAPHQL_RESPONSE_MEDIA,
+    JSON_MEDIA,
+    error_response,
+    media_type,
+    negotiate,
+)
 from gateway.api.persisted import (
     PersistedDocumentError,
     PersistedDocumentRefused,
@@ -53,19 +57,6 @@ class GatewayHTTPError(HTTPException):
     ) -> None:
         super().__init__(status_code, reason)
         self.headers = dict(headers or {})
-
-
-@functools.lru_cache(maxsize=64)
-def _parsed_media_type(content_type: str) -> str:
-    return parse_content_type(content_type)[0]
-
-
-def _media_type(content_type: str) -> str:
-    """The media type of a Content-Type header, as strawberry reads it (``email.message``:
-    ~1% of a worker's CPU per request), remembered for the few short values clients send."""
-    if len(content_type) > 100:
-        return parse_content_type(content_type)[0]
-    return _parsed_media_type(content_type)
 
 
 def rate_limited_response(accept: str | None, exc: RateLimited) -> Response:
@@ -220,7 +211,7 @@ class GatewayView(GraphQL[Context, None]):
                 )
             elif (
                 request.method == "POST"
-                and _media_type(request.headers.get("content-type", "")) != JSON_MEDIA
+                and media_type(request.headers.get("content-type", "")) != JSON_MEDIA
             ):
                 raise GatewayHTTPError(415, f"POST a body of Content-Type {JSON_MEDIA}")
             response = await super().run(request, context, root_value)
@@ -234,14 +225,21 @@ class GatewayView(GraphQL[Context, None]):
         if context is not UNSET and context.rate_limited is not None:
             # Refused for the usage events it would record (UsageEventBudget): nothing ran.
             return rate_limited_response(media, context.rate_limited)
-        if response.media_type == JSON_MEDIA and media != JSON_MEDIA:
-            response.headers["content-type"] = media
-            if context is not UNSET and context.request_error and response.status_code == 200:
-                # GraphQL over HTTP: a request error (the operation never ran) is a 400 with
-                # no "data" entry at all for this media type.
-                response.status_code = 400
-                body = orjson.loads(response.body)
-                if isinstance(body, dict) and body.pop("data", "absent") is None:
-                    response.body = orjson.dumps(body)
-                    response.headers["content-length"] = str(len(response.body))
+        if response.media_type == JSON_MEDIA:
+            with_media(response, media, None if context is UNSET else context)
         return response
+
+
+def with_media(response: Response, media: str, context: Context | None) -> None:
+    """A JSON answer of the view in the negotiated media type (also gateway.api.compiled_lane)."""
+    if media == JSON_MEDIA:
+        return
+    response.headers["content-type"] = media
+    if context is not None and context.request_error and response.status_code == 200:
+        # GraphQL over HTTP: a request error (the operation never ran) is a 400 with no
+        # "data" entry at all for this media type.
+        response.status_code = 400
+        body = orjson.loads(response.body)
+        if isinstance(body, dict) and body.pop("data", "absent") is None:
+            response.body = orjson.dumps(body)
+            response.headers["content-length"] = str(len(response.body))

@@ -1,7 +1,8 @@
 """Health, readiness, Prometheus metrics and request ids (the log format: gateway.logs).
 
 - ``/healthz``: the process is up (no database access).
-- ``/readyz``: the database answers and its Alembic revision is the code's head; 503 otherwise,
+- ``/readyz`` (``gateway.api.readiness``): the database answers and its Alembic revision is the
+  code's head; 503 otherwise,
   with the reason in the JSON body.
 - ``/metrics``: Prometheus text format. With ``PROMETHEUS_MULTIPROC_DIR`` set (several worker
   processes), the values of all processes are aggregated.
@@ -40,10 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from functools import lru_cache
-from typing import Any
 
-import asyncpg
 from graphql import GraphQLError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -56,21 +54,20 @@ from prometheus_client import (
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 
 from gateway.api.graphql_errors import error_code
 from gateway.api.metric_labels import Children as _Children
+from gateway.api.readiness import readyz
 from gateway.billing.usage import UsageResult
 from gateway.errors import UserError
 from gateway.logs import request_id as _request_id
-from gateway.storage.unavailable import DatabaseUnavailable
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_OPERATION_NAMES = 200
 MAX_CUSTOMER_OPERATION_NAMES = 50
-READINESS_TIMEOUT_SECONDS = 2.0
 KNOWN_ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -288,14 +285,33 @@ class GraphQLMetrics(SchemaExtension):
             except Exception:  # no document, or an operation name it does not define
                 operation_type, name = "unknown", None
             caller = getattr(ctx.context, "caller", None)
-            label = operation_names.label(name, getattr(caller, "kind", "anonymous"))
             result = ctx.result
             errors = list(result.errors or []) if result is not None else []
             if result is None and ctx.pre_execution_errors:
                 errors = list(ctx.pre_execution_errors)
-            executing = result is not None and ctx.pre_execution_errors is None
-            _graphql_operations(label, operation_type, _outcome(errors, executing)).inc()
-            _graphql_latency(label, operation_type).observe(elapsed)
+            record_operation(
+                name,
+                getattr(caller, "kind", "anonymous"),
+                operation_type,
+                errors,
+                executing=result is not None and ctx.pre_execution_errors is None,
+                elapsed=elapsed,
+            )
+
+
+def record_operation(
+    name: str | None,
+    caller_kind: str,
+    operation_type: str,
+    errors: list[GraphQLError],
+    *,
+    executing: bool,
+    elapsed: float,
+) -> None:
+    """Count and time one operation (GraphQLMetrics, and gateway.api.compiled_lane)."""
+    label = operation_names.label(name, caller_kind)
+    _graphql_operations(label, operation_type, _outcome(errors, executing)).inc()
+    _graphql_latency(label, operation_type).observe(elapsed)
 
 
 def _usage_label(result: UsageResult) -> str:
@@ -325,63 +341,6 @@ def metrics_registry() -> CollectorRegistry:
 
 async def metrics(_request: Request) -> Response:
     return Response(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)
-
-
-@lru_cache(maxsize=1)
-def expected_revision() -> str:
-    """The newest migration of this code (read once: the code does not change at run time)."""
-    from gateway.storage.migrate import current_head
-
-    return current_head()
-
-
-async def readiness(db: Any) -> tuple[int, dict[str, Any]]:
-    """(status code, body): 200 when the database answers and is at the code's revision."""
-    expected = expected_revision()
-    try:
-        # On a connection of its own when the pool is busy: a busy pool is not an outage.
-        revision = await db.probe(
-            "SELECT version_num FROM alembic_version", READINESS_TIMEOUT_SECONDS
-        )
-    except asyncpg.UndefinedTableError:
-        return 503, {
-            "status": "unavailable",
-            "database": "ok",
-            "migration": None,
-            "expected_migration": expected,
-            "reason": "migrations were never applied",
-        }
-    except (
-        DatabaseUnavailable,
-        OSError,
-        TimeoutError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        RuntimeError,
-    ) as exc:
-        cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) and exc.__cause__ else exc
-        return 503, {
-            "status": "unavailable",
-            "database": "unreachable",
-            "reason": f"{type(cause).__name__}: {cause}"[:300],
-        }
-    if revision != expected:
-        return 503, {
-            "status": "unavailable",
-            "database": "ok",
-            "migration": revision,
-            "expected_migration": expected,
-            "reason": "the database is not at this version's migration",
-        }
-    return 200, {"status": "ready", "database": "ok", "migration": revision}
-
-
-async def readyz(request: Request) -> JSONResponse:
-    services = getattr(request.app.state, "services", None)
-    if services is None:
-        return JSONResponse({"status": "starting"}, status_code=503)
-    status, body = await readiness(services.db)
-    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 def install(app: Starlette) -> None:
