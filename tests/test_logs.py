@@ -4,6 +4,7 @@ one (GATEWAY_LOG_FORMAT forces either), commands quiet unless -v."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pty
 import re
@@ -12,7 +13,9 @@ import sys
 from pathlib import Path
 
 import httpx
+import structlog
 
+from gateway.logs import JsonFormatter, request_id
 from tests.servers import cli_server
 
 ROOT = Path(__file__).parent.parent
@@ -146,3 +149,37 @@ def test_an_unknown_log_format_is_a_configuration_error(tmp_path: Path) -> None:
         "configuration error: GATEWAY_LOG_FORMAT: Input should be 'auto', 'json' or 'console';"
         " fix or unset GATEWAY_LOG_FORMAT\n",
     )
+
+
+def _access_record(**extra: object) -> logging.LogRecord:
+    record = logging.LogRecord(
+        "gateway.access", logging.INFO, __file__, 1, "%s %s %d", ("POST", "/graphql", 200), None
+    )
+    record.__dict__.update(extra)
+    return record
+
+
+def test_the_access_record_is_rendered_as_the_processor_chain_renders_it() -> None:
+    """JsonFormatter's short path for the access record: the same line, byte for byte."""
+    formatter = JsonFormatter()
+    fields = {"method": "POST", "path": "/graphql", "status": 200, "duration_ms": 1.234}
+    token = request_id.set("req-1")
+    try:
+        for record in (_access_record(**fields), _access_record(**{**fields, "status": 503})):
+            chain = structlog.stdlib.ProcessorFormatter.format(formatter, record)
+            assert formatter.format(record) == chain
+            assert list(json.loads(chain)) == [
+                "level", "logger", "method", "path", "status", "duration_ms", "request_id",
+                "time", "pid", "message",
+            ]  # fmt: skip
+    finally:
+        request_id.reset(token)
+    # Outside a request (no id), and a record of another form: the chain's line as well.
+    for record in (
+        _access_record(**fields),
+        _access_record(method="GET", path="/x"),  # not the access record's fields
+        _access_record(**fields, other="kept"),
+    ):
+        assert formatter.format(record) == structlog.stdlib.ProcessorFormatter.format(
+            formatter, record
+        )

@@ -63,6 +63,7 @@ from gateway.api.metric_labels import Children as _Children
 from gateway.api.readiness import readyz
 from gateway.billing.usage import UsageResult
 from gateway.errors import UserError
+from gateway.logs import ACCESS_LOGGER
 from gateway.logs import request_id as _request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -106,7 +107,7 @@ USAGE_EVENTS = Counter(
     ["result"],
 )
 
-access_logger = logging.getLogger("gateway.access")
+access_logger = logging.getLogger(ACCESS_LOGGER)
 
 
 _http_requests = _Children(HTTP_REQUESTS)
