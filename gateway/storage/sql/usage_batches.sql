@@ -86,14 +86,14 @@ BEGIN
                AND NOT coalesce((i.item ->> 'require_balance')::boolean, false)
                AND pr.active AND pr.type = 'usage' AND pr.usage_meter_id = ctx.meter_id
                AND (p_caller_customer_id IS NULL OR pr.is_default
-                    OR i.item ->> 'target_kind' IN ('usageMeterId', 'usageMeterSlug'))
-               -- a scalar subquery: one index probe per item (an anti-join could be
-               -- planned as a scan of all events)
-               AND (SELECT 1 FROM usage_events e
-                     WHERE e.customer_id = ctx.customer_id AND e.customer_id = ANY (p_customers)
-                       AND e.usage_meter_id = ctx.meter_id
-                       AND e.transaction_id = i.item ->> 'transaction_id' LIMIT 1) IS NULL,
+                    OR i.item ->> 'target_kind' IN ('usageMeterId', 'usageMeterSlug')),
                false) AS ok
+               -- No look-up of the item's key: a key already recorded (a replay, a conflict)
+               -- fails the insert below with unique_violation, which rolls the statement back
+               -- and leaves the whole batch to record_usage_event(), item by item. A probe
+               -- per item here was planned on the primary key (customer_id, id) whatever its
+               -- form (the redundant customer_id conditions made both indexes look alike):
+               -- a scan of the customer's whole history per item.
         FROM ctx
         CROSS JOIN LATERAL jsonb_array_elements(ctx.items) WITH ORDINALITY AS i(item, ord)
         LEFT JOIN LATERAL (
@@ -262,7 +262,7 @@ BEGIN
              'pricing_model_id', a.pricing_model_id) ORDER BY a.pos)
       INTO v_positions, v_results
       FROM allocated a;
-  EXCEPTION WHEN unique_violation THEN
+  EXCEPTION WHEN unique_violation THEN  -- a key recorded before, or meanwhile: item by item
     RETURN;
   END;
   PERFORM evaluate_usage_alerts_batch(p_customers, v_results);  -- alerts hook (alerts.sql): once per group
