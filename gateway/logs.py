@@ -73,6 +73,12 @@ def _trace_ids(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDic
     return event
 
 
+def _in_span() -> bool:
+    """Whether a record written now gets trace ids (``_trace_ids``)."""
+    trace = sys.modules.get("opentelemetry.trace")
+    return trace is not None and bool(trace.get_current_span().get_span_context().is_valid)
+
+
 def _drop_duplicates(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
     event.pop("color_message", None)  # uvicorn's coloured copy of the message
     return event
@@ -129,12 +135,12 @@ class JsonFormatter(structlog.stdlib.ProcessorFormatter):
         # The access record of every request (gateway.api.observability.RequestRecord) as the
         # processors above render it, key for key, without their chain: it was about 2% of a
         # worker's CPU under createUsageEvent load (issue #16). Only for the record's usual
-        # form: with an exception, a stack or tracing loaded, the chain renders it.
+        # form: with an exception, a stack or inside a span, the chain renders it.
         if (
             record.name == ACCESS_LOGGER
             and record.exc_info is None
             and record.stack_info is None
-            and "opentelemetry.trace" not in sys.modules
+            and not _in_span()
         ):
             attrs = record.__dict__
             if len(attrs) != _PLAIN_RECORD + 4:  # other extras (or a record formatted before)

@@ -11,8 +11,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import structlog
 
 from gateway.logs import JsonFormatter, request_id
@@ -183,3 +185,26 @@ def test_the_access_record_is_rendered_as_the_processor_chain_renders_it() -> No
         assert formatter.format(record) == structlog.stdlib.ProcessorFormatter.format(
             formatter, record
         )
+
+
+def test_the_access_record_skips_the_chain_with_tracing_loaded_but_no_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gateway.api.app  # noqa: F401  (loads OpenTelemetry's API, as the server does)
+
+    assert "opentelemetry.trace" in sys.modules
+    calls: list[str] = []
+    chain = structlog.stdlib.ProcessorFormatter.format
+
+    def counted(self: Any, record: logging.LogRecord) -> str:
+        calls.append(record.name)
+        return chain(self, record)
+
+    monkeypatch.setattr(structlog.stdlib.ProcessorFormatter, "format", counted)
+    formatter = JsonFormatter()
+    fields = {"method": "POST", "path": "/graphql", "status": 200, "duration_ms": 1.0}
+    line = formatter.format(_access_record(**fields))
+    assert calls == []
+    assert json.loads(line)["message"] == "POST /graphql 200"
+    formatter.format(_access_record(**fields, other="kept"))
+    assert calls == ["gateway.access"]
