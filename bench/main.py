@@ -223,21 +223,28 @@ class Bench:
         pid = server.worker_pids[0]
 
         def start() -> subprocess.Popen[bytes]:
+            # The flame graph, and the same samples' collapsed stacks (one line per stack, for
+            # reading per-frame shares with a script); py-spy writes one format per recording.
             out = self.profile_dir / f"{name}.svg"  # type: ignore[operator]
+            raw = self.profile_dir / f"{name}.txt"  # type: ignore[operator]
+            command = [
+                str(pyspy),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(int(seconds)),
+                "--rate",
+                "200",
+                "--nonblocking",
+            ]
+            subprocess.Popen(
+                [*command, "--format", "raw", "--output", str(raw)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             return subprocess.Popen(
-                [
-                    str(pyspy),
-                    "record",
-                    "--pid",
-                    str(pid),
-                    "--duration",
-                    str(int(seconds)),
-                    "--rate",
-                    "200",
-                    "--nonblocking",
-                    "--output",
-                    str(out),
-                ],
+                [*command, "--output", str(out)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
