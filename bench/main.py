@@ -909,8 +909,8 @@ class Bench:
         self.notes.append(
             "4/info: SQL round trips per request, "
             + (
-                "from gateway_db_queries_total on /metrics (summed over the workers; 10"
-                " requests between two scrapes): "
+                "from gateway_db_queries_total on /metrics (summed over the workers; the"
+                " least of 3 windows of 10 requests between two scrapes): "
                 + ", ".join(f"{k} {v:g}" for k, v in scraped.items())
                 + "; "
                 if scraped
@@ -1122,7 +1122,7 @@ def scrape_db_queries(base_url: str) -> float | None:
 
 
 def metrics_round_trips(
-    base_url: str, sc: scenario.Scenario, repeat: int = 10
+    base_url: str, sc: scenario.Scenario, repeat: int = 10, windows: int = 3
 ) -> dict[str, float] | None:
     """Round trips per request from the gateway's own counter: scrape, requests, scrape."""
     if scrape_db_queries(base_url) is None:
@@ -1154,16 +1154,21 @@ def metrics_round_trips(
         for name, make in cases.items():
             for i in range(4):  # every worker's catalog cache warm
                 http.post("/graphql", json=dict(zip(("query", "variables"), make(i), strict=True)))
-            before = scrape_db_queries(base_url)
-            for i in range(repeat):
-                query, variables = make(i)
-                answer = http.post("/graphql", json={"query": query, "variables": variables})
-                if answer.status_code != 200 or answer.json().get("errors"):
-                    raise RuntimeError(f"{name}: {answer.text[:500]}")
-            after = scrape_db_queries(base_url)
-            if before is None or after is None:
-                return None
-            found[name] = round((after - before) / repeat, 2)
+            per_window: list[float] = []
+            # The least of a few windows: a statement of the process's own between two scrapes
+            # (a cache's periodic re-read) only adds, and would be counted as the requests'.
+            for _window in range(windows):
+                before = scrape_db_queries(base_url)
+                for i in range(repeat):
+                    query, variables = make(i)
+                    answer = http.post("/graphql", json={"query": query, "variables": variables})
+                    if answer.status_code != 200 or answer.json().get("errors"):
+                        raise RuntimeError(f"{name}: {answer.text[:500]}")
+                after = scrape_db_queries(base_url)
+                if before is None or after is None:
+                    return None
+                per_window.append((after - before) / repeat)
+            found[name] = round(min(per_window), 2)
     return found
 
 
