@@ -376,6 +376,11 @@ class Bench:
             f"1: load generator pinned to CPU {self.cpu}, busy {cpu.fmt('', 2)} of that core"
             " (1.00 would mean the client, not the server, is the limit)"
         )
+        self.notes.append(
+            f"1: gateway and baseline run {self.config.workers} worker processes each; the"
+            " gateway's rate limiter is off (GATEWAY_RATE_LIMIT_PER_MINUTE="
+            f"{servers.server_env('', Path('.'))['GATEWAY_RATE_LIMIT_PER_MINUTE']})"
+        )
         # 5: memory of one gateway worker under benchmark 1.
         hwm = [servers.peak_rss(p) for p in gateway.worker_pids]
         sampled = max(x["rss_peak"] for x in g)
