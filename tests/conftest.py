@@ -13,7 +13,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,11 +119,18 @@ async def db(database: Database) -> Database:
     return database
 
 
-@pytest.fixture(scope="session")
-async def app(settings: Settings) -> AsyncIterator[Any]:
-    application = create_app(settings, settings.database_url or "")
+@asynccontextmanager
+async def running_app(settings: Settings, **updates: Any) -> AsyncIterator[Any]:
+    """The app of ``settings`` (with ``updates``), its lifespan entered, on the test database."""
+    application = create_app(settings.model_copy(update=updates), settings.database_url or "")
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(application.router.lifespan_context(application))
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[Any]:
+    async with running_app(settings) as application:
         yield application
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
@@ -23,12 +22,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from gateway.api.app import create_app
 from gateway.api.compiled_lane import CompiledLane
 from gateway.settings import Settings
 from gateway.storage.db import Database
 from gateway.storage.unavailable import DatabaseUnavailable
-from tests.conftest import GraphQLClient
+from tests.conftest import GraphQLClient, running_app
 from tests.factories import EVENT_FIELDS, customer_on_plan, session_token, setup_pricing
 
 RESULT = f"""
@@ -53,10 +51,7 @@ def documents() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def laneless_app(settings: Settings) -> AsyncIterator[Any]:
-    plain = settings.model_copy(update={"gateway_compiled_lane": False})
-    application = create_app(plain, settings.database_url or "")
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(application.router.lifespan_context(application))
+    async with running_app(settings, gateway_compiled_lane=False) as application:
         yield application
 
 

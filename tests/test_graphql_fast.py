@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,11 +17,10 @@ import httpx
 import pytest
 from graphql import parse
 
-from gateway.api.app import create_app
 from gateway.settings import Settings
 from gateway.storage.db import Database
 from schema import build_schema
-from tests.conftest import GraphQLClient
+from tests.conftest import GraphQLClient, running_app
 from tests.factories import (
     CREATE_USAGE_EVENT,
     CREATE_USAGE_EVENTS,
@@ -35,10 +33,7 @@ from tests.factories import (
 
 @pytest.fixture(scope="module")
 async def graphql_core_app(settings: Settings) -> AsyncIterator[Any]:
-    plain = settings.model_copy(update={"gateway_compiled_execution": False})
-    application = create_app(plain, settings.database_url or "")
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(application.router.lifespan_context(application))
+    async with running_app(settings, gateway_compiled_execution=False) as application:
         yield application
 
 
