@@ -64,19 +64,20 @@ def _trace_ids(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDic
     # With tracing on (gateway.api.tracing), records written inside a span carry its ids, so
     # that logs and traces join. The API is only looked up, never imported here: with tracing
     # off there is no recording span and nothing is added.
-    trace = sys.modules.get("opentelemetry.trace")
-    if trace is not None:
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            event.setdefault("trace_id", format(context.trace_id, "032x"))
-            event.setdefault("span_id", format(context.span_id, "016x"))
+    context = _span_context()
+    if context is not None:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
     return event
 
 
-def _in_span() -> bool:
-    """Whether a record written now gets trace ids (``_trace_ids``)."""
+def _span_context() -> Any:
+    """The current span's context when a span is recording, else None (no import of the API)."""
     trace = sys.modules.get("opentelemetry.trace")
-    return trace is not None and bool(trace.get_current_span().get_span_context().is_valid)
+    if trace is None:
+        return None
+    context = trace.get_current_span().get_span_context()
+    return context if context.is_valid else None
 
 
 def _drop_duplicates(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
@@ -140,7 +141,7 @@ class JsonFormatter(structlog.stdlib.ProcessorFormatter):
             record.name == ACCESS_LOGGER
             and record.exc_info is None
             and record.stack_info is None
-            and not _in_span()
+            and _span_context() is None
         ):
             attrs = record.__dict__
             if len(attrs) != _PLAIN_RECORD + 4:  # other extras (or a record formatted before)

@@ -96,7 +96,7 @@ def lane_enabled(settings: Settings) -> bool:
         settings.gateway_compiled_lane
         and settings.gateway_compiled_execution
         and graphql_fast.proven()
-        and not tracing.graphql_extensions(settings)
+        and not tracing.enabled(settings)
     )
 
 

@@ -23,7 +23,7 @@ executor). A later request with the same text, name and kind of caller is answer
 4. what strawberry and the schema's extensions do as the operation ends, in their order: the
    errors reported (``GatewaySchema.process_errors``), ``extensions.warnings``, the operation's
    metrics (``observability.record_operation``), the errors finalized (codes, masking, HTTP
-   status: ``finalize_errors``, as ``GatewayErrors`` and ``GatewaySchema.execute`` do);
+   status: ``finalize_errors``, as ``GatewayErrors`` does);
 5. the response as strawberry's ASGI view makes it (``process_result``, the sub-response's
    status and headers) and with ``GatewayView.run``'s media type.
 
@@ -155,9 +155,9 @@ class CompiledLane:
             executing=not errors,
             elapsed=time.perf_counter() - started,
         )
-        # GatewayErrors as the operation ends, then GatewaySchema.execute (idempotent).
+        # As GatewayErrors does when the operation ends (GatewaySchema.execute's second call
+        # finds every error finalized already).
         finalize_errors(result, context, operation_name, executing=True)
-        finalize_errors(result, context, name, executing=True)
         response = self.view.create_response(process_result(result), sub_response)
         with_media(response, lane_request.media, context)
         return response

@@ -135,18 +135,15 @@ class GraphQLEndpoint:
                     headers={"Allow": "GET"},
                 )
             context = await self.context_getter(request)
-            lane_request = (
-                self.lane.lookup(request, body, context)
-                if self.lane is not None and scope["method"] == "POST"
-                else None
-            )
-            if lane_request is not None and lane_request.plan is not None:
-                answer = await self.lane.answer(lane_request, context)  # type: ignore[union-attr]
+            lane = self.lane if scope["method"] == "POST" else None
+            lane_request = None if lane is None else lane.lookup(request, body, context)
+            if lane is not None and lane_request is not None and lane_request.plan is not None:
+                answer = await lane.answer(lane_request, context)
                 if answer is not None:
                     return answer
             response = await self.view.run(request, context)
-            if lane_request is not None and lane_request.plan is None:
-                self.lane.learn(lane_request, context)  # type: ignore[union-attr]
+            if lane is not None and lane_request is not None and lane_request.plan is None:
+                lane.learn(lane_request, context)
             assert isinstance(response, Response)
             return response
         except Exception as exc:

@@ -2,8 +2,7 @@
 
 - ``/healthz``: the process is up (no database access).
 - ``/readyz`` (``gateway.api.readiness``): the database answers and its Alembic revision is the
-  code's head; 503 otherwise,
-  with the reason in the JSON body.
+  code's head; 503 otherwise, with the reason in the JSON body.
 - ``/metrics``: Prometheus text format. With ``PROMETHEUS_MULTIPROC_DIR`` set (several worker
   processes), the values of all processes are aggregated.
 - Every HTTP response carries ``X-Request-ID``: the client's (when it is 1 to 128 characters
