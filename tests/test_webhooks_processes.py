@@ -55,7 +55,12 @@ async def test_two_hundred_concurrent_events_over_two_processes_trigger_once(
         assert {r["__typename"] for r in results} == {"UsageEventRecorded"}
         received = await asyncio.to_thread(hooks.wait_for, 1)
         await asyncio.sleep(0.5)  # both workers polled ten times more
-        assert len(hooks.requests) == 1
+        # On a failure, say which step was missing: the alert event, its delivery, an attempt.
+        state = {
+            table: [dict(r) for r in await db.fetch(f"SELECT * FROM {table}")]
+            for table in ("usage_alert_events", "webhook_deliveries", "webhook_attempts")
+        }
+        assert len(hooks.requests) == 1, state
     rows = await db.fetch("SELECT id::text, type FROM usage_alert_events")
     assert [r["type"] for r in rows] == ["triggered"]
     assert received[0].headers["webhook-id"] == rows[0]["id"]
