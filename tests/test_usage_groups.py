@@ -35,7 +35,7 @@ from tests.factories import (
 )
 
 DECLINE = """CREATE OR REPLACE FUNCTION _record_usage_steady(
-  p_customers uuid[], p_groups jsonb, p_caller_customer_id uuid)
+  p_customers uuid[], p_groups jsonb, p_items jsonb, p_caller_customer_id uuid)
 RETURNS TABLE (item_position integer, result jsonb)
 LANGUAGE sql AS 'SELECT NULL::integer, NULL::jsonb WHERE false'"""
 

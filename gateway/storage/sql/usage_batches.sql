@@ -11,7 +11,9 @@
 -- The one current definition of each function below. Edit it here, then make a migration
 -- with `alembic revision --autogenerate` (docs/architecture.md).
 
--- p_groups: [{customer, sub, meter, items: [item + pos, ...]}, ...] in lock order.
+-- p_groups: [{customer, sub, meter, positions: [pos, ...]}, ...] in lock order; the items are
+-- p_items -> (pos - 1). (Positions, not copies of the items: each level of jsonb an item is
+-- rebuilt into costs as much as reading it, and the groups were three levels deep.)
 -- Generic plans: a custom plan of the write statement costs more to plan than to run. But a
 -- generic plan cannot prune by a parameter array: where the customers' rows are split (Citus
 -- loaded, or the tables partitioned by customer) the function plans custom instead, its own
@@ -22,6 +24,7 @@
 CREATE OR REPLACE FUNCTION public._record_usage_steady(
   p_customers uuid[],
   p_groups jsonb,
+  p_items jsonb,
   p_caller_customer_id uuid)
 RETURNS TABLE (item_position integer, result jsonb)
 LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET jit = off AS $$
@@ -54,10 +57,10 @@ BEGIN
     WITH grp AS (
       SELECT g.ord AS gord, (g.value ->> 'customer')::uuid AS customer_id,
              (g.value ->> 'sub')::uuid AS sub_id,
-             (g.value ->> 'meter')::uuid AS meter_id, g.value -> 'items' AS items
+             (g.value ->> 'meter')::uuid AS meter_id, g.value -> 'positions' AS positions
         FROM jsonb_array_elements(p_groups) WITH ORDINALITY AS g(value, ord)
     ), ctx AS (             -- groups whose subscription, meter and lock row allow it
-      SELECT grp.gord, grp.sub_id, grp.meter_id, grp.items, s.customer_id,
+      SELECT grp.gord, grp.sub_id, grp.meter_id, grp.positions, s.customer_id,
              c.pricing_model_id, mb.event_seq, bp.period_start, bp.period_end
         FROM grp
         JOIN subscriptions s ON s.customer_id = grp.customer_id
@@ -75,7 +78,7 @@ BEGIN
          AND m.aggregation_type = 'sum'
          AND mb.grants_period_start = bp.period_start
     ), items AS (           -- their items, the target resolved, each item checked
-      SELECT ctx.gord, i.ord, (i.item ->> 'pos')::integer AS pos,
+      SELECT ctx.gord, i.ord, i.pos,
              (i.item ->> 'event_id')::uuid AS event_id,
              (i.item ->> 'amount')::bigint AS amount,
              i.item ->> 'transaction_id' AS transaction_id,
@@ -95,7 +98,9 @@ BEGIN
                -- form (the redundant customer_id conditions made both indexes look alike):
                -- a scan of the customer's whole history per item.
         FROM ctx
-        CROSS JOIN LATERAL jsonb_array_elements(ctx.items) WITH ORDINALITY AS i(item, ord)
+        CROSS JOIN LATERAL (SELECT x.p::integer AS pos, x.ord, p_items -> (x.p::integer - 1) AS item
+                              FROM jsonb_array_elements_text(ctx.positions)
+                                   WITH ORDINALITY AS x(p, ord)) i
         LEFT JOIN LATERAL (
           SELECT x.id, x.active, x.type, x.usage_meter_id, x.is_default FROM prices x
            WHERE CASE i.item ->> 'target_kind'
@@ -106,11 +111,12 @@ BEGIN
                    ELSE x.usage_meter_id = ctx.meter_id AND x.is_default AND x.type = 'usage'
                  END) pr ON true
     ), batch_keys AS (      -- every key of the batch (any group that could record)
-      SELECT grp.gord, s.customer_id, grp.meter_id, i.item ->> 'transaction_id' AS tx
+      SELECT grp.gord, s.customer_id, grp.meter_id,
+             p_items -> (x.p::integer - 1) ->> 'transaction_id' AS tx
         FROM grp
         JOIN subscriptions s ON s.customer_id = grp.customer_id
                             AND s.customer_id = ANY (p_customers) AND s.id = grp.sub_id
-        CROSS JOIN LATERAL jsonb_array_elements(grp.items) AS i(item)
+        CROSS JOIN LATERAL jsonb_array_elements_text(grp.positions) AS x(p)
     ), shared AS (          -- groups with a key used twice in the batch
       SELECT DISTINCT k.gord
         FROM batch_keys k
@@ -287,6 +293,7 @@ RETURNS TABLE (item_position integer, result jsonb)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
   v_groups jsonb;
+  v_steady jsonb;
   v_foreign boolean;
   v_done integer[] := '{}';
   v_results jsonb[] := '{}';
@@ -339,13 +346,14 @@ BEGIN
       LEFT JOIN customers c ON c.id = i.cust AND c.id = ANY (p_customers)
                            AND c.id = s.customer_id
   )
-  SELECT jsonb_agg(jsonb_build_object('customer', g.cust, 'sub', g.sub_id, 'meter', g.meter_id,
-                                      'items', g.items)
-                   ORDER BY g.cust, g.sub_id NULLS FIRST, g.meter_id NULLS FIRST),
+  SELECT jsonb_agg(g.grp ORDER BY g.cust, g.sub_id NULLS FIRST, g.meter_id NULLS FIRST),
+         jsonb_agg(g.grp ORDER BY g.cust, g.sub_id NULLS FIRST, g.meter_id NULLS FIRST)
+           FILTER (WHERE g.sub_id IS NOT NULL AND g.meter_id IS NOT NULL),
          bool_or(g.foreign_item)
-    INTO v_groups, v_foreign
+    INTO v_groups, v_steady, v_foreign
     FROM (SELECT r.cust, r.sub_id, r.meter_id,
-                 jsonb_agg(r.item || jsonb_build_object('pos', r.pos) ORDER BY r.pos) AS items,
+                 jsonb_build_object('customer', r.cust, 'sub', r.sub_id, 'meter', r.meter_id,
+                                    'positions', jsonb_agg(r.pos ORDER BY r.pos)) AS grp,
                  bool_or(r.cust IS NULL OR r.cust <> ALL (p_customers)) AS foreign_item
             FROM resolved r
            GROUP BY r.cust, r.sub_id, r.meter_id) g;
@@ -356,12 +364,7 @@ BEGIN
   -- The steady statement costs about as much as two events item by item (measured): it
   -- serves batches of three or more.
   FOR rec IN
-    SELECT * FROM _record_usage_steady(
-      p_customers,
-      (SELECT jsonb_agg(g.value ORDER BY g.ord)
-         FROM jsonb_array_elements(v_groups) WITH ORDINALITY AS g(value, ord)
-        WHERE g.value ->> 'sub' IS NOT NULL AND g.value ->> 'meter' IS NOT NULL),
-      p_caller_customer_id)
+    SELECT * FROM _record_usage_steady(p_customers, v_steady, p_items, p_caller_customer_id)
      WHERE jsonb_array_length(p_items) >= 3
   LOOP
     item_position := rec.item_position;
@@ -375,12 +378,13 @@ BEGIN
     SELECT g.value FROM jsonb_array_elements(v_groups) WITH ORDINALITY AS g(value, ord)
      ORDER BY g.ord
   LOOP
-    CONTINUE WHEN ((grp.value -> 'items' -> 0) ->> 'pos')::integer = ANY (v_done);
+    CONTINUE WHEN (grp.value -> 'positions' ->> 0)::integer = ANY (v_done);
     FOR it IN
-      SELECT x.item FROM jsonb_array_elements(grp.value -> 'items') WITH ORDINALITY AS x(item, ord)
+      SELECT x.p::integer AS pos, p_items -> (x.p::integer - 1) AS item
+        FROM jsonb_array_elements_text(grp.value -> 'positions') WITH ORDINALITY AS x(p, ord)
        ORDER BY x.ord
     LOOP
-      item_position := (it.item ->> 'pos')::integer;
+      item_position := it.pos;
       result := record_usage_event(
         (grp.value ->> 'customer')::uuid,
         (it.item ->> 'event_id')::uuid,
