@@ -33,7 +33,7 @@ import httpx
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import uuid_utils
 
-from bench import alerts, compare, scenario, servers, soak
+from bench import alerts, batch_cost, compare, scenario, servers, soak
 from bench.stats import Row, Spread, median, percentile, ratio_fmt, table
 
 MS = 1000.0
@@ -744,6 +744,38 @@ class Bench:
                 None,
             )
         )
+        self.batch_cost(database_url, sc)
+
+    def batch_cost(self, database_url: str, sc: scenario.Scenario) -> None:
+        """Where bench 2's PostgreSQL time goes: its statements called directly (bench.batch_cost)."""
+        if not self.postgres_pids():
+            self.notes.append("2 statement costs: skipped, the database's processes are not local")
+            return
+        from gateway.storage.db import asyncpg_dsn
+
+        c = self.config
+        figures = asyncio.run(
+            batch_cost.batch_cost(
+                asyncpg_dsn(database_url),
+                scenario.METER,
+                sc.dashboard_subscriptions,
+                c.batch_connections,
+                c.batch_size,
+            )
+        )
+        self.raw["2"]["statements"] = figures
+        base = figures[batch_cost.NAMES[0]]
+        for name, values in figures.items():
+            self.rows.append(
+                Row(
+                    f"2 (info) PostgreSQL CPU per event, called directly: {name}",
+                    Spread.of(values).fmt(" ms", 3, MS),
+                    Spread.of(base).fmt(" ms", 3, MS),
+                    ratio_fmt(Spread.of([b / v for b, v in zip(base, values, strict=True)])),
+                    "",
+                    None,
+                )
+            )
 
     # ---------------------------------------------------------------- 3
 

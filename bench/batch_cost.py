@@ -1,0 +1,174 @@
+"""Benchmark 2's PostgreSQL cost per event, statement by statement (part of the bench only).
+
+Bench 2 compares ``createUsageEvents`` of 100 events with ``executemany`` of the same 100
+rows. This module says where the gateway's PostgreSQL time goes, by calling the statements
+directly from one connection, each on the same shape of batch as bench 2's (100 events on 25
+subscriptions, 4 each, the load generator's stride), and reading that connection's backend
+CPU time:
+
+- ``executemany``: bench 2's baseline, the event rows alone, one execution per row;
+- ``writes, set-based``: one statement writing what the gateway writes for such a batch (the
+  event rows, each group's totals upsert and balance-row sequence), with no checks, no reads
+  for the answers and no answers: a floor for the set-based writes;
+- ``_record_usage_steady()``: the gateway's set-based statement, given groups already formed;
+- ``record_usage_batch()``: what the gateway calls, which forms the groups first.
+
+Rounds alternate the order of the four. It needs the database's processes on this machine
+(embedded, or a local server): CPU time is read from the backend's process.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import orjson
+import psutil  # type: ignore[import-untyped, unused-ignore]
+import uuid_utils
+
+from bench.baseline_app import INSERT, load_targets
+
+# The rows a batch of the gateway writes in the steady case (no grants left to consume, as in
+# bench 2 after its first batches): each event row, its group's totals and balance row.
+WRITES = """
+WITH ev AS (
+  INSERT INTO usage_events (id, customer_id, subscription_id, usage_meter_id, price_id,
+                            billing_period_id, period_start, period_end, amount, consumed,
+                            covered, seq, transaction_id, usage_date, properties)
+  SELECT e.id, e.cust, e.sub, e.meter, e.price, e.period, e.ps, e.pe, 1, 1, 0,
+         mb.event_seq + e.ord, e.tx, now(), '{}'::jsonb
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[],
+                $7::timestamptz[], $8::timestamptz[], $9::text[])
+         WITH ORDINALITY AS e(id, cust, sub, meter, price, period, ps, pe, tx, ord)
+    JOIN meter_balances mb ON mb.customer_id = e.cust AND mb.subscription_id = e.sub
+                          AND mb.usage_meter_id = e.meter
+  ON CONFLICT (customer_id, usage_meter_id, transaction_id) DO NOTHING
+), g AS (
+  SELECT cust, sub, meter, price, ps, min(pe) AS pe, count(*) AS n
+    FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $7::timestamptz[],
+                $8::timestamptz[]) AS e(cust, sub, meter, price, ps, pe)
+   GROUP BY 1, 2, 3, 4, 5
+), tot AS (
+  INSERT INTO usage_totals AS t (customer_id, subscription_id, usage_meter_id, period_start,
+                                 price_id, period_end, used, covered, uncovered)
+  SELECT cust, sub, meter, ps, price, pe, n, 0, n FROM g
+  ON CONFLICT (customer_id, subscription_id, usage_meter_id, period_start, price_id)
+  DO UPDATE SET used = t.used + excluded.used, uncovered = t.uncovered + excluded.uncovered
+)
+UPDATE meter_balances mb SET event_seq = mb.event_seq + g.n FROM g
+ WHERE mb.customer_id = g.cust AND mb.subscription_id = g.sub AND mb.usage_meter_id = g.meter
+"""
+BATCH = (
+    "SELECT item_position, result FROM record_usage_batch($1::uuid[], $2::jsonb, NULL,"
+    " interval '30 days', interval '5 minutes', NULL)"
+)
+STEADY = (
+    "SELECT item_position, result FROM _record_usage_steady($1::uuid[], $2::jsonb, $3::jsonb, NULL)"
+)
+NAMES = ("executemany", "writes, set-based", "_record_usage_steady()", "record_usage_batch()")
+
+
+async def batch_cost(
+    dsn: str,
+    meter: str,
+    subscriptions: list[str],
+    stride: int,
+    size: int,
+    rounds: int = 6,
+    batches: int = 30,
+) -> dict[str, list[float]]:
+    """PostgreSQL CPU seconds per event of each of NAMES, one figure per round."""
+    conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+    try:
+        await conn.set_type_codec(
+            "jsonb",
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+        backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
+        targets = await load_targets(conn, meter)
+        # Bench 2's batch of client 0: item i on subscription (i * stride) mod n.
+        picked = [subscriptions[(i * stride) % len(subscriptions)] for i in range(size)]
+        rows = [targets[s] for s in picked]
+        customers = sorted({r[0] for r in rows})
+        run = f"bc{time.time_ns()}"
+        seq = [0]
+
+        def tx(tag: str, i: int) -> str:
+            return f"{run}{tag}-{seq[0]}-{i}"
+
+        def item(i: int, t: tuple[Any, ...], tag: str) -> dict[str, Any]:
+            return {
+                "event_id": str(uuid_utils.uuid7()),
+                "customer_id": str(t[0]),
+                "subscription_id": str(t[1]),
+                "target_kind": "usageMeterSlug",
+                "target": meter,
+                "amount": 1,
+                "transaction_id": tx(tag, i),
+                "usage_date": None,
+                "properties": None,
+                "require_balance": False,
+            }
+
+        async def executemany() -> None:
+            await conn.executemany(
+                INSERT,
+                [
+                    (uuid.UUID(bytes=uuid_utils.uuid7().bytes), *t[:7], 1, tx("e", i))
+                    for i, t in enumerate(rows)
+                ],
+            )
+
+        async def writes() -> None:
+            data = sorted(
+                (
+                    (uuid.UUID(bytes=uuid_utils.uuid7().bytes), *t[:7], tx("w", i))
+                    for i, t in enumerate(rows)
+                ),
+                key=lambda r: (r[1], r[2], r[3]),  # the lock order
+            )
+            await conn.execute(WRITES, *[list(column) for column in zip(*data, strict=True)])
+
+        async def steady() -> None:
+            items = [item(i, t, "s") for i, t in enumerate(rows)]
+            groups: dict[tuple[str, str, str], list[int]] = {}
+            for i, t in enumerate(rows):
+                groups.setdefault((str(t[0]), str(t[1]), str(t[2])), []).append(i + 1)
+            payload = [
+                {"customer": k[0], "sub": k[1], "meter": k[2], "positions": v}
+                for k, v in sorted(groups.items())
+            ]
+            got = await conn.fetch(STEADY, customers, payload, items)
+            assert len(got) == size, f"_record_usage_steady() answered {len(got)} of {size}"
+
+        async def batch() -> None:
+            got = await conn.fetch(BATCH, customers, [item(i, t, "b") for i, t in enumerate(rows)])
+            assert all(r["result"]["status"] == "recorded" for r in got), got[0]
+
+        calls: dict[str, Callable[[], Awaitable[None]]] = dict(
+            zip(NAMES, (executemany, writes, steady, batch), strict=True)
+        )
+
+        async def times(call: Callable[[], Awaitable[None]], n: int) -> float:
+            start = backend.cpu_times()
+            for _ in range(n):
+                seq[0] += 1
+                await call()
+            end = backend.cpu_times()
+            return float(end.user + end.system - start.user - start.system) / (n * size)
+
+        for call in calls.values():  # warm: plans cached, pages read
+            await times(call, 5)
+        out: dict[str, list[float]] = {name: [] for name in NAMES}
+        for r in range(rounds):
+            order = list(NAMES) if r % 2 == 0 else list(reversed(NAMES))
+            for name in order:
+                out[name].append(await times(calls[name], batches))
+        return out
+    finally:
+        await conn.close()
