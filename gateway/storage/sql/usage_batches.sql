@@ -61,7 +61,8 @@ BEGIN
         FROM jsonb_array_elements(p_groups) WITH ORDINALITY AS g(value, ord)
     ), ctx AS (             -- groups whose subscription, meter and lock row allow it
       SELECT grp.gord, grp.sub_id, grp.meter_id, grp.positions, s.customer_id,
-             c.pricing_model_id, mb.event_seq, bp.period_start, bp.period_end
+             c.pricing_model_id, mb.event_seq, bp.period_start, bp.period_end,
+             billing_period_id(grp.sub_id, bp.period_start) AS period_id  -- once per group
         FROM grp
         JOIN subscriptions s ON s.customer_id = grp.customer_id
                             AND s.customer_id = ANY (p_customers) AND s.id = grp.sub_id
@@ -125,7 +126,7 @@ BEGIN
           ON d.customer_id = k.customer_id AND d.meter_id = k.meter_id AND d.tx = k.tx
     ), steady AS (          -- and what each steady group starts from
       SELECT ctx.gord, ctx.sub_id, ctx.meter_id, ctx.customer_id, ctx.pricing_model_id,
-             ctx.event_seq, ctx.period_start, ctx.period_end,
+             ctx.event_seq, ctx.period_start, ctx.period_end, ctx.period_id,
              gr.remaining, gr.valid, gr.grants, tt.used0, tt.covered0, tt.uncovered0,
              rs.reserved
         FROM ctx
@@ -200,7 +201,7 @@ BEGIN
                                 covered, seq, transaction_id, usage_date, properties,
                                 properties_given, usage_date_given, take_grant_ids, take_amounts)
       SELECT a.event_id, a.customer_id, a.sub_id, a.meter_id, a.price_id,
-             billing_period_id(a.sub_id, a.period_start), a.period_start, a.period_end,
+             a.period_id, a.period_start, a.period_end,
              a.amount, a.amount, a.covered, a.event_seq + a.ord, a.transaction_id, v_now,
              coalesce(a.properties, '{}'::jsonb), a.properties IS NOT NULL, false,
              coalesce(tk.grant_ids, '{}'::uuid[]), coalesce(tk.takes, '{}'::bigint[])
@@ -253,7 +254,7 @@ BEGIN
              'event', jsonb_build_object(
                'id', a.event_id, 'customer_id', a.customer_id, 'subscription_id', a.sub_id,
                'usage_meter_id', a.meter_id, 'price_id', a.price_id,
-               'billing_period_id', billing_period_id(a.sub_id, a.period_start),
+               'billing_period_id', a.period_id,
                'amount', a.amount, 'transaction_id', a.transaction_id, 'usage_date', v_now,
                'properties', coalesce(a.properties, '{}'::jsonb), 'created_at', v_now,
                'voided_at', NULL, 'void_reason', NULL),
