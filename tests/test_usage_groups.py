@@ -392,3 +392,69 @@ async def test_a_batch_names_its_customers_and_each_item_one_of_them(
                 await conn.fetch(_BATCH_SQL, customers, items, None, backdating, future, None)
             assert message in str(raised.value)
         assert await conn.fetchval("SELECT count(*) FROM usage_events") == before
+
+
+PRICES_READ = """SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+                   FROM pg_stat_xact_user_tables WHERE relname = 'prices'"""
+
+
+async def test_a_batch_reads_its_items_prices_not_every_price(
+    db: Database, settings: Any, plans: dict[str, Any]
+) -> None:
+    """Each item's price is found by an index probe for its target's form. The statement
+    once matched prices by one `WHERE CASE ...` over the three forms, which no index serves:
+    every item read every price of every pricing model."""
+    pro, other = plans["pro"], plans["other"]
+    items = [
+        _meter(pro, "a", 1),
+        _meter(pro, "b", 1, kind="priceSlug", target="generations_overage"),
+        _meter(pro, "c", 1, kind="priceId", target=plans["prices"]["generations_discount"]),
+        _meter(other, "d", 1),
+        _meter(other, "e", 1, kind="usageMeterSlug", target="api_calls"),
+        _meter(other, "f", 1),
+    ]
+    prepared = [_prepare(SECRET, item, settings) for item in items]
+    backdating, future = _intervals(settings)
+    async with db.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            meter = await conn.fetchval(
+                "SELECT usage_meter_id FROM prices WHERE type = 'usage' LIMIT 1"
+            )
+            model = await conn.fetchval("SELECT pricing_model_id FROM prices LIMIT 1")
+            await conn.execute(
+                """INSERT INTO prices (pricing_model_id, slug, type, unit_price, currency,
+                                       usage_meter_id, usage_events_per_unit)
+                   SELECT $1, 'filler-' || g, 'usage', 1, 'USD', $2, 1
+                     FROM generate_series(1, 5000) g""",
+                model,
+                meter,
+            )
+            await conn.execute("ANALYZE prices")
+            owners = [await _customer_of(conn, [p]) for p in prepared]
+            customers = sorted(set(owners))
+            order = [i for c in customers for i, o in enumerate(owners) if o == c]
+            before = await conn.fetchval(PRICES_READ)
+            rows = await conn.fetch(
+                _BATCH_SQL,
+                customers,
+                [{**prepared[i], "customer_id": str(owners[i])} for i in order],
+                None,
+                backdating,
+                future,
+                None,
+            )
+            read = await conn.fetchval(PRICES_READ) - before
+            events = await conn.fetchval(
+                "SELECT count(*) FROM usage_events WHERE transaction_id = ANY($1::text[])",
+                list("abcdef"),
+            )
+        finally:
+            await tx.rollback()
+    assert [r["result"]["status"] for r in rows] == ["recorded"] * len(items)
+    assert events == len(items)
+    # A few rows per item (its price found, the foreign-key checks of its event and totals
+    # rows; 15 here), not the 5,000 others: the CASE form read them all (5,017).
+    assert read <= 3 * len(items)
+    assert await db.fetchval("SELECT count(*) FROM prices WHERE slug LIKE 'filler-%'") == 0

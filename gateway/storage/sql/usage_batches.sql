@@ -102,15 +102,21 @@ BEGIN
         CROSS JOIN LATERAL (SELECT x.p::integer AS pos, x.ord, p_items -> (x.p::integer - 1) AS item
                               FROM jsonb_array_elements_text(ctx.positions)
                                    WITH ORDINALITY AS x(p, ord)) i
+        -- The item's price: one index probe per item, by the form of its target. (One
+        -- WHERE CASE ... END over the three forms used no index: each item scanned every
+        -- price of every pricing model, 4.8 ms per event with 20,000 prices.)
         LEFT JOIN LATERAL (
           SELECT x.id, x.active, x.type, x.usage_meter_id, x.is_default FROM prices x
-           WHERE CASE i.item ->> 'target_kind'
-                   WHEN 'priceId' THEN x.id = (i.item ->> 'target')::uuid
-                                       AND x.pricing_model_id = ctx.pricing_model_id
-                   WHEN 'priceSlug' THEN x.slug = i.item ->> 'target'
-                                         AND x.pricing_model_id = ctx.pricing_model_id
-                   ELSE x.usage_meter_id = ctx.meter_id AND x.is_default AND x.type = 'usage'
-                 END) pr ON true
+           WHERE i.item ->> 'target_kind' = 'priceId'
+             AND x.id = (i.item ->> 'target')::uuid AND x.pricing_model_id = ctx.pricing_model_id
+          UNION ALL
+          SELECT x.id, x.active, x.type, x.usage_meter_id, x.is_default FROM prices x
+           WHERE i.item ->> 'target_kind' = 'priceSlug'
+             AND x.slug = i.item ->> 'target' AND x.pricing_model_id = ctx.pricing_model_id
+          UNION ALL
+          SELECT x.id, x.active, x.type, x.usage_meter_id, x.is_default FROM prices x
+           WHERE coalesce(i.item ->> 'target_kind', '') NOT IN ('priceId', 'priceSlug')
+             AND x.usage_meter_id = ctx.meter_id AND x.is_default AND x.type = 'usage') pr ON true
     ), batch_keys AS (      -- every key of the batch (any group that could record)
       SELECT grp.gord, s.customer_id, grp.meter_id,
              p_items -> (x.p::integer - 1) ->> 'transaction_id' AS tx
