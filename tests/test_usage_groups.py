@@ -87,10 +87,34 @@ async def _customer_of(conn: Any, prepared: list[Any]) -> uuid.UUID:
     return customer
 
 
+async def _batch(
+    conn: Any, settings: Any, caller: Caller, prepared: list[Any]
+) -> tuple[list[int], list[Any]]:
+    """As the gateway calls it on one PostgreSQL (gateway.billing.usage): one call of
+    record_usage_batch() for all the customers, items in customer id order, each naming its
+    customer (an unknown subscription's item: a customer of no rows, answered NOT_FOUND).
+    Returns the input index of each position, and the rows."""
+    backdating, future = _intervals(settings)
+    owners = [
+        caller.customer_id or await _customer_of(conn, [p]) or uuid.UUID(int=0) for p in prepared
+    ]
+    customers = sorted(set(owners))
+    order = [i for c in customers for i, o in enumerate(owners) if o == c]
+    rows = await conn.fetch(
+        _BATCH_SQL,
+        customers,
+        [{**prepared[i], "customer_id": str(owners[i])} for i in order],
+        caller.customer_id,
+        backdating,
+        future,
+        None,
+    )
+    return order, rows
+
+
 async def _run(
     db: Database, settings: Any, caller: Caller, prepared: list[Any], *, grouped: bool
 ) -> dict[str, Any]:
-    backdating, future = _intervals(settings)
     async with db.pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
@@ -99,26 +123,8 @@ async def _run(
             if not grouped:
                 await conn.execute(DECLINE)
             now = await conn.fetchval("SELECT now()")
-            # As the gateway calls it on one PostgreSQL (gateway.billing.usage): one call of
-            # record_usage_batch() for all the customers, items in customer id order, each
-            # naming its customer. (an unknown subscription's item: a customer of no rows,
-            # answered NOT_FOUND)
-            owners = [
-                caller.customer_id or await _customer_of(conn, [p]) or uuid.UUID(int=0)
-                for p in prepared
-            ]
-            customers = sorted(set(owners))
-            order = [i for c in customers for i, o in enumerate(owners) if o == c]
             before = await conn.fetchval(CALLS)
-            rows = await conn.fetch(
-                _BATCH_SQL,
-                customers,
-                [{**prepared[i], "customer_id": str(owners[i])} for i in order],
-                caller.customer_id,
-                backdating,
-                future,
-                None,
-            )
+            order, rows = await _batch(conn, settings, caller, prepared)
             item_by_item = await conn.fetchval(CALLS) - before
             results = {
                 order[r["item_position"] - 1] + 1: _normalise(r["result"], now) for r in rows
@@ -414,7 +420,6 @@ async def test_a_batch_reads_its_items_prices_not_every_price(
         _meter(other, "f", 1),
     ]
     prepared = [_prepare(SECRET, item, settings) for item in items]
-    backdating, future = _intervals(settings)
     async with db.pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
@@ -432,19 +437,8 @@ async def test_a_batch_reads_its_items_prices_not_every_price(
                 meter,
             )
             await conn.execute("ANALYZE prices")
-            owners = [await _customer_of(conn, [p]) for p in prepared]
-            customers = sorted(set(owners))
-            order = [i for c in customers for i, o in enumerate(owners) if o == c]
             before = await conn.fetchval(PRICES_READ)
-            rows = await conn.fetch(
-                _BATCH_SQL,
-                customers,
-                [{**prepared[i], "customer_id": str(owners[i])} for i in order],
-                None,
-                backdating,
-                future,
-                None,
-            )
+            _, rows = await _batch(conn, settings, SECRET, prepared)
             read = await conn.fetchval(PRICES_READ) - before
             events = await conn.fetchval(
                 "SELECT count(*) FROM usage_events WHERE transaction_id = ANY($1::text[])",
