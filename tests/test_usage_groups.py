@@ -452,3 +452,39 @@ async def test_a_batch_reads_its_items_prices_not_every_price(
     # rows; 15 here), not the 5,000 others: the CASE form read them all (5,017).
     assert read <= 3 * len(items)
     assert await db.fetchval("SELECT count(*) FROM prices WHERE slug LIKE 'filler-%'") == 0
+
+
+async def test_a_batch_leaves_the_callers_plan_cache_mode_as_it_was(
+    db: Database, settings: Any, plans: dict[str, Any]
+) -> None:
+    """record_usage_batch() runs its grouping statement with the generic plan (migration
+    0024) and puts the caller's mode back before anything else runs: the item-by-item path
+    and the rest of the caller's transaction plan as they would have."""
+    pro, other = plans["pro"], plans["other"]
+    seen: dict[str, tuple[str, list[str], int]] = {}
+    for mode in ("auto", "force_custom_plan"):
+        items = [
+            _meter(pro, f"{mode}-a", 1),
+            _meter(pro, f"{mode}-a", 1),  # a key used twice: its group goes item by item
+            _meter(other, f"{mode}-b", 1),
+        ]
+        prepared = [_prepare(SECRET, item, settings) for item in items]
+        async with db.pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
+                _, rows = await _batch(conn, settings, SECRET, prepared)
+                after = await conn.fetchval("SELECT current_setting('plan_cache_mode')")
+                events = await conn.fetchval(
+                    "SELECT count(*) FROM usage_events WHERE transaction_id LIKE $1",
+                    f"{mode}-%",
+                )
+            finally:
+                await tx.rollback()
+        statuses = [r["result"]["status"] for r in rows]
+        seen[mode] = (after, sorted(statuses), events)
+    assert seen == {
+        "auto": ("auto", ["recorded", "recorded", "replayed"], 2),
+        "force_custom_plan": ("force_custom_plan", ["recorded", "recorded", "replayed"], 2),
+    }
