@@ -19,6 +19,7 @@ Rounds alternate the order of the four. It needs the database's processes on thi
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,7 @@ STEADY = (
     "SELECT item_position, result FROM _record_usage_steady($1::uuid[], $2::jsonb, $3::jsonb, NULL)"
 )
 NAMES = ("executemany", "writes, set-based", "_record_usage_steady()", "record_usage_batch()")
+CONCURRENT = ("executemany", "record_usage_batch()")
 
 
 async def batch_cost(
@@ -172,3 +174,95 @@ async def batch_cost(
         return out
     finally:
         await conn.close()
+
+
+async def concurrent(
+    dsn: str,
+    meter: str,
+    subscriptions: list[str],
+    connections: int,
+    size: int,
+    rounds: int = 3,
+    seconds: float = 4.0,
+) -> dict[str, list[float]]:
+    """Events per second of ``executemany`` and of ``record_usage_batch()`` called directly from
+    ``connections`` connections at once, each sending bench 2's batches (client k: item i on
+    subscription (k + i * connections) mod n), one figure per round, rounds alternating the
+    order. No gateway process runs: the two share the machine only with this client, so the
+    ratio says how close PostgreSQL alone comes to ``executemany`` under bench 2's concurrency,
+    row locks included; bench 2's own ratio adds the gateway's server side."""
+    conns = [
+        await asyncpg.connect(dsn, server_settings={"timezone": "UTC"}) for _ in range(connections)
+    ]
+    try:
+        for conn in conns:
+            await conn.set_type_codec(
+                "jsonb",
+                encoder=lambda v: orjson.dumps(v).decode(),
+                decoder=orjson.loads,
+                schema="pg_catalog",
+            )
+        targets = await load_targets(conns[0], meter)
+        run = f"bk{time.time_ns()}"
+        shapes = [
+            [
+                targets[subscriptions[(k + i * connections) % len(subscriptions)]]
+                for i in range(size)
+            ]
+            for k in range(connections)
+        ]
+
+        async def throughput(name: str, tag: str) -> float:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + seconds
+            done = [0]
+
+            async def client(k: int) -> None:
+                conn, rows, seq = conns[k], shapes[k], 0
+                customers = sorted({r[0] for r in rows})
+                while loop.time() < end:
+                    seq += 1
+                    txs = [f"{run}{tag}-{k}-{seq}-{i}" for i in range(size)]
+                    if name == CONCURRENT[0]:
+                        await conn.executemany(
+                            INSERT,
+                            [
+                                (uuid.UUID(bytes=uuid_utils.uuid7().bytes), *t[:7], 1, tx)
+                                for t, tx in zip(rows, txs, strict=True)
+                            ],
+                        )
+                    else:
+                        got = await conn.fetch(
+                            BATCH,
+                            customers,
+                            [
+                                {
+                                    "event_id": str(uuid_utils.uuid7()),
+                                    "customer_id": str(t[0]),
+                                    "subscription_id": str(t[1]),
+                                    "target_kind": "usageMeterSlug",
+                                    "target": meter,
+                                    "amount": 1,
+                                    "transaction_id": tx,
+                                    "usage_date": None,
+                                    "properties": None,
+                                    "require_balance": False,
+                                }
+                                for t, tx in zip(rows, txs, strict=True)
+                            ],
+                        )
+                        assert len(got) == size, f"record_usage_batch() answered {len(got)}"
+                    done[0] += size
+
+            await asyncio.gather(*(client(k) for k in range(connections)))
+            return done[0] / seconds
+
+        out: dict[str, list[float]] = {name: [] for name in CONCURRENT}
+        for r in range(rounds):
+            order = list(CONCURRENT) if r % 2 == 0 else list(reversed(CONCURRENT))
+            for name in order:
+                out[name].append(await throughput(name, f"{r}{name[0]}"))
+        return out
+    finally:
+        for conn in conns:
+            await conn.close()

@@ -745,6 +745,34 @@ class Bench:
             )
         )
         self.batch_cost(database_url, sc)
+        self.batch_concurrent(database_url, sc)
+
+    def batch_concurrent(self, database_url: str, sc: scenario.Scenario) -> None:
+        """Bench 2's batches on its 4 connections without the gateway (bench.batch_cost)."""
+        from gateway.storage.db import asyncpg_dsn
+
+        c = self.config
+        figures = asyncio.run(
+            batch_cost.concurrent(
+                asyncpg_dsn(database_url),
+                scenario.METER,
+                sc.dashboard_subscriptions,
+                c.batch_connections,
+                c.batch_size,
+            )
+        )
+        self.raw["2"]["concurrent"] = figures
+        base, batch = (figures[name] for name in batch_cost.CONCURRENT)
+        self.rows.append(
+            Row(
+                f"2 (info) record_usage_batch() called directly, {c.batch_connections} connections",
+                Spread.of(batch).fmt(" ev/s"),
+                Spread.of(base).fmt(" rows/s"),
+                ratio_fmt(Spread.of([x / y for x, y in zip(batch, base, strict=True)])),
+                "",
+                None,
+            )
+        )
 
     def batch_cost(self, database_url: str, sc: scenario.Scenario) -> None:
         """Where bench 2's PostgreSQL time goes: its statements called directly (bench.batch_cost)."""
