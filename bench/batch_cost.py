@@ -73,6 +73,34 @@ NAMES = ("executemany", "writes, set-based", "_record_usage_steady()", "record_u
 CONCURRENT = ("executemany", "record_usage_batch()")
 
 
+async def _connect(dsn: str) -> Any:
+    """A connection as the gateway's: UTC, jsonb through orjson."""
+    conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+    return conn
+
+
+def _event(meter: str, target: tuple[Any, ...], transaction_id: str) -> dict[str, Any]:
+    """One item of record_usage_batch()'s payload, as the gateway prepares it."""
+    return {
+        "event_id": str(uuid_utils.uuid7()),
+        "customer_id": str(target[0]),
+        "subscription_id": str(target[1]),
+        "target_kind": "usageMeterSlug",
+        "target": meter,
+        "amount": 1,
+        "transaction_id": transaction_id,
+        "usage_date": None,
+        "properties": None,
+        "require_balance": False,
+    }
+
+
 async def batch_cost(
     dsn: str,
     meter: str,
@@ -83,14 +111,8 @@ async def batch_cost(
     batches: int = 30,
 ) -> dict[str, list[float]]:
     """PostgreSQL CPU seconds per event of each of NAMES, one figure per round."""
-    conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+    conn = await _connect(dsn)
     try:
-        await conn.set_type_codec(
-            "jsonb",
-            encoder=lambda v: orjson.dumps(v).decode(),
-            decoder=orjson.loads,
-            schema="pg_catalog",
-        )
         backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
         targets = await load_targets(conn, meter)
         # Bench 2's batch of client 0: item i on subscription (i * stride) mod n.
@@ -104,18 +126,7 @@ async def batch_cost(
             return f"{run}{tag}-{seq[0]}-{i}"
 
         def item(i: int, t: tuple[Any, ...], tag: str) -> dict[str, Any]:
-            return {
-                "event_id": str(uuid_utils.uuid7()),
-                "customer_id": str(t[0]),
-                "subscription_id": str(t[1]),
-                "target_kind": "usageMeterSlug",
-                "target": meter,
-                "amount": 1,
-                "transaction_id": tx(tag, i),
-                "usage_date": None,
-                "properties": None,
-                "require_balance": False,
-            }
+            return _event(meter, t, tx(tag, i))
 
         async def executemany() -> None:
             await conn.executemany(
@@ -191,17 +202,8 @@ async def concurrent(
     order. No gateway process runs: the two share the machine only with this client, so the
     ratio says how close PostgreSQL alone comes to ``executemany`` under bench 2's concurrency,
     row locks included; bench 2's own ratio adds the gateway's server side."""
-    conns = [
-        await asyncpg.connect(dsn, server_settings={"timezone": "UTC"}) for _ in range(connections)
-    ]
+    conns = [await _connect(dsn) for _ in range(connections)]
     try:
-        for conn in conns:
-            await conn.set_type_codec(
-                "jsonb",
-                encoder=lambda v: orjson.dumps(v).decode(),
-                decoder=orjson.loads,
-                schema="pg_catalog",
-            )
         targets = await load_targets(conns[0], meter)
         run = f"bk{time.time_ns()}"
         shapes = [
@@ -235,21 +237,7 @@ async def concurrent(
                         got = await conn.fetch(
                             BATCH,
                             customers,
-                            [
-                                {
-                                    "event_id": str(uuid_utils.uuid7()),
-                                    "customer_id": str(t[0]),
-                                    "subscription_id": str(t[1]),
-                                    "target_kind": "usageMeterSlug",
-                                    "target": meter,
-                                    "amount": 1,
-                                    "transaction_id": tx,
-                                    "usage_date": None,
-                                    "properties": None,
-                                    "require_balance": False,
-                                }
-                                for t, tx in zip(rows, txs, strict=True)
-                            ],
+                            [_event(meter, t, tx) for t, tx in zip(rows, txs, strict=True)],
                         )
                         assert len(got) == size, f"record_usage_batch() answered {len(got)}"
                     done[0] += size
