@@ -15,6 +15,9 @@ CPU time:
 
 Rounds alternate the order of the four. It needs the database's processes on this machine
 (embedded, or a local server): CPU time is read from the backend's process.
+
+``concurrent`` measures events per second instead: ``record_usage_batch()`` and
+``executemany`` from bench 2's 4 connections at once, with no gateway process running.
 """
 
 from __future__ import annotations
@@ -85,6 +88,11 @@ async def _connect(dsn: str) -> Any:
     return conn
 
 
+def _row(target: tuple[Any, ...], transaction_id: str) -> tuple[Any, ...]:
+    """One row of the executemany baseline (INSERT of bench.baseline_app), amount 1."""
+    return (uuid.UUID(bytes=uuid_utils.uuid7().bytes), *target[:7], 1, transaction_id)
+
+
 def _event(meter: str, target: tuple[Any, ...], transaction_id: str) -> dict[str, Any]:
     """One item of record_usage_batch()'s payload, as the gateway prepares it."""
     return {
@@ -131,10 +139,7 @@ async def batch_cost(
         async def executemany() -> None:
             await conn.executemany(
                 INSERT,
-                [
-                    (uuid.UUID(bytes=uuid_utils.uuid7().bytes), *t[:7], 1, tx("e", i))
-                    for i, t in enumerate(rows)
-                ],
+                [_row(t, tx("e", i)) for i, t in enumerate(rows)],
             )
 
         async def writes() -> None:
@@ -213,6 +218,25 @@ async def concurrent(
             ]
             for k in range(connections)
         ]
+        customers = [sorted({t[0] for t in shape}) for shape in shapes]
+
+        async def executemany(k: int, txs: list[str]) -> None:
+            await conns[k].executemany(
+                INSERT, [_row(t, tx) for t, tx in zip(shapes[k], txs, strict=True)]
+            )
+
+        async def batch(k: int, txs: list[str]) -> None:
+            got = await conns[k].fetch(
+                BATCH,
+                customers[k],
+                [_event(meter, t, tx) for t, tx in zip(shapes[k], txs, strict=True)],
+            )
+            assert len(got) == size, f"record_usage_batch() answered {len(got)} of {size}"
+
+        sends = dict(zip(CONCURRENT, (executemany, batch), strict=True))
+
+        def txs(tag: str, k: int, seq: int) -> list[str]:
+            return [f"{run}{tag}-{k}-{seq}-{i}" for i in range(size)]
 
         async def throughput(name: str, tag: str) -> float:
             loop = asyncio.get_running_loop()
@@ -220,31 +244,19 @@ async def concurrent(
             done = [0]
 
             async def client(k: int) -> None:
-                conn, rows, seq = conns[k], shapes[k], 0
-                customers = sorted({r[0] for r in rows})
+                seq = 0
                 while loop.time() < end:
                     seq += 1
-                    txs = [f"{run}{tag}-{k}-{seq}-{i}" for i in range(size)]
-                    if name == CONCURRENT[0]:
-                        await conn.executemany(
-                            INSERT,
-                            [
-                                (uuid.UUID(bytes=uuid_utils.uuid7().bytes), *t[:7], 1, tx)
-                                for t, tx in zip(rows, txs, strict=True)
-                            ],
-                        )
-                    else:
-                        got = await conn.fetch(
-                            BATCH,
-                            customers,
-                            [_event(meter, t, tx) for t, tx in zip(rows, txs, strict=True)],
-                        )
-                        assert len(got) == size, f"record_usage_batch() answered {len(got)}"
+                    await sends[name](k, txs(tag, k, seq))
                     done[0] += size
 
             await asyncio.gather(*(client(k) for k in range(connections)))
             return done[0] / seconds
 
+        # Warm: each connection's backend plans its statements on its first calls.
+        for name, send in sends.items():
+            for k in range(connections):
+                await send(k, txs(f"w{name[0]}", k, 0))
         out: dict[str, list[float]] = {name: [] for name in CONCURRENT}
         for r in range(rounds):
             order = list(CONCURRENT) if r % 2 == 0 else list(reversed(CONCURRENT))
