@@ -28,6 +28,7 @@ from gateway.storage.db import Database
 from gateway.storage.unavailable import DatabaseUnavailable
 from tests.conftest import GraphQLClient, running_app
 from tests.factories import EVENT_FIELDS, customer_on_plan, session_token, setup_pricing
+from tests.test_http import Clock, gateway_app
 
 RESULT = f"""
   __typename
@@ -188,16 +189,17 @@ async def test_answers_are_identical_with_and_without_the_lane(
             None,
         ),  # a customer session, learned for its own kind of caller
         ({"query": many, "variables": {"input": [event(billing, "m1")]}}, key, None),
+        # two events: the lane charges the rate limit one more token, as strawberry's budget
+        (
+            {"query": many, "variables": {"input": [event(billing, "m2"), event(billing, "m3")]}},
+            key,
+            None,
+        ),
     ]
     for body, token, headers in laned:
         await compare(both, db, body, token, headers, laned=True)
 
     strawberry_only = [
-        # two events charge the rate limit one more token: strawberry's budget does it
-        (
-            {"query": many, "variables": {"input": [event(billing, "m2"), event(billing, "m3")]}},
-            key,
-        ),
         # another shape of body: an unknown key, extensions, a list, an operation name that is
         # not a string, invalid JSON
         ({"query": one, "variables": {"input": event(billing, "a")}, "x": 1}, key),
@@ -281,6 +283,81 @@ async def test_errors_are_masked_and_answered_with_their_status_as_without_the_l
         assert [e["extensions"]["code"] for e in answer["errors"]] == [code]
         assert "boom" not in json.dumps(answer)
         assert await usage_rows(db) == rows
+
+
+async def test_the_lane_charges_the_rate_limit_one_token_per_event_as_the_budget_does(
+    settings: Settings, db: Database, billing: dict[str, str]
+) -> None:
+    tag = uuid.uuid4().hex
+    many = (
+        f"# {tag}\nmutation Many($input: [CreateUsageEventInput!]!)"
+        " { createUsageEvents(input: $input) { __typename } }"
+    )
+    async with gateway_app(
+        settings, gateway_rate_limit_per_minute=10, gateway_max_batch_size=5
+    ) as (app, client):
+        lane = app.state.compiled_lane
+        assert isinstance(lane, CompiledLane)
+        clock = Clock()
+        app.state.rate_limiter.clock = clock
+        seen = iter(range(1000))
+
+        async def send(query: str, **variables: int) -> tuple[int, Any]:
+            values = {
+                name: [event(billing, f"{tag}-{next(seen)}") for _ in range(n)]
+                for name, n in variables.items()
+            }
+            status, _headers, content = await post(
+                client, {"query": query, "variables": values}, billing["key"]
+            )
+            return status, json.loads(content)
+
+        def recorded(n: int) -> list[dict[str, str]]:
+            return [{"__typename": "UsageEventRecorded"}] * n
+
+        refused = {
+            "errors": [
+                {
+                    "message": "rate limit of 10 units per minute exceeded: retry in 6 s",
+                    "extensions": {"code": "RATE_LIMITED", "retryAfter": 6},
+                }
+            ]
+        }
+        rows = await usage_rows(db)
+        # 3 events by strawberry (the lane learns the text), then 3 by the lane: 6 tokens.
+        status, body = await send(many, input=3)
+        assert (status, body["data"]["createUsageEvents"]) == (200, recorded(3))
+        assert lane.answered == 0
+        status, body = await send(many, input=3)
+        assert (status, body["data"]["createUsageEvents"]) == (200, recorded(3))
+        assert lane.answered == 1
+        assert await usage_rows(db) == rows + 6
+        # 4 tokens left: 5 events do not fit; refused as strawberry's budget refuses them.
+        assert await send(many, input=5) == (429, refused)
+        assert lane.answered == 1
+        assert await usage_rows(db) == rows + 6
+        # 3 tokens left (the refused request's own was taken): 3 events fit, by the lane.
+        status, body = await send(many, input=3)
+        assert (status, body["data"]["createUsageEvents"]) == (200, recorded(3))
+        assert lane.answered == 2
+        assert await usage_rows(db) == rows + 9
+        assert await send(many, input=1) == (429, refused)
+        assert await usage_rows(db) == rows + 9
+        # One field over the batch limit: every item InvalidInput, by the lane, and nothing
+        # charged beyond the request's own token, as under strawberry's budget.
+        clock.now += 60
+        status, body = await send(many, input=6)
+        assert status == 200
+        assert [r["__typename"] for r in body["data"]["createUsageEvents"]] == ["InvalidInput"] * 6
+        assert lane.answered == 3
+        assert await usage_rows(db) == rows + 9
+        # 9 tokens left: 9 requests of one event, by the lane; the tenth is refused.
+        for _ in range(9):
+            status, body = await send(many, input=1)
+            assert (status, body["data"]["createUsageEvents"]) == (200, recorded(1))
+        assert lane.answered == 12
+        assert await send(many, input=1) == (429, refused)
+        assert await usage_rows(db) == rows + 18
 
 
 def operations(outcome: str) -> float:

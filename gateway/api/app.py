@@ -219,7 +219,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     observability.install(app)
     # /graphql itself, in one pass in front of the app's routing and the middlewares above
     # (which serve every other path): gateway.api.endpoint.
-    lane = CompiledLane(view) if lane_enabled(settings) else None
+    lane = (
+        CompiledLane(view, max_events=settings.gateway_max_batch_size)
+        if lane_enabled(settings)
+        else None
+    )
     app.state.compiled_lane = lane  # for tests: what it has answered
     app.add_middleware(
         GraphQLEndpoint,

@@ -16,8 +16,9 @@ executor). A later request with the same text, name and kind of caller is answer
 1. the same HTTP checks as ``GatewayView.run`` (POST, the ``Accept`` negotiation, a JSON
    ``Content-Type``) and a body that is a JSON object of ``query`` (a string), ``variables``
    (an object or null) and ``operationName`` (a string or null) only;
-2. the usage-event budget (``gateway.api.event_budget``): a request that would record more
-   than one event is left to strawberry (it may charge the rate limit more tokens);
+2. the usage-event budget, as ``gateway.api.event_budget.UsageEventBudget`` applies it: the
+   rate limit charged one token per event beyond the first; a request the rate limit cannot
+   pay for is left to strawberry (whose budget refuses it; nothing was charged here);
 3. the plan's run: variables coerced by graphql-core, the field's resolver, the compiled
    selection plan;
 4. what strawberry and the schema's extensions do as the operation ends, in their order: the
@@ -28,7 +29,7 @@ executor). A later request with the same text, name and kind of caller is answer
    status and headers) and with ``GatewayView.run``'s media type.
 
 Everything else (a miss, another shape of body, GET, ``extensions`` such as persisted-query
-hashes, ``documentId``, more than one event, tracing on) goes to strawberry with the same
+hashes, ``documentId``, a refusal by the budget, tracing on) goes to strawberry with the same
 context, before anything ran: the lane is an optimisation, never a different answer.
 ``tests/test_compiled_lane.py`` compares both answer for answer.
 
@@ -53,6 +54,7 @@ from gateway.api.graphql_fast import CompiledOperation
 from gateway.api.graphql_limits import MAX_CACHED_CHARS
 from gateway.api.graphql_view import GatewayView, with_media
 from gateway.api.media import JSON_MEDIA, media_type, negotiate
+from gateway.api.rate_limit import RateLimited
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -77,8 +79,9 @@ class LaneRequest:
 
 
 class CompiledLane:
-    def __init__(self, view: GatewayView, *, maxsize: int = 256) -> None:
+    def __init__(self, view: GatewayView, *, max_events: int, maxsize: int = 256) -> None:
         self.view = view
+        self.max_events = max_events  # UsageEventBudget's (GATEWAY_MAX_BATCH_SIZE)
         self.schema: GatewaySchema = view.schema  # type: ignore[assignment]
         self.maxsize = maxsize
         self._plans: OrderedDict[Key, CompiledOperation] = OrderedDict()
@@ -128,11 +131,17 @@ class CompiledLane:
         name = lane_request.key[1]
         variables = lane_request.variables
         try:
-            events = sum(usage_events(plan.document, name, variables or {}))
+            fields = usage_events(plan.document, name, variables or {})
         except Exception:  # strawberry's budget meets the same input and answers it
             return None
-        if events > 1:
-            return None
+        # A plan has one root field (graphql_fast): a single field over the batch limit answers
+        # every item InvalidInput and is charged nothing more, as under the budget.
+        events = sum(fields)
+        if 1 < events <= self.max_events:
+            try:
+                context.charge(events - 1)
+            except RateLimited:
+                return None  # nothing charged: strawberry's budget answers HTTP 429
         self.answered += 1
         schema = self.schema
         operation_name = plan.operation.name.value if plan.operation.name else None
