@@ -96,6 +96,12 @@ def test_which_documents_are_compiled() -> None:
     assert [fast.plan(parse(d), None) is not None for d in COMPILED] == [True] * len(COMPILED)
     assert [fast.plan(parse(d), None) for d in NOT_COMPILED] == [None] * len(NOT_COMPILED)
     assert build_schema(fast=False)._fast is None  # type: ignore[attr-defined]
+    # Arguments that are the operation's variables are coerced by the compiled coercers;
+    # literal arguments, or a variable the field does not take, by graphql-core.
+    extra = "mutation($input: CreateUsageEventInput!, $x: Int) { createUsageEvent(input: $input) { __typename } }"
+    direct = {d: fast.plan(parse(d), None).direct for d in [ONE, MANY, SMALL, LITERAL, extra]}
+    assert [v is not None for v in direct.values()] == [True, True, True, False, False]
+    assert [(v, k) for v, k, _coerce in direct[MANY]] == [("input", "input")]
 
 
 async def test_compiled_and_graphql_core_answers_are_identical(both, gql: GraphQLClient) -> None:
@@ -168,6 +174,13 @@ async def test_compiled_and_graphql_core_answers_are_identical(both, gql: GraphQ
             key,
         ),
         (MANY, {"input": []}, key),
+        (MANY, {"input": event("r")}, key),  # a list of one
+        (
+            MANY,
+            {"input": [event("s"), event("t", target={"priceSlug": "a", "usageMeterSlug": "b"})]},
+            key,
+        ),
+        (MANY, {"input": [event("u"), None]}, key),
         (MANY, {"input": [event(f"p{i}") for i in range(30)]}, key),
         (LITERAL, {"sub": sub, "tx": "lit-1", "n": 4}, key),
         (LITERAL, {"sub": sub, "tx": "lit-2"}, key),  # amount omitted by a secret key

@@ -23,6 +23,11 @@ A compiled run does what graphql-core does, in the same order and with the same 
 
 1. graphql-core's ``get_variable_values`` coerces the variables. On errors, nothing executes.
 2. graphql-core's ``get_argument_values`` coerces the arguments.
+   When the root field's arguments are exactly the operation's variables, each of the
+   argument's own type and without a default (``createUsageEvents(input: $input)``), steps 1
+   and 2 are one coercion per variable by a coercer compiled for its type
+   (``gateway.api.fast_coerce``); a value it finds invalid, or a variable not given, goes
+   through steps 1 and 2 as written, whose errors are the answer.
 3. The arguments become strawberry input objects, like strawberry's ``convert_argument``, with
    a converter built once per type.
 4. The field's own resolver runs.
@@ -57,12 +62,15 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    Undefined,
+    VariableNode,
     located_error,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
-from graphql.utilities import get_operation_ast
+from graphql.utilities import get_operation_ast, type_from_ast
 from strawberry.types.field import StrawberryField
 
+from gateway.api.fast_coerce import Coercer, coercer
 from gateway.api.fast_plan import (
     DEFINITION,
     MAX_COERCION_ERRORS,
@@ -99,6 +107,8 @@ class CompiledOperation:
     resolver: Callable[..., Awaitable[Any]]
     arguments: list[tuple[str, str, Converter]]  # (graphql name, python name, converter)
     complete: Completer
+    # (variable, argument's key, coercer) per argument, when the arguments are the variables
+    direct: tuple[tuple[str, str, Coercer], ...] | None = None
 
     async def run(
         self,
@@ -108,17 +118,22 @@ class CompiledOperation:
         *,
         hide_suggestions: bool = False,
     ) -> ExecutionResult:
-        coerced = get_variable_values(
-            schema,
-            self.operation.variable_definitions or (),
-            variables or {},
-            max_errors=MAX_COERCION_ERRORS,
-            hide_suggestions=hide_suggestions,
-        )
-        if isinstance(coerced, list):
-            return ExecutionResult(data=None, errors=coerced)
+        raw = self._direct(variables or {})
+        coerced = None
+        if raw is None:
+            values = get_variable_values(
+                schema,
+                self.operation.variable_definitions or (),
+                variables or {},
+                max_errors=MAX_COERCION_ERRORS,
+                hide_suggestions=hide_suggestions,
+            )
+            if isinstance(values, list):
+                return ExecutionResult(data=None, errors=values)
+            coerced = values
         try:
-            raw = get_argument_values(self.field, self.node, coerced)
+            if raw is None:
+                raw = get_argument_values(self.field, self.node, coerced)
             kwargs = {
                 python: convert(raw[graphql])
                 for graphql, python, convert in self.arguments
@@ -132,6 +147,22 @@ class CompiledOperation:
             error = located_error(exc, [self.node], [self.key])
             return ExecutionResult(data=None, errors=[error])
         return ExecutionResult(data=data, errors=None)
+
+    def _direct(self, variables: dict[str, Any]) -> dict[str, Any] | None:
+        """The arguments by the compiled coercers, or None: graphql-core coerces them."""
+        if self.direct is None:
+            return None
+        raw: dict[str, Any] = {}
+        for variable, key, coerce in self.direct:
+            value = variables.get(variable, Undefined)
+            try:
+                coerced = Undefined if value is Undefined else coerce(value)
+            except Exception:  # an input type's own check (strawberry's oneOf): as below
+                return None
+            if coerced is Undefined:
+                return None
+            raw[key] = coerced
+        return raw
 
 
 class FastExecutor:
@@ -252,7 +283,31 @@ class FastExecutor:
             resolver=cast(Callable[..., Awaitable[Any]], resolver.wrapped_func),
             arguments=arguments,
             complete=Plan(self.schema).completer(field.type, [node]),
+            direct=self._direct_arguments(operation, node, field),
         )
+
+    def _direct_arguments(
+        self, operation: OperationDefinitionNode, node: FieldNode, field: GraphQLField
+    ) -> tuple[tuple[str, str, Coercer], ...] | None:
+        """CompiledOperation.direct: when every argument of the field is given as a variable
+        of its own type, each variable used once, none with a default, and no other
+        variable is defined (coercing the variables then is coercing the arguments)."""
+        definitions = operation.variable_definitions or ()
+        given = {a.name.value: a.value for a in node.arguments or ()}
+        if set(given) != set(field.args) or any(d.default_value for d in definitions):
+            return None
+        types = {d.variable.name.value: d.type for d in definitions}
+        direct = []
+        for name, value in given.items():
+            if not isinstance(value, VariableNode) or value.name.value not in types:
+                return None
+            argument = field.args[name]
+            variable_type = type_from_ast(self.schema, types.pop(value.name.value))
+            coerce = coercer(argument.type)
+            if str(variable_type) != str(argument.type) or coerce is None:
+                return None
+            direct.append((value.name.value, argument.out_name or name, coerce))
+        return None if types else tuple(direct)
 
 
 def _has_spread(selection_set: SelectionSetNode | None) -> bool:
