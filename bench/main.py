@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -747,13 +747,19 @@ class Bench:
         self.batch_cost(database_url, sc)
         self.batch_concurrent(database_url, sc)
 
-    def batch_concurrent(self, database_url: str, sc: scenario.Scenario) -> None:
-        """Bench 2's batches on its 4 connections without the gateway (bench.batch_cost)."""
+    def direct(
+        self,
+        measure: Callable[..., Coroutine[Any, Any, dict[str, list[float]]]],
+        database_url: str,
+        sc: scenario.Scenario,
+    ) -> dict[str, list[float]]:
+        """One of bench.batch_cost's measurements, with bench 2's meter, subscriptions,
+        connections and batch size."""
         from gateway.storage.db import asyncpg_dsn
 
         c = self.config
-        figures = asyncio.run(
-            batch_cost.concurrent(
+        return asyncio.run(
+            measure(
                 asyncpg_dsn(database_url),
                 scenario.METER,
                 sc.dashboard_subscriptions,
@@ -761,6 +767,11 @@ class Bench:
                 c.batch_size,
             )
         )
+
+    def batch_concurrent(self, database_url: str, sc: scenario.Scenario) -> None:
+        """Bench 2's batches on its 4 connections without the gateway (bench.batch_cost)."""
+        c = self.config
+        figures = self.direct(batch_cost.concurrent, database_url, sc)
         self.raw["2"]["concurrent"] = figures
         base, batch = (figures[name] for name in batch_cost.CONCURRENT)
         self.rows.append(
@@ -779,18 +790,7 @@ class Bench:
         if not self.postgres_pids():
             self.notes.append("2 statement costs: skipped, the database's processes are not local")
             return
-        from gateway.storage.db import asyncpg_dsn
-
-        c = self.config
-        figures = asyncio.run(
-            batch_cost.batch_cost(
-                asyncpg_dsn(database_url),
-                scenario.METER,
-                sc.dashboard_subscriptions,
-                c.batch_connections,
-                c.batch_size,
-            )
-        )
+        figures = self.direct(batch_cost.batch_cost, database_url, sc)
         self.raw["2"]["statements"] = figures
         base = figures[batch_cost.NAMES[0]]
         for name, values in figures.items():

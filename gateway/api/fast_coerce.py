@@ -52,12 +52,12 @@ def coercer(type_: GraphQLInputType, depth: int = 0) -> Coercer | None:
         inner = coercer(type_.of_type, depth)
         if inner is None:
             return None
-        nullable = inner
+        of_type = inner  # (a name mypy knows is not None inside the closure)
 
         def non_null(value: Any) -> Any:
             if value is None or value is Undefined:
                 return Undefined
-            return nullable(value)
+            return of_type(value)
 
         return non_null
     if isinstance(type_, GraphQLList):
