@@ -178,8 +178,26 @@ BEGIN
         FROM items it
         JOIN steady st ON st.gord = it.gord
       WINDOW w AS (PARTITION BY it.gord ORDER BY it.ord)
+    ), laid AS MATERIALIZED (  -- each steady group's grants in allocation order, laid end to
+      -- end: grant k covers [cum_start, cum_end) of its group's credits. Computed once and read
+      -- by item_takes and takes. (Each joined its own window over the grants before; the
+      -- generic plan put item_takes' window inside a nested loop, computed again for every
+      -- item: with 25 groups of 4 events, a fifth of the statement's instructions.)
+      SELECT st.gord, cg.customer_id, cg.id, row_number() OVER w AS rank,
+             cg.amount - cg.consumed AS left_over,
+             sum(cg.amount - cg.consumed) OVER w - (cg.amount - cg.consumed) AS cum_start,
+             sum(cg.amount - cg.consumed) OVER w AS cum_end
+        FROM steady st
+        JOIN credit_grants cg
+          ON cg.customer_id = st.customer_id AND cg.customer_id = ANY (p_customers)
+         AND cg.subscription_id = st.sub_id
+         AND cg.usage_meter_id = st.meter_id
+         AND cg.granted_at <= v_now AND (cg.expires_at IS NULL OR cg.expires_at > v_now)
+         AND cg.consumed < cg.amount AND cg.issued_seq < st.event_seq + 1
+      WINDOW w AS (PARTITION BY st.gord
+                   ORDER BY cg.expires_at ASC NULLS LAST, cg.granted_at, cg.id)
     ), item_takes AS (      -- what each item took from which grant (a void gives it back):
-      -- its covered credits are [lo, hi) of its group's grants laid end to end in order
+      -- its covered credits are [lo, hi) of its group's grants laid end to end
       SELECT a.event_id, array_agg(w.id ORDER BY w.rank) AS grant_ids,
              array_agg((least(a.hi, w.cum_end) - greatest(a.lo, w.cum_start))::bigint
                        ORDER BY w.rank) AS takes
@@ -187,19 +205,7 @@ BEGIN
                      least(al.remaining, al.running - al.amount) AS lo,
                      least(al.remaining, al.running) AS hi
                 FROM allocated al WHERE al.covered > 0) a
-        JOIN (SELECT st.gord, cg.id, row_number() OVER w AS rank,
-                     sum(cg.amount - cg.consumed) OVER w AS cum_end,
-                     sum(cg.amount - cg.consumed) OVER w - (cg.amount - cg.consumed) AS cum_start
-                FROM steady st
-                JOIN credit_grants cg
-                  ON cg.customer_id = st.customer_id AND cg.customer_id = ANY (p_customers)
-                 AND cg.subscription_id = st.sub_id
-                 AND cg.usage_meter_id = st.meter_id
-                 AND cg.granted_at <= v_now AND (cg.expires_at IS NULL OR cg.expires_at > v_now)
-                 AND cg.consumed < cg.amount AND cg.issued_seq < st.event_seq + 1
-              WINDOW w AS (PARTITION BY st.gord
-                           ORDER BY cg.expires_at ASC NULLS LAST, cg.granted_at, cg.id)) w
-          ON w.gord = a.gord AND w.cum_start < a.hi AND w.cum_end > a.lo
+        JOIN laid w ON w.gord = a.gord AND w.cum_start < a.hi AND w.cum_end > a.lo
        GROUP BY a.event_id
     ), written AS (
       INSERT INTO usage_events (id, customer_id, subscription_id, usage_meter_id, price_id,
@@ -231,20 +237,9 @@ BEGIN
          AND mb.subscription_id = n.sub_id
          AND mb.usage_meter_id = n.meter_id
     ), takes AS (           -- each group's covered credits, from its grants in order
-      SELECT cg.customer_id, cg.id,
-             least(cg.amount - cg.consumed,
-                   greatest(0, c.total - (sum(cg.amount - cg.consumed) OVER w
-                                          - (cg.amount - cg.consumed)))) AS take
-        FROM (SELECT gord, customer_id, sub_id, meter_id, event_seq, sum(covered) AS total
-                FROM allocated GROUP BY gord, customer_id, sub_id, meter_id, event_seq) c
-        JOIN credit_grants cg
-          ON cg.customer_id = c.customer_id AND cg.customer_id = ANY (p_customers)
-         AND cg.subscription_id = c.sub_id
-         AND cg.usage_meter_id = c.meter_id
-         AND cg.granted_at <= v_now AND (cg.expires_at IS NULL OR cg.expires_at > v_now)
-         AND cg.consumed < cg.amount AND cg.issued_seq < c.event_seq + 1
-      WINDOW w AS (PARTITION BY c.gord
-                   ORDER BY cg.expires_at ASC NULLS LAST, cg.granted_at, cg.id)
+      SELECT w.customer_id, w.id, least(w.left_over, greatest(0, c.total - w.cum_start)) AS take
+        FROM (SELECT gord, sum(covered) AS total FROM allocated GROUP BY gord) c
+        JOIN laid w ON w.gord = c.gord
     ), consumed AS (
       UPDATE credit_grants cg SET consumed = cg.consumed + t.take
         FROM takes t
