@@ -19,10 +19,17 @@ import asyncpg
 import pytest
 
 from gateway.billing.reconcile import reconcile
-from gateway.billing.usage import _BATCH_SQL, UsageInput, _intervals, _prepare
+from gateway.billing.usage import (
+    _BATCH_SQL,
+    UsageInput,
+    _intervals,
+    _prepare,
+    same_group_answer,
+)
 from gateway.callers.auth import Caller
 from gateway.errors import UserError
 from gateway.storage.db import Database
+from tests.alert_factories import create_alert
 from tests.conftest import GraphQLClient
 from tests.factories import (
     CREATE_USAGE_EVENTS,
@@ -126,9 +133,16 @@ async def _run(
             before = await conn.fetchval(CALLS)
             order, rows = await _batch(conn, settings, caller, prepared)
             item_by_item = await conn.fetchval(CALLS) - before
-            results = {
-                order[r["item_position"] - 1] + 1: _normalise(r["result"], now) for r in rows
-            }
+            # Answers given by difference from their group's last event, made whole as the
+            # gateway makes them.
+            raw = {order[r["item_position"] - 1]: r["result"] for r in rows}
+            by_difference = 0
+            for index, data in raw.items():
+                if "same_group_as" in data:
+                    last = raw[order[data["same_group_as"] - 1]]
+                    raw[index] = same_group_answer(last, prepared[index], data)
+                    by_difference += 1
+            results = {index + 1: _normalise(data, now) for index, data in raw.items()}
             state = {name: [dict(r) for r in await conn.fetch(sql)] for name, sql in STATE.items()}
         finally:
             await tx.rollback()
@@ -136,6 +150,7 @@ async def _run(
         "results": [results[i + 1] for i in range(len(prepared))],
         "state": state,
         "item_by_item": item_by_item,
+        "by_difference": by_difference,
     }
 
 
@@ -149,6 +164,7 @@ async def _compare(
     plain = await _run(db, settings, caller, prepared, grouped=False)
     assert grouped["results"] == plain["results"]
     assert grouped["state"] == plain["state"]
+    assert plain["by_difference"] == 0
     return grouped
 
 
@@ -213,6 +229,9 @@ async def test_steady_groups_are_recorded_at_once_and_equal_item_by_item(
     outcome = await _compare(db, settings, SECRET, items)
     # every item recorded by the steady statement: one call for all the customers
     assert outcome["item_by_item"] == 0
+    # four groups (pro and free on generations, other on generations and on api_calls), of
+    # 5, 2, 2 and 2 events: all but each group's last answered by difference
+    assert outcome["by_difference"] == 7
     statuses = [r["status"] for r in outcome["results"]]
     assert statuses == ["recorded"] * len(items)
     used = [r["balance"]["used_balance"] for r in outcome["results"]]
@@ -488,3 +507,24 @@ async def test_a_batch_leaves_the_callers_plan_cache_mode_as_it_was(
         "auto": ("auto", ["recorded", "recorded", "replayed"], 2),
         "force_custom_plan": ("force_custom_plan", ["recorded", "recorded", "replayed"], 2),
     }
+
+
+async def test_events_of_a_group_are_answered_by_difference_unless_an_alert_exists(
+    db: Database, settings: Any, plans: dict[str, Any], gql: GraphQLClient
+) -> None:
+    """All but a group's last event are answered by what differs from it, and made whole
+    equal the answers item by item; while an alert exists (the alerts hook reads every
+    event's balance) every event is answered in full."""
+    pro = plans["pro"]
+    items = [_meter(pro, f"d{i}", i + 1) for i in range(3)]
+    without = await _compare(db, settings, SECRET, items)
+    assert without["by_difference"] == 2
+    assert [r["balance"]["used_balance"] for r in without["results"]] == [2, 4, 7]
+    await create_alert(gql, usageMeterSlug="generations", threshold={"usedAbove": 10**9})
+    with_alert = await _compare(db, settings, SECRET, items)
+    assert with_alert["by_difference"] == 0
+    assert with_alert["item_by_item"] == 0
+    assert [r["balance"]["used_balance"] for r in with_alert["results"]] == [2, 4, 7]
+    assert (
+        await db.fetchval("SELECT count(*) FROM usage_events WHERE transaction_id LIKE 'd_'") == 0
+    )

@@ -281,10 +281,46 @@ async def _record_many(
     if customers:
         async with db.writers.hold(_writer_key_of(customer_id, p) for p in payload):
             rows = await _with_retry(call)
+        answers: dict[int, dict[str, Any]] = {}
+        same_group: list[tuple[int, int]] = []  # (event, its group's last event), by index
         for row in rows:
-            index = positions[row["customer_position"] - 1][row["item_position"] - 1]
-            results[index] = _result(row["result"])
+            at = positions[row["customer_position"] - 1]
+            index = at[row["item_position"] - 1]
+            answers[index] = data = row["result"]
+            if "same_group_as" in data:
+                same_group.append((index, at[data["same_group_as"] - 1]))
+        for index, last in same_group:
+            answers[index] = same_group_answer(answers[last], payload[index], answers[index])
+        for index, data in answers.items():
+            results[index] = _result(data)
     return [r for r in results if r is not None]
+
+
+def same_group_answer(
+    last: dict[str, Any], prepared: dict[str, Any], data: dict[str, Any]
+) -> dict[str, Any]:
+    """The whole answer of an event recorded in a group whose answer _record_usage_steady()
+    gives as what differs from the group's last event (usage_batches.sql): its price,
+    properties and balance figures from ``data``; its id, amount and key as it was sent
+    (``prepared``); the rest (the group's ids, period, limit, hold, the batch's time) as
+    ``last``, the full answer of the group's last event."""
+    properties = data["properties"]
+    return {
+        **last,
+        "event": {
+            **last["event"],
+            "id": prepared["event_id"],
+            "price_id": data["price_id"],
+            "amount": prepared["amount"],
+            "transaction_id": prepared["transaction_id"],
+            "properties": {} if properties is None else properties,
+        },
+        "balance": {
+            **last["balance"],
+            "available_balance": data["available_balance"],
+            "used_balance": data["used_balance"],
+        },
+    }
 
 
 # How a batch of several customers is sent. On one PostgreSQL: record_usage_batch() of all of

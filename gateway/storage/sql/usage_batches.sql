@@ -20,6 +20,15 @@
 -- SET clause confining that choice to the call. No JIT: its estimate (a hundred items per
 -- group, whatever the group) can pass jit_above_cost, and compiling costs a hundred times
 -- more than running it.
+-- Answers: record_usage_event()'s JSON for the last item of each group. Another item of the
+-- group is answered by what differs from that one: {status: 'recorded', same_group_as: <the
+-- last item's position>, price_id, properties (NULL for none), available_balance,
+-- used_balance}; the rest of its answer (its group's ids, period, limit, hold, the batch's
+-- now()) is the last item's, and its id, amount and key are the item's own (the caller sent
+-- them). A full answer has some 30 values to turn into jsonb and then into text: with bench
+-- 2's 25 groups of 4 events, answering this way cut the instructions per event by a tenth.
+-- While an alert exists every item gets the full answer, because the alerts hook reads every
+-- event's balance.
 -- (Comments stay outside the signature: alembic-utils folds it onto one line.)
 CREATE OR REPLACE FUNCTION public._record_usage_steady(
   p_customers uuid[],
@@ -33,6 +42,7 @@ DECLARE
   v_now timestamptz := now();
   v_positions integer[];
   v_results jsonb[];
+  v_whole boolean;
 BEGIN
   IF p_groups IS NULL OR jsonb_array_length(p_groups) = 0 THEN
     RETURN;
@@ -52,6 +62,9 @@ BEGIN
     WHERE mb.customer_id = ANY (p_customers)
     ORDER BY mb.customer_id, mb.subscription_id, mb.usage_meter_id
       FOR UPDATE OF mb;
+  -- Every answer in full while an alert exists (see above). An alert created after this
+  -- point is evaluated by the hook below on each group's last balance.
+  v_whole := EXISTS (SELECT 1 FROM usage_alerts a WHERE a.deleted_at IS NULL);
 
   BEGIN
     WITH grp AS (
@@ -62,7 +75,8 @@ BEGIN
     ), ctx AS (             -- groups whose subscription, meter and lock row allow it
       SELECT grp.gord, grp.sub_id, grp.meter_id, grp.positions, s.customer_id,
              c.pricing_model_id, mb.event_seq, bp.period_start, bp.period_end,
-             billing_period_id(grp.sub_id, bp.period_start) AS period_id  -- once per group
+             billing_period_id(grp.sub_id, bp.period_start) AS period_id,  -- once per group
+             (grp.positions ->> -1)::integer AS last_pos
         FROM grp
         JOIN subscriptions s ON s.customer_id = grp.customer_id
                             AND s.customer_id = ANY (p_customers) AND s.id = grp.sub_id
@@ -132,7 +146,7 @@ BEGIN
           ON d.customer_id = k.customer_id AND d.meter_id = k.meter_id AND d.tx = k.tx
     ), steady AS (          -- and what each steady group starts from
       SELECT ctx.gord, ctx.sub_id, ctx.meter_id, ctx.customer_id, ctx.pricing_model_id,
-             ctx.event_seq, ctx.period_start, ctx.period_end, ctx.period_id,
+             ctx.event_seq, ctx.period_start, ctx.period_end, ctx.period_id, ctx.last_pos,
              gr.remaining, gr.valid, gr.grants, tt.used0, tt.covered0, tt.uncovered0,
              rs.reserved
         FROM ctx
@@ -248,9 +262,10 @@ BEGIN
     )
     -- The answers are built from what was written, not read back from `written` (a join
     -- of two CTEs is planned without statistics). The event's JSON is _usage_event_json()'s;
-    -- created_at is the column's default, now().
+    -- created_at is the column's default, now(). All but a group's last item answer by what
+    -- differs from it (see above).
     SELECT array_agg(a.pos ORDER BY a.pos),
-           array_agg(jsonb_build_object(
+           array_agg(CASE WHEN v_whole OR a.pos = a.last_pos THEN jsonb_build_object(
              'status', 'recorded',
              'event', jsonb_build_object(
                'id', a.event_id, 'customer_id', a.customer_id, 'subscription_id', a.sub_id,
@@ -267,7 +282,12 @@ BEGIN
                'reserved_balance', a.reserved,
                'period_start', a.period_start, 'period_end', a.period_end,
                'pricing_model_id', a.pricing_model_id),
-             'pricing_model_id', a.pricing_model_id) ORDER BY a.pos)
+             'pricing_model_id', a.pricing_model_id)
+           ELSE jsonb_build_object(
+             'status', 'recorded', 'same_group_as', a.last_pos, 'price_id', a.price_id,
+             'properties', a.properties,
+             'available_balance', a.valid - a.uncovered0 - a.running - a.reserved,
+             'used_balance', a.used0 + a.running) END ORDER BY a.pos)
       INTO v_positions, v_results
       FROM allocated a;
   EXCEPTION WHEN unique_violation THEN  -- a key recorded before, or meanwhile: item by item
