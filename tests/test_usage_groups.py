@@ -24,6 +24,7 @@ from gateway.billing.usage import (
     UsageInput,
     _intervals,
     _prepare,
+    batch_answers,
     same_group_answer,
 )
 from gateway.callers.auth import Caller
@@ -100,14 +101,14 @@ async def _batch(
     """As the gateway calls it on one PostgreSQL (gateway.billing.usage): one call of
     record_usage_batch() for all the customers, items in customer id order, each naming its
     customer (an unknown subscription's item: a customer of no rows, answered NOT_FOUND).
-    Returns the input index of each position, and the rows."""
+    Returns the input index of each position, and the answers by position."""
     backdating, future = _intervals(settings)
     owners = [
         caller.customer_id or await _customer_of(conn, [p]) or uuid.UUID(int=0) for p in prepared
     ]
     customers = sorted(set(owners))
     order = [i for c in customers for i, o in enumerate(owners) if o == c]
-    rows = await conn.fetch(
+    row = await conn.fetchrow(
         _BATCH_SQL,
         customers,
         [{**prepared[i], "customer_id": str(owners[i])} for i in order],
@@ -116,7 +117,7 @@ async def _batch(
         future,
         None,
     )
-    return order, rows
+    return order, batch_answers(row)
 
 
 async def _run(
@@ -135,7 +136,7 @@ async def _run(
             item_by_item = await conn.fetchval(CALLS) - before
             # Answers given by difference from their group's last event, made whole as the
             # gateway makes them.
-            raw = {order[r["item_position"] - 1]: r["result"] for r in rows}
+            raw = {order[position - 1]: data for _, position, data in rows}
             by_difference = 0
             for index, data in raw.items():
                 if "same_group_as" in data:
@@ -465,7 +466,7 @@ async def test_a_batch_reads_its_items_prices_not_every_price(
             )
         finally:
             await tx.rollback()
-    assert [r["result"]["status"] for r in rows] == ["recorded"] * len(items)
+    assert [data["status"] for _, _, data in rows] == ["recorded"] * len(items)
     assert events == len(items)
     # A few rows per item (its price found, the foreign-key checks of its event and totals
     # rows; 15 here), not the 5,000 others: the CASE form read them all (5,017).
@@ -501,7 +502,7 @@ async def test_a_batch_leaves_the_callers_plan_cache_mode_as_it_was(
                 )
             finally:
                 await tx.rollback()
-        statuses = [r["result"]["status"] for r in rows]
+        statuses = [data["status"] for _, _, data in rows]
         seen[mode] = (after, sorted(statuses), events)
     assert seen == {
         "auto": ("auto", ["recorded", "recorded", "replayed"], 2),

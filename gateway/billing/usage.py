@@ -14,7 +14,7 @@ import asyncio
 import functools
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -248,34 +248,40 @@ async def _record_many(
     else:
         positions = [[i for c in customers for i in groups[c]]]
 
-    async def call() -> Any:
+    async def call() -> list[tuple[int, int, dict[str, Any]]]:
         if db.distributed and len(customers) == 1:
-            return await db.fetch(
-                "SELECT 1 AS customer_position, item_position, result"
-                " FROM record_usage_events($1::uuid, $2::jsonb, $3::uuid, $4, $5)",
-                customers[0],
-                [payload[i] for i in positions[0]],
-                customer_id,
-                backdating,
-                future,
+            return await _answers(
+                db.fetch(
+                    "SELECT 1 AS customer_position, item_position, result"
+                    " FROM record_usage_events($1::uuid, $2::jsonb, $3::uuid, $4, $5)",
+                    customers[0],
+                    [payload[i] for i in positions[0]],
+                    customer_id,
+                    backdating,
+                    future,
+                )
             )
         if db.distributed:
-            return await db.fetch(
-                _BATCH_BY_CUSTOMER_SQL,
+            return await _answers(
+                db.fetch(
+                    _BATCH_BY_CUSTOMER_SQL,
+                    customers,
+                    [[payload[i] for i in group] for group in positions],
+                    customer_id,
+                    backdating,
+                    future,
+                )
+            )
+        return batch_answers(
+            await db.fetchrow(
+                _BATCH_SQL,
                 customers,
-                [[payload[i] for i in group] for group in positions],
+                [{**payload[i], "customer_id": str(c)} for c in customers for i in groups[c]],
                 customer_id,
                 backdating,
                 future,
+                lock_timeout,
             )
-        return await db.fetch(
-            _BATCH_SQL,
-            customers,
-            [{**payload[i], "customer_id": str(c)} for c in customers for i in groups[c]],
-            customer_id,
-            backdating,
-            future,
-            lock_timeout,
         )
 
     if customers:
@@ -283,10 +289,10 @@ async def _record_many(
             rows = await _with_retry(call)
         answers: dict[int, dict[str, Any]] = {}
         same_group: list[tuple[int, int]] = []  # (event, its group's last event), by index
-        for row in rows:
-            at = positions[row["customer_position"] - 1]
-            index = at[row["item_position"] - 1]
-            answers[index] = data = row["result"]
+        for customer_position, item_position, data in rows:
+            at = positions[customer_position - 1]
+            index = at[item_position - 1]
+            answers[index] = data
             if "same_group_as" in data:
                 same_group.append((index, at[data["same_group_as"] - 1]))
         for index, last in same_group:
@@ -323,13 +329,27 @@ def same_group_answer(
     }
 
 
+async def _answers(rows: Awaitable[list[Any]]) -> list[tuple[int, int, dict[str, Any]]]:
+    return [(r["customer_position"], r["item_position"], r["result"]) for r in await rows]
+
+
+def batch_answers(row: Any) -> list[tuple[int, int, dict[str, Any]]]:
+    """(customer position, item position, answer) of each event of _BATCH_SQL's one row."""
+    if row["positions"] is None:  # no event recorded nor answered
+        return []
+    return [(1, p, r) for p, r in zip(row["positions"], row["results"], strict=True)]
+
+
 # How a batch of several customers is sent. On one PostgreSQL: record_usage_batch() of all of
 # them, one set-based statement for the whole batch (its fixed cost, about a millisecond, is
 # paid once). On Citus (Database.distributed) a statement must stay on one customer's shard:
 # record_usage_events() once per customer, still in one statement (one round trip). 100 events
 # over 25 customers, one PostgreSQL: 0.15 ms of database CPU per event in one call, 0.59 in 25.
+# The answers come as one row, positions and one JSON array of the answers: asyncpg decodes
+# one JSON value instead of one per event (0.95 -> 0.57 ms of client CPU for bench 2's batch
+# of 100). The two aggregates read the rows in the same order.
 _BATCH_SQL = (
-    "SELECT 1 AS customer_position, item_position, result"
+    "SELECT array_agg(item_position) AS positions, json_agg(result) AS results"
     " FROM record_usage_batch($1::uuid[], $2::jsonb, $3::uuid, $4, $5, $6)"
 )
 # A group-committed batch waits this long at most for a row lock, then goes again per balance
