@@ -69,6 +69,13 @@ def _uuid(text: str) -> uuid.UUID:
     return uuid.UUID(text)
 
 
+@lru_cache(maxsize=4096)
+def _canonical_id(text: str) -> str:
+    """An id as given, in canonical form (the events of a batch name few subscriptions);
+    ValueError when it is none (not cached)."""
+    return str(uuid.UUID(text))
+
+
 def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, Any] | UserError:
     """Validate what needs no data and apply the caller's defaults."""
     if caller.is_secret_key:
@@ -97,10 +104,10 @@ def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, 
         return invalid(
             f"transactionId must be 1 to {MAX_TRANSACTION_ID} characters", "input", "transactionId"
         )
-    subscription_id: uuid.UUID | None = None
+    subscription_id: str | None = None
     if item.subscription_id is not None:
         try:
-            subscription_id = uuid.UUID(item.subscription_id)
+            subscription_id = _canonical_id(item.subscription_id)
         except ValueError:
             return not_found(f"no subscription {item.subscription_id}", "input", "subscriptionId")
     if item.target_kind in ("priceId", "usageMeterId"):
@@ -118,7 +125,7 @@ def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, 
         usage_date = usage_date.replace(tzinfo=UTC)
     return {
         "event_id": str(uuid_utils.uuid7()),
-        "subscription_id": None if subscription_id is None else str(subscription_id),
+        "subscription_id": subscription_id,
         "target_kind": item.target_kind,
         "target": item.target,
         "amount": amount,
