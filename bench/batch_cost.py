@@ -70,7 +70,8 @@ BATCH = (
     " interval '30 days', interval '5 minutes', NULL)"
 )
 STEADY = (
-    "SELECT item_position, result FROM _record_usage_steady($1::uuid[], $2::jsonb, $3::jsonb, NULL)"
+    "SELECT cardinality(recorded_positions) AS answered"
+    " FROM _record_usage_steady($1::uuid[], $2::jsonb, $3::jsonb, NULL)"
 )
 NAMES = ("executemany", "writes, set-based", "_record_usage_steady()", "record_usage_batch()")
 CONCURRENT = ("executemany", "record_usage_batch()")
@@ -161,8 +162,8 @@ async def batch_cost(
                 {"customer": k[0], "sub": k[1], "meter": k[2], "positions": v}
                 for k, v in sorted(groups.items())
             ]
-            got = await conn.fetch(STEADY, customers, payload, items)
-            assert len(got) == size, f"_record_usage_steady() answered {len(got)} of {size}"
+            got = await conn.fetchval(STEADY, customers, payload, items)
+            assert got == size, f"_record_usage_steady() answered {got} of {size}"
 
         async def batch() -> None:
             got = await conn.fetch(BATCH, customers, [item(i, t, "b") for i, t in enumerate(rows)])

@@ -368,7 +368,6 @@ async def test_no_quantity_column_or_function_result_is_32_bit(db: Database) -> 
         " ORDER BY 1"
     )
     assert [r["proname"] for r in results] == [
-        "_record_usage_steady",  # item_position integer
         "evaluate_usage_alerts",  # alert events written
         "evaluate_usage_alerts_batch",
         "fire_usage_alerts",

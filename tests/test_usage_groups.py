@@ -43,9 +43,9 @@ from tests.factories import (
 )
 
 DECLINE = """CREATE OR REPLACE FUNCTION _record_usage_steady(
-  p_customers uuid[], p_groups jsonb, p_items jsonb, p_caller_customer_id uuid)
-RETURNS TABLE (item_position integer, result jsonb)
-LANGUAGE sql AS 'SELECT NULL::integer, NULL::jsonb WHERE false'"""
+  p_customers uuid[], p_groups jsonb, p_items jsonb, p_caller_customer_id uuid,
+  OUT recorded_positions integer[], OUT recorded_results jsonb[])
+LANGUAGE sql AS 'SELECT NULL::integer[], NULL::jsonb[]'"""
 
 STATE = {
     "events": """SELECT id, customer_id, subscription_id, usage_meter_id, price_id,

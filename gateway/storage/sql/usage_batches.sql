@@ -34,14 +34,14 @@ CREATE OR REPLACE FUNCTION public._record_usage_steady(
   p_customers uuid[],
   p_groups jsonb,
   p_items jsonb,
-  p_caller_customer_id uuid)
-RETURNS TABLE (item_position integer, result jsonb)
+  p_caller_customer_id uuid,
+  OUT recorded_positions integer[],
+  OUT recorded_results jsonb[])
+RETURNS record
 LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
   v_now timestamptz := now();
-  v_positions integer[];
-  v_results jsonb[];
   v_whole boolean;
 BEGIN
   IF p_groups IS NULL OR jsonb_array_length(p_groups) = 0 THEN
@@ -72,6 +72,9 @@ BEGIN
              (g.value ->> 'sub')::uuid AS sub_id,
              (g.value ->> 'meter')::uuid AS meter_id, g.value -> 'positions' AS positions
         FROM jsonb_array_elements(p_groups) WITH ORDINALITY AS g(value, ord)
+    ), callers AS MATERIALIZED (  -- the call's customers, read once, not once per group
+      -- (joined to each group, customers was scanned again per group where it is small)
+      SELECT c.id, c.pricing_model_id FROM customers c WHERE c.id = ANY (p_customers)
     ), ctx AS (             -- groups whose subscription, meter and lock row allow it
       SELECT grp.gord, grp.sub_id, grp.meter_id, grp.positions, s.customer_id,
              c.pricing_model_id, mb.event_seq, bp.period_start, bp.period_end,
@@ -80,7 +83,7 @@ BEGIN
         FROM grp
         JOIN subscriptions s ON s.customer_id = grp.customer_id
                             AND s.customer_id = ANY (p_customers) AND s.id = grp.sub_id
-        JOIN customers c ON c.id = grp.customer_id AND c.id = ANY (p_customers)
+        JOIN callers c ON c.id = grp.customer_id
         JOIN usage_meters m ON m.id = grp.meter_id AND m.pricing_model_id = c.pricing_model_id
         JOIN meter_balances mb ON mb.customer_id = grp.customer_id
                               AND mb.customer_id = ANY (p_customers)
@@ -288,14 +291,12 @@ BEGIN
              'properties', a.properties,
              'available_balance', a.valid - a.uncovered0 - a.running - a.reserved,
              'used_balance', a.used0 + a.running) END ORDER BY a.pos)
-      INTO v_positions, v_results
+      INTO recorded_positions, recorded_results
       FROM allocated a;
   EXCEPTION WHEN unique_violation THEN  -- a key recorded before, or meanwhile: item by item
     RETURN;
   END;
-  PERFORM evaluate_usage_alerts_batch(p_customers, v_results);  -- alerts hook (alerts.sql): once per group
-
-  RETURN QUERY SELECT x.pos, x.res FROM unnest(v_positions, v_results) AS x(pos, res);
+  PERFORM evaluate_usage_alerts_batch(p_customers, recorded_results);  -- alerts hook (alerts.sql): once per group
 END;
 $$;
 
@@ -320,7 +321,7 @@ DECLARE
   v_plan_mode text := current_setting('plan_cache_mode');
   v_done integer[] := '{}';
   v_results jsonb[] := '{}';
-  rec record;
+  v_steady_results jsonb[];
   grp record;
   it record;
 BEGIN
@@ -397,16 +398,14 @@ BEGIN
   END IF;
 
   -- The steady statement costs about as much as two events item by item (measured): it
-  -- serves batches of three or more.
-  FOR rec IN
-    SELECT * FROM _record_usage_steady(p_customers, v_steady, p_items, p_caller_customer_id)
-     WHERE jsonb_array_length(p_items) >= 3
-  LOOP
-    item_position := rec.item_position;
-    result := rec.result;
-    v_done := v_done || rec.item_position;
-    RETURN NEXT;
-  END LOOP;
+  -- serves batches of three or more. Its answers come as two arrays, returned in one RETURN
+  -- QUERY (a loop of RETURN NEXT over its rows cost about 7% of bench 2's batch).
+  IF jsonb_array_length(p_items) >= 3 THEN
+    SELECT s.recorded_positions, s.recorded_results INTO v_done, v_steady_results
+      FROM _record_usage_steady(p_customers, v_steady, p_items, p_caller_customer_id) s;
+    v_done := coalesce(v_done, '{}');
+    RETURN QUERY SELECT x.pos, x.res FROM unnest(v_done, v_steady_results) AS x(pos, res);
+  END IF;
 
   PERFORM set_config('gateway.alerts_deferred', 'on', true);  -- alerts hook: once per group, below
   FOR grp IN
