@@ -19,14 +19,8 @@ import asyncpg
 import pytest
 
 from gateway.billing.reconcile import reconcile
-from gateway.billing.usage import (
-    _BATCH_SQL,
-    UsageInput,
-    _intervals,
-    _prepare,
-    batch_answers,
-    same_group_answer,
-)
+from gateway.billing.usage import _BATCH_SQL, UsageInput, _intervals, _prepare
+from gateway.billing.usage_answers import batch_answers, same_group_answer
 from gateway.callers.auth import Caller
 from gateway.errors import UserError
 from gateway.storage.db import Database

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import uuid
 import weakref
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -24,12 +24,19 @@ import asyncpg
 import uuid_utils
 
 from gateway.billing import owners
-from gateway.billing.balances import balance_from_json
 from gateway.billing.group_commit import GroupCommitter
-from gateway.billing.records import BalanceRow
+from gateway.billing.usage_answers import UsageRecorded as UsageRecorded
+from gateway.billing.usage_answers import UsageResult as UsageResult
+from gateway.billing.usage_answers import (
+    batch_answers,
+    parse_id,
+    rows_answers,
+    same_group_answer,
+)
+from gateway.billing.usage_answers import usage_result as usage_result
 from gateway.billing.usage_properties import check_properties
 from gateway.callers.auth import Caller
-from gateway.errors import ErrorCode, UserError, invalid, not_found
+from gateway.errors import UserError, invalid, not_found
 from gateway.settings import Settings
 from gateway.storage.db import Database
 
@@ -49,24 +56,6 @@ class UsageInput:
     usage_date: datetime | None = None
     properties: Any = None
     require_balance: bool = False
-
-
-@dataclass(frozen=True)
-class UsageRecorded:
-    # The event as record_usage_event() returns it: JSON with canonical ids, read as is by
-    # the answer (parsing every id into uuid.UUID cost a fifth of a batch's server CPU).
-    event_data: dict[str, Any]
-    replayed: bool
-    balance: BalanceRow | None
-
-
-UsageResult = UsageRecorded | UserError
-
-
-@lru_cache(maxsize=4096)
-def _uuid(text: str) -> uuid.UUID:
-    """A parsed id that recurs across results (pricing models, subscriptions, meters)."""
-    return uuid.UUID(text)
 
 
 @lru_cache(maxsize=4096)
@@ -136,32 +125,6 @@ def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, 
     }
 
 
-def _result(data: dict[str, Any]) -> UsageResult:
-    status = data["status"]
-    if status == "error":
-        code = ErrorCode(data["code"])
-        extra: dict[str, Any] = {}
-        if code is ErrorCode.IDEMPOTENCY_CONFLICT:
-            extra["existing_event"] = data["event"]  # JSON, as UsageRecorded.event_data
-        elif code is ErrorCode.INSUFFICIENT_BALANCE:
-            extra = {
-                "meter_slug": data["meter_slug"],
-                "meter_id": uuid.UUID(data["meter_id"]),
-                "available": int(data["available"]),
-                "required": int(data["required"]),
-                "pricing_model_id": uuid.UUID(data["pricing_model_id"]),
-                "product_id": uuid.UUID(data["product_id"]),
-            }
-        return UserError(code, data["message"], data["field"], extra)
-    pricing_model_id = _uuid(data["pricing_model_id"])
-    balance = data.get("balance")
-    return UsageRecorded(
-        event_data=data["event"],
-        replayed=status == "replayed",
-        balance=None if balance is None else balance_from_json(balance, pricing_model_id, _uuid),
-    )
-
-
 async def _with_retry(call: Any) -> Any:
     """Retry a whole statement after a deadlock: it rolled back, and replays are idempotent."""
     for attempt in range(_RETRIES):
@@ -192,9 +155,9 @@ def _writer_key_of(customer_id: uuid.UUID | None, prepared: dict[str, Any]) -> s
     return f"{owner}/{prepared['target_kind']}:{prepared['target']}"
 
 
-def _subscription_uuid(prepared: dict[str, Any]) -> uuid.UUID | None:
+def _subscriptionparse_id(prepared: dict[str, Any]) -> uuid.UUID | None:
     sub_id = prepared["subscription_id"]
-    return None if sub_id is None else _uuid(sub_id)
+    return None if sub_id is None else parse_id(sub_id)
 
 
 def _no_subscription(prepared: dict[str, Any]) -> UserError:
@@ -207,7 +170,7 @@ async def _record_one(db: Database, key: GroupKey, prepared: dict[str, Any]) -> 
     customer_id, (backdating, future) = key
     subscription_id = prepared["subscription_id"]
     usage_date = prepared["usage_date"]
-    sub_id = _subscription_uuid(prepared)
+    sub_id = _subscriptionparse_id(prepared)
     owner = customer_id or (None if sub_id is None else await owners.subscription_owner(db, sub_id))
     if owner is None:
         return _no_subscription(prepared)
@@ -232,7 +195,7 @@ async def _record_one(db: Database, key: GroupKey, prepared: dict[str, Any]) -> 
         )
 
     async with db.writers.hold([_writer_key_of(customer_id, prepared)]):
-        return _result(await _with_retry(call))
+        return usage_result(await _with_retry(call))
 
 
 async def _record_many(
@@ -245,7 +208,7 @@ async def _record_many(
         lock_timeout = None  # one balance row: nothing to tell apart by giving up early
     results: list[UsageResult | None] = [None] * len(payload)
     groups, missing = await owners.group_by_customer(
-        db, customer_id, [_subscription_uuid(p) for p in payload]
+        db, customer_id, [_subscriptionparse_id(p) for p in payload]
     )
     for index in missing:
         results[index] = _no_subscription(payload[index])
@@ -257,7 +220,7 @@ async def _record_many(
 
     async def call() -> list[tuple[int, int, dict[str, Any]]]:
         if db.distributed and len(customers) == 1:
-            return await _answers(
+            return await rows_answers(
                 db.fetch(
                     "SELECT 1 AS customer_position, item_position, result"
                     " FROM record_usage_events($1::uuid, $2::jsonb, $3::uuid, $4, $5)",
@@ -269,7 +232,7 @@ async def _record_many(
                 )
             )
         if db.distributed:
-            return await _answers(
+            return await rows_answers(
                 db.fetch(
                     _BATCH_BY_CUSTOMER_SQL,
                     customers,
@@ -305,46 +268,8 @@ async def _record_many(
         for index, last in same_group:
             answers[index] = same_group_answer(answers[last], payload[index], answers[index])
         for index, data in answers.items():
-            results[index] = _result(data)
+            results[index] = usage_result(data)
     return [r for r in results if r is not None]
-
-
-def same_group_answer(
-    last: dict[str, Any], prepared: dict[str, Any], data: dict[str, Any]
-) -> dict[str, Any]:
-    """The whole answer of an event recorded in a group whose answer _record_usage_steady()
-    gives as what differs from the group's last event (usage_batches.sql): its price,
-    properties and balance figures from ``data``; its id, amount and key as it was sent
-    (``prepared``); the rest (the group's ids, period, limit, hold, the batch's time) as
-    ``last``, the full answer of the group's last event."""
-    properties = data["properties"]
-    return {
-        **last,
-        "event": {
-            **last["event"],
-            "id": prepared["event_id"],
-            "price_id": data["price_id"],
-            "amount": prepared["amount"],
-            "transaction_id": prepared["transaction_id"],
-            "properties": {} if properties is None else properties,
-        },
-        "balance": {
-            **last["balance"],
-            "available_balance": data["available_balance"],
-            "used_balance": data["used_balance"],
-        },
-    }
-
-
-async def _answers(rows: Awaitable[list[Any]]) -> list[tuple[int, int, dict[str, Any]]]:
-    return [(r["customer_position"], r["item_position"], r["result"]) for r in await rows]
-
-
-def batch_answers(row: Any) -> list[tuple[int, int, dict[str, Any]]]:
-    """(customer position, item position, answer) of each event of _BATCH_SQL's one row."""
-    if row["positions"] is None:  # no event recorded nor answered
-        return []
-    return [(1, p, r) for p, r in zip(row["positions"], row["results"], strict=True)]
 
 
 # How a batch of several customers is sent. On one PostgreSQL: record_usage_batch() of all of
@@ -458,6 +383,5 @@ async def record_usage_events(
 
 # Shared with gateway.reservations, which records usage by these same rules.
 prepare_usage = _prepare
-usage_result = _result
 with_retry = _with_retry
 usage_intervals = _intervals
