@@ -20,7 +20,7 @@ import pytest
 
 from gateway.billing.reconcile import reconcile
 from gateway.billing.usage import _BATCH_SQL, UsageInput, _intervals, _prepare
-from gateway.billing.usage_answers import batch_answers, same_group_answer
+from gateway.billing.usage_answers import batch_answers, whole_answers
 from gateway.callers.auth import Caller
 from gateway.errors import UserError
 from gateway.storage.db import Database
@@ -130,14 +130,9 @@ async def _run(
             item_by_item = await conn.fetchval(CALLS) - before
             # Answers given by difference from their group's last event, made whole as the
             # gateway makes them.
-            raw = {order[position - 1]: data for _, position, data in rows}
-            by_difference = 0
-            for index, data in raw.items():
-                if "same_group_as" in data:
-                    last = raw[order[data["same_group_as"] - 1]]
-                    raw[index] = same_group_answer(last, prepared[index], data)
-                    by_difference += 1
-            results = {index + 1: _normalise(data, now) for index, data in raw.items()}
+            by_difference = sum("same_group_as" in data for _, _, data in rows)
+            whole = whole_answers(rows, [order], prepared)
+            results = {index + 1: _normalise(data, now) for index, data in whole.items()}
             state = {name: [dict(r) for r in await conn.fetch(sql)] for name, sql in STATE.items()}
         finally:
             await tx.rollback()

@@ -27,12 +27,7 @@ from gateway.billing import owners
 from gateway.billing.group_commit import GroupCommitter
 from gateway.billing.usage_answers import UsageRecorded as UsageRecorded
 from gateway.billing.usage_answers import UsageResult as UsageResult
-from gateway.billing.usage_answers import (
-    batch_answers,
-    parse_id,
-    rows_answers,
-    same_group_answer,
-)
+from gateway.billing.usage_answers import batch_answers, parse_id, rows_answers, whole_answers
 from gateway.billing.usage_answers import usage_result as usage_result
 from gateway.billing.usage_properties import check_properties
 from gateway.callers.auth import Caller
@@ -155,7 +150,7 @@ def _writer_key_of(customer_id: uuid.UUID | None, prepared: dict[str, Any]) -> s
     return f"{owner}/{prepared['target_kind']}:{prepared['target']}"
 
 
-def _subscriptionparse_id(prepared: dict[str, Any]) -> uuid.UUID | None:
+def _subscription_uuid(prepared: dict[str, Any]) -> uuid.UUID | None:
     sub_id = prepared["subscription_id"]
     return None if sub_id is None else parse_id(sub_id)
 
@@ -170,7 +165,7 @@ async def _record_one(db: Database, key: GroupKey, prepared: dict[str, Any]) -> 
     customer_id, (backdating, future) = key
     subscription_id = prepared["subscription_id"]
     usage_date = prepared["usage_date"]
-    sub_id = _subscriptionparse_id(prepared)
+    sub_id = _subscription_uuid(prepared)
     owner = customer_id or (None if sub_id is None else await owners.subscription_owner(db, sub_id))
     if owner is None:
         return _no_subscription(prepared)
@@ -208,7 +203,7 @@ async def _record_many(
         lock_timeout = None  # one balance row: nothing to tell apart by giving up early
     results: list[UsageResult | None] = [None] * len(payload)
     groups, missing = await owners.group_by_customer(
-        db, customer_id, [_subscriptionparse_id(p) for p in payload]
+        db, customer_id, [_subscription_uuid(p) for p in payload]
     )
     for index in missing:
         results[index] = _no_subscription(payload[index])
@@ -220,8 +215,8 @@ async def _record_many(
 
     async def call() -> list[tuple[int, int, dict[str, Any]]]:
         if db.distributed and len(customers) == 1:
-            return await rows_answers(
-                db.fetch(
+            return rows_answers(
+                await db.fetch(
                     "SELECT 1 AS customer_position, item_position, result"
                     " FROM record_usage_events($1::uuid, $2::jsonb, $3::uuid, $4, $5)",
                     customers[0],
@@ -232,8 +227,8 @@ async def _record_many(
                 )
             )
         if db.distributed:
-            return await rows_answers(
-                db.fetch(
+            return rows_answers(
+                await db.fetch(
                     _BATCH_BY_CUSTOMER_SQL,
                     customers,
                     [[payload[i] for i in group] for group in positions],
@@ -257,17 +252,7 @@ async def _record_many(
     if customers:
         async with db.writers.hold(_writer_key_of(customer_id, p) for p in payload):
             rows = await _with_retry(call)
-        answers: dict[int, dict[str, Any]] = {}
-        same_group: list[tuple[int, int]] = []  # (event, its group's last event), by index
-        for customer_position, item_position, data in rows:
-            at = positions[customer_position - 1]
-            index = at[item_position - 1]
-            answers[index] = data
-            if "same_group_as" in data:
-                same_group.append((index, at[data["same_group_as"] - 1]))
-        for index, last in same_group:
-            answers[index] = same_group_answer(answers[last], payload[index], answers[index])
-        for index, data in answers.items():
+        for index, data in whole_answers(rows, positions, payload).items():
             results[index] = usage_result(data)
     return [r for r in results if r is not None]
 

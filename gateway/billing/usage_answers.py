@@ -9,7 +9,7 @@ whole here.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -91,9 +91,9 @@ def same_group_answer(
     }
 
 
-async def rows_answers(rows: Awaitable[list[Any]]) -> list[tuple[int, int, dict[str, Any]]]:
+def rows_answers(rows: Sequence[Any]) -> list[tuple[int, int, dict[str, Any]]]:
     """(customer position, item position, answer) of each row of a batch statement's rows."""
-    return [(r["customer_position"], r["item_position"], r["result"]) for r in await rows]
+    return [(r["customer_position"], r["item_position"], r["result"]) for r in rows]
 
 
 def batch_answers(row: Any) -> list[tuple[int, int, dict[str, Any]]]:
@@ -102,3 +102,25 @@ def batch_answers(row: Any) -> list[tuple[int, int, dict[str, Any]]]:
     if row["positions"] is None:  # no event recorded nor answered
         return []
     return [(1, p, r) for p, r in zip(row["positions"], row["results"], strict=True)]
+
+
+def whole_answers(
+    answers: Sequence[tuple[int, int, dict[str, Any]]],
+    positions: Sequence[Sequence[int]],
+    payload: Sequence[dict[str, Any]],
+) -> dict[int, dict[str, Any]]:
+    """Each event's whole answer by its index in ``payload``: ``answers`` are (customer
+    position, item position, answer) and ``positions[customer position - 1][item position -
+    1]`` is the index of that event; an answer by difference is made whole from its group's
+    last (``same_group_answer``)."""
+    by_index: dict[int, dict[str, Any]] = {}
+    same_group: list[tuple[int, int]] = []  # (event, its group's last event), by index
+    for customer_position, item_position, data in answers:
+        at = positions[customer_position - 1]
+        index = at[item_position - 1]
+        by_index[index] = data
+        if "same_group_as" in data:
+            same_group.append((index, at[data["same_group_as"] - 1]))
+    for index, last in same_group:
+        by_index[index] = same_group_answer(by_index[last], payload[index], by_index[index])
+    return by_index
