@@ -267,3 +267,79 @@ async def concurrent(
     finally:
         for conn in conns:
             await conn.close()
+
+
+# Group commit's shape (bench 1): n single events from n clients, each on a subscription of
+# its own, written by one record_usage_batch(); beside bench 1's baseline, one INSERT per event.
+GROUP_SIZES = (1, 4, 16, 32)
+ONE_BY_ONE = "one INSERT per event"
+
+
+def group_name(size: int) -> str:
+    events = "1 event" if size == 1 else f"{size} events on {size} subscriptions"
+    return f"record_usage_batch() of {events}"
+
+
+async def group_sizes(
+    dsn: str,
+    meter: str,
+    subscriptions: list[str],
+    sizes: tuple[int, ...] = GROUP_SIZES,
+    rounds: int = 4,
+    events: int = 640,
+) -> dict[str, list[float]]:
+    """PostgreSQL CPU seconds per event of record_usage_batch() given ``size`` events on as
+    many subscriptions, each call its own transaction as a group-committed batch is, and of
+    ``ONE_BY_ONE`` (bench 1's baseline: one statement and one commit per event); ``events``
+    events per figure, one figure per round, rounds alternating the order. What a batch costs
+    beyond its events (the statement's fixed part) is paid once per call: the figures say how
+    the cost per event falls as group commit gathers more events per statement."""
+    conn = await _connect(dsn)
+    try:
+        backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
+        targets = await load_targets(conn, meter)
+        run = f"gs{time.time_ns()}"
+        seq = [0]
+
+        def picked(n: int) -> list[tuple[Any, ...]]:
+            seq[0] += 1
+            return [targets[subscriptions[(seq[0] * n + i) % len(subscriptions)]] for i in range(n)]
+
+        async def one_by_one(n: int) -> None:
+            for i, t in enumerate(picked(n)):
+                await conn.execute(INSERT, *_row(t, f"{run}i-{seq[0]}-{i}"))
+
+        async def batch(n: int) -> None:
+            rows = picked(n)
+            got = await conn.fetch(
+                BATCH,
+                sorted({t[0] for t in rows}),
+                [_event(meter, t, f"{run}b{n}-{seq[0]}-{i}") for i, t in enumerate(rows)],
+            )
+            assert [r["result"]["status"] for r in got] == ["recorded"] * n, got[0]
+
+        names = [ONE_BY_ONE, *(group_name(n) for n in sizes)]
+        calls: dict[str, tuple[Callable[[int], Awaitable[None]], int]] = {
+            ONE_BY_ONE: (one_by_one, 16)
+        }
+        calls.update({group_name(n): (batch, n) for n in sizes})
+
+        async def per_event(name: str, total: int) -> float:
+            call, n = calls[name]
+            start = backend.cpu_times()
+            for _ in range(max(1, total // n)):
+                await call(n)
+            end = backend.cpu_times()
+            return float(end.user + end.system - start.user - start.system) / (
+                max(1, total // n) * n
+            )
+
+        for name in names:  # warm: plans cached, pages read
+            await per_event(name, 32)
+        out: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else list(reversed(names)):
+                out[name].append(await per_event(name, events))
+        return out
+    finally:
+        await conn.close()

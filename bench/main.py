@@ -311,12 +311,16 @@ class Bench:
                     "server": lambda s=server: [s.process.pid, *s.worker_pids],  # type: ignore[misc]
                     "postgres": self.postgres_pids,
                 }
+                statements = scrape_db_queries(gateway.url) if is_gateway else None
                 result = run_loadgen(
                     spec,
                     watch=gateway.worker_pids if is_gateway else None,
                     profile=profile,
                     groups=groups,
                 )
+                if statements is not None:
+                    after = scrape_db_queries(gateway.url)
+                    result["statements"] = None if after is None else after - statements
                 lat = result.pop("latencies")
                 result["p50"] = percentile(lat, 50)
                 result["p99"] = percentile(lat, 99)
@@ -371,6 +375,15 @@ class Bench:
             )
         )
         self.cpu_rows("1", g, b)
+        sent = [x["statements"] for x in g if x.get("statements")]
+        if len(sent) == len(g):
+            # With the key cache warm a request sends no statement of its own: each statement
+            # is a group-committed batch or an event sent alone (gateway.billing.group_commit).
+            per = Spread.of([x["ok_total"] / n for x, n in zip(g, sent, strict=True)])
+            self.notes.append(
+                f"1 gateway: {per.fmt('', 1)} events per SQL statement (group commit; from"
+                " gateway_db_queries_total on /metrics, warm-up included)"
+            )
         cpu = Spread.of([x["client_cpu"] for x in g + b])
         self.notes.append(
             f"1: load generator pinned to CPU {self.cpu}, busy {cpu.fmt('', 2)} of that core"
@@ -784,6 +797,33 @@ class Bench:
                 None,
             )
         )
+
+    def group_sizes(self, database_url: str, sc: scenario.Scenario) -> None:
+        """Bench 1's PostgreSQL cost per event by how many events group commit gathers into
+        one statement (bench.batch_cost.group_sizes)."""
+        from gateway.storage.db import asyncpg_dsn
+
+        if not self.postgres_pids():
+            self.notes.append("1 statement costs: skipped, the database's processes are not local")
+            return
+        figures = asyncio.run(
+            batch_cost.group_sizes(
+                asyncpg_dsn(database_url), scenario.METER, sc.dashboard_subscriptions
+            )
+        )
+        self.raw["1 group sizes"] = figures
+        base = figures[batch_cost.ONE_BY_ONE]
+        for name, values in figures.items():
+            self.rows.append(
+                Row(
+                    f"1 (info) PostgreSQL CPU per event, called directly: {name}",
+                    Spread.of(values).fmt(" ms", 3, MS),
+                    Spread.of(base).fmt(" ms", 3, MS),
+                    ratio_fmt(Spread.of([b / v for b, v in zip(base, values, strict=True)])),
+                    "",
+                    None,
+                )
+            )
 
     def batch_cost(self, database_url: str, sc: scenario.Scenario) -> None:
         """Where bench 2's PostgreSQL time goes: its statements called directly (bench.batch_cost)."""
@@ -1356,6 +1396,8 @@ def main(argv: list[str] | None = None) -> int:
                         asyncio.run(compare.check_writes(bench, other))
                 with stage("1 reserve + finalize beside createUsageEvent"):
                     bench.reserve_finalize(gateway, sc, other)
+                with stage("1 group commit's statement by batch size, called directly"):
+                    bench.group_sizes(db.url, sc)
             if "2" in only:
                 with stage("2 createUsageEvents vs executemany"):
                     bench.usage_events(gateway, sc, db.url, other)
