@@ -286,7 +286,7 @@ async def group_sizes(
     subscriptions: list[str],
     sizes: tuple[int, ...] = GROUP_SIZES,
     rounds: int = 4,
-    events: int = 640,
+    events: int = 1280,
 ) -> dict[str, list[float]]:
     """PostgreSQL CPU seconds per event of record_usage_batch() given ``size`` events on as
     many subscriptions, each call its own transaction as a group-committed batch is, and of
