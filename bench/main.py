@@ -812,18 +812,7 @@ class Bench:
             )
         )
         self.raw["1 group sizes"] = figures
-        base = figures[batch_cost.ONE_BY_ONE]
-        for name, values in figures.items():
-            self.rows.append(
-                Row(
-                    f"1 (info) PostgreSQL CPU per event, called directly: {name}",
-                    Spread.of(values).fmt(" ms", 3, MS),
-                    Spread.of(base).fmt(" ms", 3, MS),
-                    ratio_fmt(Spread.of([b / v for b, v in zip(base, values, strict=True)])),
-                    "",
-                    None,
-                )
-            )
+        self.cost_per_event_rows("1", figures, batch_cost.ONE_BY_ONE)
 
     def batch_cost(self, database_url: str, sc: scenario.Scenario) -> None:
         """Where bench 2's PostgreSQL time goes: its statements called directly (bench.batch_cost)."""
@@ -832,11 +821,17 @@ class Bench:
             return
         figures = self.direct(batch_cost.batch_cost, database_url, sc)
         self.raw["2"]["statements"] = figures
-        base = figures[batch_cost.NAMES[0]]
+        self.cost_per_event_rows("2", figures, batch_cost.NAMES[0])
+
+    def cost_per_event_rows(
+        self, bench: str, figures: dict[str, list[float]], baseline: str
+    ) -> None:
+        """One row per statement of bench.batch_cost: its CPU per event beside ``baseline``'s."""
+        base = figures[baseline]
         for name, values in figures.items():
             self.rows.append(
                 Row(
-                    f"2 (info) PostgreSQL CPU per event, called directly: {name}",
+                    f"{bench} (info) PostgreSQL CPU per event, called directly: {name}",
                     Spread.of(values).fmt(" ms", 3, MS),
                     Spread.of(base).fmt(" ms", 3, MS),
                     ratio_fmt(Spread.of([b / v for b, v in zip(base, values, strict=True)])),
