@@ -374,15 +374,21 @@ class Bench:
                 p99.median <= 0.050,
             )
         )
-        self.cpu_rows("1", g, b)
+        self.cpu_rows("1", g, b, below_ms=0.6)
         sent = [x["statements"] for x in g if x.get("statements")]
         if len(sent) == len(g):
-            # With the key cache warm a request sends no statement of its own: each statement
-            # is a group-committed batch or an event sent alone (gateway.billing.group_commit).
+            # With the key cache warm a request sends no statement of its own: the statements
+            # are group-committed batches and events sent alone (gateway.billing.group_commit),
+            # and the few of the workers' background tasks.
             per = Spread.of([x["ok_total"] / n for x, n in zip(g, sent, strict=True)])
             self.notes.append(
                 f"1 gateway: {per.fmt('', 1)} events per SQL statement (group commit; from"
                 " gateway_db_queries_total on /metrics, warm-up included)"
+            )
+        else:
+            self.notes.append(
+                "1 gateway: events per SQL statement not known (no gateway_db_queries_total on"
+                " /metrics, or a round with none)"
             )
         cpu = Spread.of([x["client_cpu"] for x in g + b])
         self.notes.append(
@@ -543,8 +549,15 @@ class Bench:
                 )
             )
 
-    def cpu_rows(self, figure: str, g: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
-        """CPU per request (server processes, PostgreSQL) and the cores each group used."""
+    def cpu_rows(
+        self,
+        figure: str,
+        g: list[dict[str, Any]],
+        b: list[dict[str, Any]],
+        below_ms: float | None = None,
+    ) -> None:
+        """CPU per request (server processes, PostgreSQL) and the cores each group used;
+        ``below_ms``: the target for the sum (judged only when PostgreSQL's CPU is measured)."""
         if not all("cores" in x for x in g + b):
             return
 
@@ -559,8 +572,10 @@ class Bench:
                 f"{gs.median * MS:.2f} + {gp.median * MS:.2f} ms",
                 f"{bs.median * MS:.2f} + {bp.median * MS:.2f} ms",
                 f"{(gs.median + gp.median) / (bs.median + bp.median):.2f}x",
-                "",
-                None,
+                "" if below_ms is None else f"< {below_ms} ms",
+                None
+                if below_ms is None or not gp.median
+                else (gs.median + gp.median) * MS < below_ms,
             )
         )
         if not gp.median:
@@ -710,8 +725,8 @@ class Bench:
                 ev.fmt(" ev/s"),
                 Spread.of(b).fmt(" rows/s"),
                 ratio_fmt(ratio),
-                ">= 25,000/s, >= 0.40x",
-                ev.median >= 25_000 and ratio.median >= 0.4,
+                ">= 25,000/s, >= 0.60x",
+                ev.median >= 25_000 and ratio.median >= 0.6,
             )
         )
         self.rows.append(
@@ -813,6 +828,12 @@ class Bench:
         )
         self.raw["1 group sizes"] = figures
         self.cost_per_event_rows("1", figures, batch_cost.ONE_BY_ONE)
+        self.notes.append(
+            f"1 (info) rows: {len(figures[batch_cost.ONE_BY_ONE])} rounds of"
+            f" {batch_cost.GROUP_EVENTS:,} events per figure, alternating; a batch of fewer than 3"
+            " events is recorded item by item (record_usage_event()), a larger one by the steady"
+            " statement"
+        )
 
     def batch_cost(self, database_url: str, sc: scenario.Scenario) -> None:
         """Where bench 2's PostgreSQL time goes: its statements called directly (bench.batch_cost)."""
