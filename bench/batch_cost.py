@@ -14,7 +14,7 @@ CPU time:
 - ``record_usage_batch()``: what the gateway calls, which forms the groups first.
 
 Rounds alternate the order of the four. It needs the database's processes on this machine
-(embedded, or a local server): CPU time is read from the backend's process.
+(embedded, or a local server): CPU time is read from the backend's process (``cpu_seconds``).
 
 ``concurrent`` measures events per second instead: ``record_usage_batch()`` and
 ``executemany`` from bench 2's 4 connections at once, with no gateway process running.
@@ -111,6 +111,26 @@ def _event(meter: str, target: tuple[Any, ...], transaction_id: str) -> dict[str
     }
 
 
+def cpu_seconds(pid: int) -> Callable[[], float]:
+    """A process's CPU seconds so far: from /proc/PID/schedstat (nanoseconds) where there is
+    one, else psutil's user + system (clock ticks, 10 ms: at 0.15 ms per event a figure of
+    1,280 events would be read to about 5%)."""
+    path = Path(f"/proc/{pid}/schedstat")
+    if not path.exists():
+        process = psutil.Process(pid)
+
+        def ticks() -> float:
+            times = process.cpu_times()
+            return float(times.user + times.system)
+
+        return ticks
+
+    def schedstat() -> float:
+        return int(path.read_text().split()[0]) / 1e9
+
+    return schedstat
+
+
 async def batch_cost(
     dsn: str,
     meter: str,
@@ -123,7 +143,7 @@ async def batch_cost(
     """PostgreSQL CPU seconds per event of each of NAMES, one figure per round."""
     conn = await _connect(dsn)
     try:
-        backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
+        cpu = cpu_seconds(await conn.fetchval("SELECT pg_backend_pid()"))
         targets = await load_targets(conn, meter)
         # Bench 2's batch of client 0: item i on subscription (i * stride) mod n.
         picked = [subscriptions[(i * stride) % len(subscriptions)] for i in range(size)]
@@ -175,12 +195,11 @@ async def batch_cost(
         )
 
         async def times(call: Callable[[], Awaitable[None]], n: int) -> float:
-            start = backend.cpu_times()
+            start = cpu()
             for _ in range(n):
                 seq[0] += 1
                 await call()
-            end = backend.cpu_times()
-            return float(end.user + end.system - start.user - start.system) / (n * size)
+            return (cpu() - start) / (n * size)
 
         for call in calls.values():  # warm: plans cached, pages read
             await times(call, 5)
@@ -270,26 +289,6 @@ async def concurrent(
             await conn.close()
 
 
-def _cpu_seconds(pid: int) -> Callable[[], float]:
-    """A process's CPU seconds so far: from /proc/PID/schedstat (nanoseconds) where there is
-    one, else psutil's user + system (clock ticks, 10 ms: at 0.15 ms per event a figure of
-    1,280 events would be read to about 5%)."""
-    path = Path(f"/proc/{pid}/schedstat")
-    if not path.exists():
-        process = psutil.Process(pid)
-
-        def ticks() -> float:
-            times = process.cpu_times()
-            return float(times.user + times.system)
-
-        return ticks
-
-    def schedstat() -> float:
-        return int(path.read_text().split()[0]) / 1e9
-
-    return schedstat
-
-
 # Group commit's shape (bench 1): n single events from n clients, each on a subscription of
 # its own, written by one record_usage_batch(); beside bench 1's baseline, one INSERT per event.
 GROUP_SIZES = (1, 4, 16, 32)
@@ -320,7 +319,7 @@ async def group_sizes(
         raise ValueError(f"{max(sizes)} events on as many subscriptions need as many of them")
     conn = await _connect(dsn)
     try:
-        cpu = _cpu_seconds(await conn.fetchval("SELECT pg_backend_pid()"))
+        cpu = cpu_seconds(await conn.fetchval("SELECT pg_backend_pid()"))
         targets = await load_targets(conn, meter)
         run = f"gs{time.time_ns()}"
         seq = [0]
@@ -342,18 +341,20 @@ async def group_sizes(
             )
             assert [r["result"]["status"] for r in got] == ["recorded"] * n, got[0]
 
-        names = [ONE_BY_ONE, *(group_name(n) for n in sizes)]
+        # name -> (call, events per call); the INSERTs go 16 to a call, each its own statement.
         calls: dict[str, tuple[Callable[[int], Awaitable[None]], int]] = {
-            ONE_BY_ONE: (one_by_one, 16)
+            ONE_BY_ONE: (one_by_one, 16),
+            **{group_name(n): (batch, n) for n in sizes},
         }
-        calls.update({group_name(n): (batch, n) for n in sizes})
+        names = list(calls)
 
         async def per_event(name: str, total: int) -> float:
             call, n = calls[name]
+            repeats = max(1, total // n)
             start = cpu()
-            for _ in range(max(1, total // n)):
+            for _ in range(repeats):
                 await call(n)
-            return (cpu() - start) / (max(1, total // n) * n)
+            return (cpu() - start) / (repeats * n)
 
         for name in names:  # warm: plans cached, pages read
             await per_event(name, 32)
