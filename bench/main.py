@@ -225,6 +225,12 @@ class Bench:
         def start() -> subprocess.Popen[bytes]:
             # The flame graph, and the same samples' collapsed stacks (one line per stack, for
             # reading per-frame shares with a script); py-spy writes one format per recording.
+            # --gil: only a thread holding the GIL is sampled. Without it about half of the
+            # samples were waits that py-spy did not see as idle: uvicorn's supervisor thread
+            # blocked in recv() and the event loop between callbacks. py-spy samples wall
+            # time: a worker preempted inside write() to PostgreSQL (by the backend it woke)
+            # still shows there, as asyncpg's _do_execute; perf, which samples CPU, puts uvloop
+            # and asyncpg's protocol at about 2% of the worker's CPU (bench/RESULTS.md).
             out = self.profile_dir / f"{name}.svg"  # type: ignore[operator]
             raw = self.profile_dir / f"{name}.txt"  # type: ignore[operator]
             command = [
@@ -237,6 +243,7 @@ class Bench:
                 "--rate",
                 "200",
                 "--nonblocking",
+                "--gil",
             ]
             subprocess.Popen(
                 [*command, "--format", "raw", "--output", str(raw)],
