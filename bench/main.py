@@ -228,9 +228,9 @@ class Bench:
             # --gil: only a thread holding the GIL is sampled. Without it about half of the
             # samples were waits that py-spy did not see as idle: uvicorn's supervisor thread
             # blocked in recv() and the event loop between callbacks. py-spy samples wall
-            # time: a worker preempted inside write() to PostgreSQL (by the backend it woke)
-            # still shows there, as asyncpg's _do_execute; perf, which samples CPU, puts uvloop
-            # and asyncpg's protocol at about 2% of the worker's CPU (bench/RESULTS.md).
+            # time: asyncpg's _do_execute (a write() to PostgreSQL) still shows far above its
+            # CPU; perf, which samples CPU, puts uvloop and asyncpg's protocol at about 2% of
+            # the worker's CPU under bench 2 (bench/RESULTS.md, "2026-12-07 evening").
             out = self.profile_dir / f"{name}.svg"  # type: ignore[operator]
             raw = self.profile_dir / f"{name}.txt"  # type: ignore[operator]
             command = [
