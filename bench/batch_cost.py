@@ -131,6 +131,18 @@ def cpu_seconds(pid: int) -> Callable[[], float]:
     return schedstat
 
 
+async def _record_batch(conn: Any, meter: str, rows: list[tuple[Any, ...]], txs: list[str]) -> None:
+    """One record_usage_batch() of an event per (target, transaction id), as the gateway sends
+    it (its customers sorted); every event must come back recorded."""
+    got = await conn.fetch(
+        BATCH,
+        sorted({t[0] for t in rows}),
+        [_event(meter, t, tx) for t, tx in zip(rows, txs, strict=True)],
+    )
+    statuses = [r["result"]["status"] for r in got]
+    assert statuses == ["recorded"] * len(rows), f"record_usage_batch() answered {statuses}"
+
+
 async def batch_cost(
     dsn: str,
     meter: str,
@@ -157,6 +169,9 @@ async def batch_cost(
 
         def item(i: int, t: tuple[Any, ...], tag: str) -> dict[str, Any]:
             return _event(meter, t, tx(tag, i))
+
+        def txs(tag: str) -> list[str]:
+            return [tx(tag, i) for i in range(size)]
 
         async def executemany() -> None:
             await conn.executemany(
@@ -187,8 +202,7 @@ async def batch_cost(
             assert got == size, f"_record_usage_steady() answered {got} of {size}"
 
         async def batch() -> None:
-            got = await conn.fetch(BATCH, customers, [item(i, t, "b") for i, t in enumerate(rows)])
-            assert all(r["result"]["status"] == "recorded" for r in got), got[0]
+            await _record_batch(conn, meter, rows, txs("b"))
 
         calls: dict[str, Callable[[], Awaitable[None]]] = dict(
             zip(NAMES, (executemany, writes, steady, batch), strict=True)
@@ -239,7 +253,6 @@ async def concurrent(
             ]
             for k in range(connections)
         ]
-        customers = [sorted({t[0] for t in shape}) for shape in shapes]
 
         async def executemany(k: int, txs: list[str]) -> None:
             await conns[k].executemany(
@@ -247,12 +260,7 @@ async def concurrent(
             )
 
         async def batch(k: int, txs: list[str]) -> None:
-            got = await conns[k].fetch(
-                BATCH,
-                customers[k],
-                [_event(meter, t, tx) for t, tx in zip(shapes[k], txs, strict=True)],
-            )
-            assert len(got) == size, f"record_usage_batch() answered {len(got)} of {size}"
+            await _record_batch(conns[k], meter, shapes[k], txs)
 
         sends = dict(zip(CONCURRENT, (executemany, batch), strict=True))
 
@@ -334,19 +342,13 @@ async def group_sizes(
 
         async def batch(n: int) -> None:
             rows = picked(n)
-            got = await conn.fetch(
-                BATCH,
-                sorted({t[0] for t in rows}),
-                [_event(meter, t, f"{run}b{n}-{seq[0]}-{i}") for i, t in enumerate(rows)],
-            )
-            assert [r["result"]["status"] for r in got] == ["recorded"] * n, got[0]
+            await _record_batch(conn, meter, rows, [f"{run}b{n}-{seq[0]}-{i}" for i in range(n)])
 
         # name -> (call, events per call); the INSERTs go 16 to a call, each its own statement.
         calls: dict[str, tuple[Callable[[int], Awaitable[None]], int]] = {
             ONE_BY_ONE: (one_by_one, 16),
             **{group_name(n): (batch, n) for n in sizes},
         }
-        names = list(calls)
 
         async def per_event(name: str, total: int) -> float:
             call, n = calls[name]
@@ -356,11 +358,11 @@ async def group_sizes(
                 await call(n)
             return (cpu() - start) / (repeats * n)
 
-        for name in names:  # warm: plans cached, pages read
+        for name in calls:  # warm: plans cached, pages read
             await per_event(name, 32)
-        out: dict[str, list[float]] = {name: [] for name in names}
+        out: dict[str, list[float]] = {name: [] for name in calls}
         for r in range(rounds):
-            for name in names if r % 2 == 0 else list(reversed(names)):
+            for name in calls if r % 2 == 0 else reversed(calls):
                 out[name].append(await per_event(name, events))
         return out
     finally:
