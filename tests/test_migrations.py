@@ -59,7 +59,7 @@ def test_downgrade_and_upgrade_again(database_url: str) -> None:
         assert _tables(url) == 0
         upgrade(url)
         assert _tables(url) == 21  # 16 of billing, 5 of alerts and webhooks
-        assert current_head() == "0027"
+        assert current_head() == "0028"
 
 
 def test_processes_starting_together_migrate_once(database_url: str) -> None:

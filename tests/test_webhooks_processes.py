@@ -66,6 +66,8 @@ async def test_two_hundred_concurrent_events_over_two_processes_trigger_once(
                 *(_post(client, servers[i % 2], secret_key, p) for i, p in enumerate(payloads))
             )
         assert {r["__typename"] for r in results} == {"UsageEventRecorded"}
+        # Serialised on the balance row: each event answered with its own balance after it.
+        assert sorted(r["balance"]["usedBalance"] for r in results) == list(range(5, 1001, 5))
         received = await asyncio.to_thread(hooks.wait_for, 1)
         await asyncio.sleep(0.5)  # both workers polled ten times more
         # On a failure, say which step was missing: the alert event, its delivery, an attempt.

@@ -43,6 +43,8 @@ LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET jit = off
 DECLARE
   v_now timestamptz := now();
   v_whole boolean;
+  v_locked text[] := '{}';
+  lk record;
 BEGIN
   IF p_groups IS NULL OR jsonb_array_length(p_groups) = 0 THEN
     RETURN;
@@ -51,17 +53,26 @@ BEGIN
      OR EXISTS (SELECT FROM pg_class WHERE oid = 'usage_events'::regclass AND relkind = 'p') THEN
     PERFORM set_config('plan_cache_mode', 'force_custom_plan', true);  -- (see above)
   END IF;
-  -- record_usage_event()'s (subscription, meter) locks, taken in the batch's order.
-  PERFORM 1
-     FROM meter_balances mb
-     JOIN (SELECT (g ->> 'customer')::uuid AS customer_id, (g ->> 'sub')::uuid AS sub_id,
-                  (g ->> 'meter')::uuid AS meter_id
-             FROM jsonb_array_elements(p_groups) AS g) k
-       ON mb.customer_id = k.customer_id AND mb.subscription_id = k.sub_id
-      AND mb.usage_meter_id = k.meter_id
-    WHERE mb.customer_id = ANY (p_customers)
-    ORDER BY mb.customer_id, mb.subscription_id, mb.usage_meter_id
-      FOR UPDATE OF mb;
+  -- record_usage_event()'s (subscription, meter) locks, taken in the batch's order. Only the
+  -- groups whose row this locked are written below: a row that did not exist here (no event
+  -- yet) may be committed by another writer before the statement below reads it, and read
+  -- unlocked it is a stale start (the sequence numbers, the balance, the grants' credit) for
+  -- events written beside that writer's. Such a group goes item by item, where
+  -- record_usage_event() waits for the row's lock.
+  FOR lk IN
+    SELECT mb.customer_id, mb.subscription_id, mb.usage_meter_id
+      FROM meter_balances mb
+      JOIN (SELECT (g ->> 'customer')::uuid AS customer_id, (g ->> 'sub')::uuid AS sub_id,
+                   (g ->> 'meter')::uuid AS meter_id
+              FROM jsonb_array_elements(p_groups) AS g) k
+        ON mb.customer_id = k.customer_id AND mb.subscription_id = k.sub_id
+       AND mb.usage_meter_id = k.meter_id
+     WHERE mb.customer_id = ANY (p_customers)
+     ORDER BY mb.customer_id, mb.subscription_id, mb.usage_meter_id
+       FOR UPDATE OF mb
+  LOOP
+    v_locked := v_locked || (lk.customer_id || ':' || lk.subscription_id || ':' || lk.usage_meter_id);
+  END LOOP;
   -- Every answer in full while an alert exists (see above). An alert created after this
   -- point is evaluated by the hook below on each group's last balance.
   v_whole := EXISTS (SELECT 1 FROM usage_alerts a WHERE a.deleted_at IS NULL);
@@ -91,6 +102,7 @@ BEGIN
         CROSS JOIN LATERAL billing_period(s.start_date, s.interval_unit, s.interval_count,
                                           v_now) bp
        WHERE (p_caller_customer_id IS NULL OR grp.customer_id = p_caller_customer_id)
+         AND grp.customer_id || ':' || grp.sub_id || ':' || grp.meter_id = ANY (v_locked)
          AND s.status IN ('trialing', 'active', 'past_due', 'unpaid', 'cancellation_scheduled')
          AND v_now >= s.start_date
          AND m.aggregation_type = 'sum'
