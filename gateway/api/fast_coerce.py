@@ -16,6 +16,11 @@ memoised by graphql-core, and is left to it), and nesting stays under graphql-co
 then never fire). ``None`` means the type is not compiled. ``tests/test_fast_coerce.py``
 compares the two on generated values.
 
+``build`` makes each input object what the caller wants instead of graphql-core's dict:
+``build(type)`` returns a function of the coerced dict (after the type's own ``out_type``,
+which may check and refuse it), or None (the type is not compiled). The compiled path uses it
+to coerce straight to strawberry's input objects (``gateway.api.graphql_fast``).
+
 Hand-written: graphql-core has no compiled coercion (its ``coerce_input_value`` is the
 generic interpreter).
 """
@@ -38,18 +43,20 @@ from graphql import (
 from graphql.pyutils import is_iterable
 
 Coercer = Callable[[Any], Any]
+Build = Callable[[GraphQLInputObjectType], Callable[[dict[str, Any]], Any] | None]
 
 # Far below graphql-core's MAX_NESTING_DEPTH (200): a deeper type is left to graphql-core.
 MAX_DEPTH = 32
 IMMUTABLE = (bool, int, float, str, type(None))
 
 
-def coercer(type_: GraphQLInputType, depth: int = 0) -> Coercer | None:
-    """``coerce_input_value(value, type_)`` for this type, or None (not compiled)."""
+def coercer(type_: GraphQLInputType, depth: int = 0, build: Build | None = None) -> Coercer | None:
+    """``coerce_input_value(value, type_)`` for this type, or None (not compiled); input
+    objects made by ``build`` when given."""
     if depth > MAX_DEPTH:
         return None
     if isinstance(type_, GraphQLNonNull):
-        inner = coercer(type_.of_type, depth)
+        inner = coercer(type_.of_type, depth, build)
         if inner is None:
             return None
         of_type = inner  # (a name mypy knows is not None inside the closure)
@@ -61,10 +68,10 @@ def coercer(type_: GraphQLInputType, depth: int = 0) -> Coercer | None:
 
         return non_null
     if isinstance(type_, GraphQLList):
-        item = coercer(type_.of_type, depth + 1)
+        item = coercer(type_.of_type, depth + 1, build)
         return None if item is None else _list(item)
     if isinstance(type_, GraphQLInputObjectType):
-        return _input_object(type_, depth)
+        return _input_object(type_, depth, build)
     if isinstance(type_, GraphQLScalarType | GraphQLEnumType):
         return _leaf(type_)
     return None
@@ -89,7 +96,7 @@ def _list(item: Coercer) -> Coercer:
     return list_
 
 
-def _input_object(type_: GraphQLInputObjectType, depth: int) -> Coercer | None:
+def _input_object(type_: GraphQLInputObjectType, depth: int, build: Build | None) -> Coercer | None:
     # (name, key in the result, coercer, required, default: Undefined when none)
     fields: list[tuple[str, str, Coercer, bool, Any]] = []
     for name, field in type_.fields.items():
@@ -98,7 +105,7 @@ def _input_object(type_: GraphQLInputObjectType, depth: int) -> Coercer | None:
         default = field.default_value
         if default is not Undefined and not isinstance(default, IMMUTABLE):
             return None
-        coerce = coercer(field.type, depth + 1)
+        coerce = coercer(field.type, depth + 1, build)
         if coerce is None:
             return None
         fields.append(
@@ -106,7 +113,15 @@ def _input_object(type_: GraphQLInputObjectType, depth: int) -> Coercer | None:
         )
     names = frozenset(type_.fields)
     one_of = type_.is_one_of
-    out_type = type_.out_type
+    out_type: Callable[[dict[str, Any]], Any] = type_.out_type
+    if build is not None:
+        make = build(type_)
+        if make is None:
+            return None
+        if out_type is GraphQLInputObjectType.out_type:  # graphql-core's: the dict as it is
+            out_type = make
+        else:
+            out_type = _checked_then(out_type, make)
 
     def input_object(value: Any) -> Any:
         if value is None or value is Undefined:
@@ -142,6 +157,12 @@ def _input_object(type_: GraphQLInputObjectType, depth: int) -> Coercer | None:
         return out_type(coerced)
 
     return input_object
+
+
+def _checked_then(
+    checked: Callable[[dict[str, Any]], Any], make: Callable[[dict[str, Any]], Any]
+) -> Callable[[dict[str, Any]], Any]:
+    return lambda coerced: make(checked(coerced))
 
 
 def _leaf(type_: GraphQLScalarType | GraphQLEnumType) -> Coercer:

@@ -25,9 +25,11 @@ A compiled run does what graphql-core does, in the same order and with the same 
 2. graphql-core's ``get_argument_values`` coerces the arguments.
    When the root field's arguments are exactly the operation's variables, each of the
    argument's own type and without a default (``createUsageEvents(input: $input)``), steps 1
-   and 2 are one coercion per variable by a coercer compiled for its type
-   (``gateway.api.fast_coerce``); a value it finds invalid, or a variable not given, goes
-   through steps 1 and 2 as written, whose errors are the answer.
+   to 3 are one coercion per variable by a coercer compiled for its type
+   (``gateway.api.fast_coerce``), which makes strawberry's input objects as it goes (what
+   step 3 would make of its dicts: the only conversion step 3 does is that one, its other
+   converters are the identity); a value it finds invalid, or a variable not given, goes
+   through steps 1 to 3 as written, whose errors are the answer.
 3. The arguments become strawberry input objects, like strawberry's ``convert_argument``, with
    a converter built once per type.
 4. The field's own resolver runs.
@@ -57,6 +59,7 @@ from graphql import (
     FieldNode,
     FragmentSpreadNode,
     GraphQLField,
+    GraphQLInputObjectType,
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
@@ -68,6 +71,7 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.utilities import get_operation_ast, type_from_ast
+from strawberry.types.base import StrawberryObjectDefinition
 from strawberry.types.field import StrawberryField
 
 from gateway.api.fast_coerce import Coercer, coercer
@@ -107,7 +111,8 @@ class CompiledOperation:
     resolver: Callable[..., Awaitable[Any]]
     arguments: list[tuple[str, str, Converter]]  # (graphql name, python name, converter)
     complete: Completer
-    # (variable, argument's key, coercer) per argument, when the arguments are the variables
+    # (variable, python name, coercer to the input objects) per argument, when the arguments
+    # are the variables
     direct: tuple[tuple[str, str, Coercer], ...] | None = None
 
     async def run(
@@ -118,9 +123,9 @@ class CompiledOperation:
         *,
         hide_suggestions: bool = False,
     ) -> ExecutionResult:
-        raw = self._direct(variables or {})
+        kwargs = self._direct(variables or {})
         coerced = None
-        if raw is None:
+        if kwargs is None:
             values = get_variable_values(
                 schema,
                 self.operation.variable_definitions or (),
@@ -132,13 +137,13 @@ class CompiledOperation:
                 return ExecutionResult(data=None, errors=values)
             coerced = values
         try:
-            if raw is None:
+            if kwargs is None:
                 raw = get_argument_values(self.field, self.node, coerced)
-            kwargs = {
-                python: convert(raw[graphql])
-                for graphql, python, convert in self.arguments
-                if graphql in raw
-            }
+                kwargs = {
+                    python: convert(raw[graphql])
+                    for graphql, python, convert in self.arguments
+                    if graphql in raw
+                }
             value = await self.resolver(info=FastInfo(context, self.node.name.value), **kwargs)
             run = Run(context)
             data = {self.key: self.complete(value, run)}
@@ -149,11 +154,12 @@ class CompiledOperation:
         return ExecutionResult(data=data, errors=None)
 
     def _direct(self, variables: dict[str, Any]) -> dict[str, Any] | None:
-        """The arguments by the compiled coercers, or None: graphql-core coerces them."""
+        """The resolver's arguments by the compiled coercers, or None: graphql-core coerces
+        them."""
         if self.direct is None:
             return None
-        raw: dict[str, Any] = {}
-        for variable, key, coerce in self.direct:
+        kwargs: dict[str, Any] = {}
+        for variable, python, coerce in self.direct:
             value = variables.get(variable, Undefined)
             try:
                 coerced = Undefined if value is Undefined else coerce(value)
@@ -161,8 +167,8 @@ class CompiledOperation:
                 return None
             if coerced is Undefined:
                 return None
-            raw[key] = coerced
-        return raw
+            kwargs[python] = coerced
+        return kwargs
 
 
 class FastExecutor:
@@ -283,18 +289,26 @@ class FastExecutor:
             resolver=cast(Callable[..., Awaitable[Any]], resolver.wrapped_func),
             arguments=arguments,
             complete=Plan(self.schema).completer(field.type, [node]),
-            direct=self._direct_arguments(operation, node, field),
+            direct=self._direct_arguments(
+                operation, node, field, {graphql: python for graphql, python, _ in arguments}
+            ),
         )
 
     def _direct_arguments(
-        self, operation: OperationDefinitionNode, node: FieldNode, field: GraphQLField
+        self,
+        operation: OperationDefinitionNode,
+        node: FieldNode,
+        field: GraphQLField,
+        python_names: dict[str, str],
     ) -> tuple[tuple[str, str, Coercer], ...] | None:
         """CompiledOperation.direct: when every argument of the field is given as a variable
         of its own type, each variable used once, none with a default, and no other
         variable is defined (coercing the variables then is coercing the arguments)."""
         definitions = operation.variable_definitions or ()
         given = {a.name.value: a.value for a in node.arguments or ()}
-        if set(given) != set(field.args) or any(d.default_value for d in definitions):
+        if set(given) != set(field.args) or set(given) != set(python_names):
+            return None
+        if any(d.default_value for d in definitions):
             return None
         types = {d.variable.name.value: d.type for d in definitions}
         direct = []
@@ -303,11 +317,43 @@ class FastExecutor:
                 return None
             argument = field.args[name]
             variable_type = type_from_ast(self.schema, types.pop(value.name.value))
-            coerce = coercer(argument.type)
+            coerce = coercer(argument.type, build=self._input_object)
             if str(variable_type) != str(argument.type) or coerce is None:
                 return None
-            direct.append((value.name.value, argument.out_name or name, coerce))
+            direct.append((value.name.value, python_names[name], coerce))
         return None if types else tuple(direct)
+
+    def _input_object(
+        self, type_: GraphQLInputObjectType
+    ) -> Callable[[dict[str, Any]], Any] | None:
+        """How ``convert_argument`` (``input_converter``) makes this type's coerced dict into
+        its strawberry input object, its fields being made already; None when it is not
+        strawberry's plain input type."""
+        definition = (type_.extensions or {}).get(DEFINITION)
+        if (
+            not isinstance(definition, StrawberryObjectDefinition)
+            or not definition.is_input
+            or definition.from_input is not None
+            or any(f.out_name for f in type_.fields.values())
+        ):
+            return None
+        names = {self.names.from_field(f): f.python_name for f in definition.fields}
+        if set(names) != set(type_.fields):
+            return None
+        implicit = {
+            f.python_name: None
+            for f in definition.fields
+            if f.default_value is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        make = definition.origin
+
+        def input_object(coerced: dict[str, Any]) -> Any:
+            kwargs = dict(implicit)
+            for key, value in coerced.items():
+                kwargs[names[key]] = value
+            return make(**kwargs)
+
+        return input_object
 
 
 def _has_spread(selection_set: SelectionSetNode | None) -> bool:
