@@ -42,24 +42,23 @@ class UsageEvent:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UsageEvent:
-        """From the JSON of record_usage_event(): its ids are already canonical text."""
+        """From the JSON of record_usage_event(): its ids are already canonical text (taken
+        as they are: strawberry.ID is str at run time, and this runs for every answer)."""
+        billing_period_id = data["billing_period_id"]
+        voided_at = data.get("voided_at")
         return cls(
-            id=strawberry.ID(data["id"]),
-            customer_id=strawberry.ID(data["customer_id"]),
-            subscription_id=strawberry.ID(data["subscription_id"]),
-            usage_meter_id=strawberry.ID(data["usage_meter_id"]),
-            price_id=strawberry.ID(data["price_id"]),
-            billing_period_id=None
-            if data["billing_period_id"] is None
-            else strawberry.ID(data["billing_period_id"]),
+            id=data["id"],
+            customer_id=data["customer_id"],
+            subscription_id=data["subscription_id"],
+            usage_meter_id=data["usage_meter_id"],
+            price_id=data["price_id"],
+            billing_period_id=billing_period_id,
             amount=int(data["amount"]),
             transaction_id=data["transaction_id"],
             usage_date=datetime.fromisoformat(data["usage_date"]),
             properties=cast(JSON, data["properties"]),
             created_at=datetime.fromisoformat(data["created_at"]),
-            voided_at=None
-            if data.get("voided_at") is None
-            else datetime.fromisoformat(data["voided_at"]),
+            voided_at=None if voided_at is None else datetime.fromisoformat(voided_at),
             void_reason=data.get("void_reason"),
         )
 

@@ -41,7 +41,7 @@ MAX_AMOUNT = 2**31 - 1
 _RETRIES = 3
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: made once per event (as BalanceRow, records.py)
 class UsageInput:
     target_kind: TargetKind
     target: str
@@ -62,7 +62,9 @@ def _canonical_id(text: str) -> str:
 
 def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, Any] | UserError:
     """Validate what needs no data and apply the caller's defaults."""
-    if caller.is_secret_key:
+    if caller.is_secret_key and (
+        item.subscription_id is None or item.transaction_id is None or item.amount is None
+    ):
         missing = [
             name
             for name, value in (
@@ -84,7 +86,8 @@ def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, 
     transaction_id = item.transaction_id
     if transaction_id is None:
         transaction_id = f"gen_{uuid_utils.uuid7()}"
-    elif not transaction_id.strip() or len(transaction_id) > MAX_TRANSACTION_ID:
+    elif not transaction_id or transaction_id.isspace() or len(transaction_id) > MAX_TRANSACTION_ID:
+        # (not .strip(): blank means empty or only what strip() removes, without the copy)
         return invalid(
             f"transactionId must be 1 to {MAX_TRANSACTION_ID} characters", "input", "transactionId"
         )
@@ -101,9 +104,11 @@ def _prepare(caller: Caller, item: UsageInput, settings: Settings) -> dict[str, 
             return not_found(
                 f"no {item.target_kind[:-2]} {item.target}", "input", "target", item.target_kind
             )
-    properties = check_properties(item.properties, settings)
-    if isinstance(properties, UserError):
-        return properties
+    properties = None
+    if item.properties is not None:
+        properties = check_properties(item.properties, settings)
+        if isinstance(properties, UserError):
+            return properties
     usage_date = item.usage_date
     if usage_date is not None and usage_date.tzinfo is None:
         usage_date = usage_date.replace(tzinfo=UTC)
@@ -199,7 +204,8 @@ async def _record_many(
     """Prepared events in one statement: one result per event, in order, each as alone (field
     paths without the index). ``lock_timeout``: group commit's bound on lock waits."""
     customer_id, (backdating, future) = key
-    if len({_writer_key_of(customer_id, p) for p in payload}) < 2:
+    writer_keys = [_writer_key_of(customer_id, p) for p in payload]
+    if len(set(writer_keys)) < 2:
         lock_timeout = None  # one balance row: nothing to tell apart by giving up early
     results: list[UsageResult | None] = [None] * len(payload)
     groups, missing = await owners.group_by_customer(
@@ -241,7 +247,11 @@ async def _record_many(
             await db.fetchrow(
                 _BATCH_SQL,
                 customers,
-                [{**payload[i], "customer_id": str(c)} for c in customers for i in groups[c]],
+                [
+                    {**payload[i], "customer_id": text}
+                    for c, text in zip(customers, map(str, customers), strict=True)
+                    for i in groups[c]
+                ],
                 customer_id,
                 backdating,
                 future,
@@ -250,7 +260,7 @@ async def _record_many(
         )
 
     if customers:
-        async with db.writers.hold(_writer_key_of(customer_id, p) for p in payload):
+        async with db.writers.hold(writer_keys):
             rows = await _with_retry(call)
         for index, data in whole_answers(rows, positions, payload).items():
             results[index] = usage_result(data)
