@@ -44,7 +44,6 @@ class UsageEvent:
     def from_json(cls, data: dict[str, Any]) -> UsageEvent:
         """From the JSON of record_usage_event(): its ids are already canonical text (taken
         as they are: strawberry.ID is str at run time, and this runs for every answer)."""
-        billing_period_id = data["billing_period_id"]
         voided_at = data.get("voided_at")
         return cls(
             id=data["id"],
@@ -52,7 +51,7 @@ class UsageEvent:
             subscription_id=data["subscription_id"],
             usage_meter_id=data["usage_meter_id"],
             price_id=data["price_id"],
-            billing_period_id=billing_period_id,
+            billing_period_id=data["billing_period_id"],
             amount=int(data["amount"]),
             transaction_id=data["transaction_id"],
             usage_date=datetime.fromisoformat(data["usage_date"]),

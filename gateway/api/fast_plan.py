@@ -65,6 +65,16 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def implicit_fields(definition: Any) -> dict[str, None]:
+    """An input type's fields that ``convert_argument`` sets to None when not given: those
+    without a default of their own."""
+    return {
+        f.python_name: None
+        for f in definition.fields
+        if f.default_value is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+
+
 def input_converter(type_: Any, names: Any, leaves: Any) -> Converter:
     """A function doing what strawberry's ``convert_argument`` does for this type."""
     if isinstance(type_, LazyType):
@@ -83,11 +93,7 @@ def input_converter(type_: Any, names: Any, leaves: Any) -> Converter:
         definition = type_.__strawberry_definition__
         if not definition.is_input or definition.from_input is not None:
             raise NotCompilable(f"input type {definition.name}")
-        implicit = {
-            f.python_name: None
-            for f in definition.fields
-            if f.default_value is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        }
+        implicit = implicit_fields(definition)
         fields = [
             (names.from_field(f), f.python_name, input_converter(f.type, names, leaves))
             for f in definition.fields

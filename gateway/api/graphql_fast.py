@@ -84,6 +84,7 @@ from gateway.api.fast_plan import (
     NotCompilable,
     Plan,
     Run,
+    implicit_fields,
     input_converter,
 )
 
@@ -340,11 +341,7 @@ class FastExecutor:
         names = {self.names.from_field(f): f.python_name for f in definition.fields}
         if set(names) != set(type_.fields):
             return None
-        implicit = {
-            f.python_name: None
-            for f in definition.fields
-            if f.default_value is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        }
+        implicit = implicit_fields(definition)
         make = definition.origin
 
         def input_object(coerced: dict[str, Any]) -> Any:

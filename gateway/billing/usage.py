@@ -249,7 +249,7 @@ async def _record_many(
                 customers,
                 [
                     {**payload[i], "customer_id": text}
-                    for c, text in zip(customers, map(str, customers), strict=True)
+                    for c, text in ((c, str(c)) for c in customers)  # str() once per customer
                     for i in groups[c]
                 ],
                 customer_id,
